@@ -1,0 +1,1 @@
+//! Master-side fan-out: registry, SSH sessions, scheduler, report.

@@ -1,0 +1,1 @@
+//! Mirror-side handler: config, queue/lock, rsync runner, status.

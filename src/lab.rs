@@ -1,0 +1,1 @@
+//! The test lab: real rsync --daemon upstream and OpenSSH sshd mirrors on loopback.

@@ -1,0 +1,13 @@
+//! mirrorpush: push-triggered mirror syncing.
+//!
+//! - [`request`]: the wire grammar, shared by master and handler.
+//! - [`handler`]: the mirror-side forced command (synchronous; no tokio, no russh).
+//! - [`fanout`]: the master-side SSH fan-out (feature `master`).
+//! - [`lab`]: the local test lab of real sshd and rsync daemons, used by tests, the demo and benchmarks.
+
+pub mod handler;
+pub mod lab;
+pub mod request;
+
+#[cfg(feature = "master")]
+pub mod fanout;
