@@ -2,9 +2,12 @@
 """Markdown tables from the raw results of benches/fanout-*.sh.
 
     summarize.py RAW_TSV [RSS_TSV]
+    summarize.py --conn CONN_TSV RTT_MS RAW_TSV
+
 
 RAW_TSV lines: scenario tool n conc delay_ms run wall_s user_s sys_s maxrss_kib rc
 RSS_TSV lines: scenario tool n run peak_sum_rss_kib peak_sum_pss_kib peak_procs samples rc
+CONN_TSV lines (simfleet's view, one line per run): scenario tool run connections median_ms max_ms
 Medians over the runs that exited 0 (failed runs are counted and shown, never averaged in).
 """
 
@@ -41,7 +44,51 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
+def conn_main(conn_path, rtt_ms, raw_path):
+    rtt_ms = float(rtt_ms)
+    conns = OrderedDict()
+    for scen, tool, _run, count, median_ms, max_ms in read(conn_path):
+        c = conns.setdefault((scen, tool), {"count": [], "med": [], "max": []})
+        c["count"].append(int(count))
+        c["med"].append(float(median_ms))
+        c["max"].append(float(max_ms))
+    walls = {}
+    for scen, tool, _n, _conc, _delay, _run, wall, *_rest, rc in read(raw_path):
+        if rc == "0":
+            walls.setdefault((scen, tool), []).append(float(wall))
+    print("Per connection, as the simulated server sees it (accept to the client's EOF; "
+          "medians over runs of each run's median, and the largest over all runs):\n")
+    print("| scenario | tool | connections per run | per-connection ms median | slowest connection ms |")
+    print("|---|---|---|---|---|")
+    for (scen, tool), c in conns.items():
+        print(f"| {scen} | {tool} | {med(c['count']):.0f} | {med(c['med']):.1f} | {max(c['max']):.1f} |")
+    print()
+    tools = sorted({t for (s, t) in walls if s.startswith("rtt-")})
+    if not tools:
+        return
+    d0, dx = "rtt-N1-D0", f"rtt-N1-D{rtt_ms:g}"
+    print(f"Round trips per mirror (N=1): (median at {rtt_ms:g} ms - median at 0 ms) / {rtt_ms:g} ms. "
+          "The client's count includes the TCP handshake (modelled as one RTT by simfleet).\n")
+    print("| tool | client wall ms at 0 | at RTT | round trips (client wall) "
+          "| server-side connection ms at 0 | at RTT | round trips (server view) |")
+    print("|---|---|---|---|---|---|---|")
+    for tool in tools:
+        w0, wx = med(walls.get((d0, tool), [])), med(walls.get((dx, tool), []))
+        c0, cx = conns.get((d0, tool)), conns.get((dx, tool))
+        m0 = med(c0["med"]) if c0 else None
+        mx = med(cx["med"]) if cx else None
+        k_wall = "n/a" if w0 is None or wx is None else f"{(wx - w0) * 1000 / rtt_ms:.2f}"
+        k_conn = "n/a" if m0 is None or mx is None else f"{(mx - m0) / rtt_ms:.2f}"
+        w0s = "n/a" if w0 is None else f"{w0 * 1000:.0f}"
+        wxs = "n/a" if wx is None else f"{wx * 1000:.0f}"
+        print(f"| {tool} | {w0s} | {wxs} | {k_wall} | {fmt(m0, 1)} | {fmt(mx, 1)} | {k_conn} |")
+    print()
+
+
 def main():
+    if sys.argv[1] == "--conn":
+        conn_main(*sys.argv[2:5])
+        return
     raw = read(sys.argv[1])
     rss = read(sys.argv[2]) if len(sys.argv) > 2 else []
     groups = OrderedDict()
