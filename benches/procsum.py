@@ -6,7 +6,7 @@
 Writes one line to OUTFILE: `<peak sum RSS KiB> <peak sum PSS KiB> <peak process count> <samples>`
 and exits with the command's exit status. RSS counts shared pages (libc, libcrypto) once per
 process; PSS divides each shared page among the processes that map it, so the PSS sum is the
-tree's real memory. Sampling costs CPU (a /proc walk every few ms), so runs made through this
+tree's real memory. Zombies (exited, not yet reaped) are not counted. Sampling costs CPU (a /proc walk every few ms), so runs made through this
 script are for memory only and are not timed.
 """
 
@@ -27,8 +27,10 @@ def tree(root):
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        kids.setdefault(ppid, []).append(int(name))
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X"):
+            continue  # exited, not yet reaped: holds no memory, not counted
+        kids.setdefault(int(fields[1]), []).append(int(name))
     seen, stack = [], [root]
     while stack:
         pid = stack.pop()

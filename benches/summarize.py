@@ -113,7 +113,7 @@ def main():
             s["fail"] += 1
 
     print("| scenario | tool | ok runs | wall s median (min-max) | CPU user+sys s median | CPU per mirror ms "
-          "| peak RSS KiB, largest process | sum over process tree: peak RSS / PSS KiB, processes |")
+          "| peak RSS KiB, largest process | sum over process tree: peak RSS / PSS KiB, live processes |")
     print("|---|---|---|---|---|---|---|---|")
     for scen, g in groups.items():
         for tool, t in g["tools"].items():

@@ -6,12 +6,14 @@
 //!
 //! ```text
 //! simfleet --dir DIR [--mirrors N] [--delay-ms D] [--concurrency C] [--threads T] [--conn-log F]
+//!          [--trace F]
 //! ```
 //! It writes into DIR: `host_key` (ssh-keygen, shared by every endpoint), `client_key` (the one
 //! key accepted; reused if present), `mirrors.toml` (DESIGN section 5), `known_hosts`,
 //! `pssh_hosts` (`127.0.0.1:PORT` lines for parallel-ssh), then prints `ready` and serves until
 //! stdin closes or SIGTERM/SIGINT. With `--conn-log F` it appends one line per connection:
-//! `<ms from accept to the client's EOF> <client->server chunks> <server->client chunks> <exec>`.
+//! `<ms from accept to the client's EOF> <client->server chunks> <server->client chunks>`;
+//! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`).
 //!
 //! Delay model (`--delay-ms D`, D = one round-trip time): a delay line in front of each session.
 //! Every chunk read from the client is handed to the server D/2 after it arrived, and every
@@ -44,7 +46,7 @@ mod fleet {
     use tokio::time::Instant;
 
     const USAGE: &str = "usage: simfleet --dir DIR [--mirrors N] [--delay-ms D] \
-                         [--concurrency C] [--threads T] [--conn-log FILE]";
+                         [--concurrency C] [--threads T] [--conn-log FILE] [--trace FILE]";
 
     struct Args {
         dir: PathBuf,
@@ -53,6 +55,7 @@ mod fleet {
         concurrency: usize,
         threads: usize,
         conn_log: Option<PathBuf>,
+        trace: Option<PathBuf>,
     }
 
     fn parse_args() -> Result<Args, String> {
@@ -62,6 +65,7 @@ mod fleet {
         let mut concurrency = None;
         let mut threads = 1usize;
         let mut conn_log = None;
+        let mut trace = None;
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -73,6 +77,7 @@ mod fleet {
                 "--concurrency" => concurrency = Some(num(value()?)? as usize),
                 "--threads" => threads = num(value()?)?.max(1) as usize,
                 "--conn-log" => conn_log = Some(PathBuf::from(value()?)),
+                "--trace" => trace = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => return Err(USAGE.into()),
                 _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
             }
@@ -87,6 +92,7 @@ mod fleet {
             concurrency: concurrency.unwrap_or(mirrors),
             threads,
             conn_log,
+            trace,
         })
     }
 
@@ -159,6 +165,7 @@ mod fleet {
             accepted: AtomicU64::new(0),
             execs: AtomicU64::new(0),
             log: args.conn_log.as_ref().map(|p| spawn_conn_log(p.clone())),
+            trace: args.trace.as_ref().map(|p| spawn_conn_log(p.clone())),
         });
 
         let mut listeners = Vec::with_capacity(args.mirrors);
@@ -181,9 +188,9 @@ mod fleet {
                 loop {
                     match listener.accept().await {
                         Ok((sock, _)) => {
-                            shared.accepted.fetch_add(1, Ordering::Relaxed);
+                            let id = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
                             let (config, shared) = (config.clone(), shared.clone());
-                            tokio::spawn(serve(sock, config, shared, delay));
+                            tokio::spawn(serve(id, sock, config, shared, delay));
                         }
                         Err(e) => {
                             // EMFILE and the like: say so, back off, keep serving.
@@ -203,7 +210,7 @@ mod fleet {
             shared.accepted.load(Ordering::Relaxed),
             shared.execs.load(Ordering::Relaxed)
         );
-        if let Some(log) = &shared.log {
+        for log in shared.log.iter().chain(shared.trace.iter()) {
             // Let the log writer drain what is queued.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = log.send(LogMsg::Flush(tx));
@@ -294,6 +301,7 @@ mod fleet {
         accepted: AtomicU64,
         execs: AtomicU64,
         log: Option<mpsc::UnboundedSender<LogMsg>>,
+        trace: Option<mpsc::UnboundedSender<LogMsg>>,
     }
 
     enum LogMsg {
@@ -329,6 +337,7 @@ mod fleet {
 
     /// One client connection: hand it to the server, directly or through the delay line.
     async fn serve(
+        id: u64,
         sock: TcpStream,
         config: Arc<server::Config>,
         shared: Arc<Shared>,
@@ -360,8 +369,8 @@ mod fleet {
         let (dup_r, dup_w) = tokio::io::split(proxy_end);
         let half = delay / 2;
         let (c2s, s2c) = tokio::join!(
-            delay_line(tcp_r, dup_w, half, gate),
-            delay_line(dup_r, tcp_w, half, start)
+            delay_line(tcp_r, dup_w, half, gate, trace(&shared, id, start, "c2s")),
+            delay_line(dup_r, tcp_w, half, start, trace(&shared, id, start, "s2c"))
         );
         // c2s.1 is when the client's EOF (or error) was read: the end of its exchange.
         let elapsed = c2s.1.saturating_duration_since(start);
@@ -381,6 +390,19 @@ mod fleet {
         }
     }
 
+    /// A `--trace` line writer for one direction of connection `id`: `<id> <ms since accept,
+    /// when the proxy read the chunk> <direction> <bytes>` (0 bytes: EOF). At a large delay the
+    /// client's chunks cluster at multiples of the RTT: one cluster per round trip it waited for.
+    fn trace(shared: &Shared, id: u64, start: Instant, dir: &'static str) -> impl Fn(usize) {
+        let tx = shared.trace.clone();
+        move |bytes| {
+            if let Some(tx) = &tx {
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                let _ = tx.send(LogMsg::Line(format!("{id} {ms:.1} {dir} {bytes}\n")));
+            }
+        }
+    }
+
     /// Copies `from` to `to`, handing each chunk over `half` after it was read (and never before
     /// `not_before`), in order; EOF is passed on the same way. Returns the number of chunks and
     /// when `from` ended.
@@ -389,6 +411,7 @@ mod fleet {
         mut to: W,
         half: Duration,
         not_before: Instant,
+        trace: impl Fn(usize),
     ) -> (u64, Instant)
     where
         R: AsyncRead + Unpin,
@@ -400,6 +423,7 @@ mod fleet {
             let mut chunks = 0u64;
             loop {
                 let n = from.read(&mut buf).await.unwrap_or(0);
+                trace(n);
                 let due = (Instant::now() + half).max(not_before);
                 if n == 0 {
                     let _ = tx.send((due, None));
