@@ -1,7 +1,17 @@
 //! Master-side fan-out: registry, SSH sessions, scheduler, report.
 //!
 //! - [`registry`]: `mirrors.toml` parsing and validation.
+//! - [`select`]: which mirrors a command applies to.
 //! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
+//! - [`session`]: one bounded SSH exchange with one mirror.
+//! - [`scheduler`]: stages, concurrency, Ctrl-C.
+//! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
+pub mod commands;
 pub mod known_hosts;
 pub mod registry;
+pub mod report;
+pub mod scheduler;
+pub mod select;
+pub mod session;
