@@ -52,9 +52,11 @@ pub async fn run(
                 joined = set.join_next_with_id() => match joined {
                     None => break,
                     Some(Ok((id, (outcome, elapsed)))) => {
-                        if let Some((t, _)) = running.remove(&id) {
-                            reporter.finished(MirrorReport::new(
-                                &t.mirror, t.request.to_string(), outcome, elapsed));
+                        if let Some((t, begun)) = running.remove(&id) {
+                            let mut report = MirrorReport::new(
+                                &t.mirror, t.request.to_string(), outcome, elapsed);
+                            report.started_ms = ms(begun - started);
+                            reporter.finished(report);
                         }
                     }
                     Some(Err(e)) => {
@@ -64,8 +66,10 @@ pub async fn run(
                             let mut outcome = session::Outcome::default();
                             outcome.error = Some(format!("internal error: {e}"));
                             outcome.message = outcome.error.clone().unwrap_or_default();
-                            reporter.finished(MirrorReport::new(
-                                &t.mirror, t.request.to_string(), outcome, begun.elapsed()));
+                            let mut report = MirrorReport::new(
+                                &t.mirror, t.request.to_string(), outcome, begun.elapsed());
+                            report.started_ms = ms(begun - started);
+                            reporter.finished(report);
                         }
                     }
                 },
@@ -73,8 +77,10 @@ pub async fn run(
                     interrupted = true;
                     set.abort_all();
                     for (_, (t, begun)) in running.drain() {
-                        reporter.finished(MirrorReport::interrupted(
-                            &t.mirror, t.request.to_string(), begun.elapsed()));
+                        let mut report = MirrorReport::interrupted(
+                            &t.mirror, t.request.to_string(), begun.elapsed());
+                        report.started_ms = ms(begun - started);
+                        reporter.finished(report);
                     }
                     // Let aborted tasks unwind so their connections are dropped before we return.
                     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -86,4 +92,8 @@ pub async fn run(
         }
     }
     reporter.finish(interrupted, started.elapsed())
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
 }

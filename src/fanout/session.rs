@@ -212,9 +212,11 @@ impl HostCheck {
 }
 
 fn config() -> Arc<client::Config> {
-    let mut preferred = russh::Preferred::default();
-    // zlib@openssh.com has desync reports, and requests are tiny: never offer compression.
-    preferred.compression = std::borrow::Cow::Borrowed(&[russh::compression::NONE]);
+    let preferred = russh::Preferred {
+        // zlib@openssh.com has desync reports, and requests are tiny: never offer compression.
+        compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+        ..Default::default()
+    };
     Arc::new(client::Config {
         preferred,
         nodelay: true,
