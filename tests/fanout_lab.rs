@@ -482,3 +482,50 @@ fn faults_are_isolated_in_one_push() {
     assert!(!lab.in_sync(2, "fedora"));
     drop(silent);
 }
+
+/// Ctrl-C: no new sessions, open ones closed, the summary so far printed, exit 130.
+#[test]
+fn ctrl_c_stops_cleanly_with_a_summary() {
+    let lab = lab(2, "wait");
+    let mut big = std::fs::File::create(lab.upstream_dir("fedora").join("big.iso")).unwrap();
+    big.write_all(&vec![7u8; 2 << 20]).unwrap();
+    drop(big);
+    for i in 0..2 {
+        let slow = lab.handler_toml(i, "rsync_args = [\"--bwlimit=1\"]");
+        lab.write_handler_config(i, &slow).unwrap();
+    }
+    let mut reg = defaults(&lab, "10s", "5m");
+    reg += &entry("slow1", lab.mirrors[0].port, "");
+    reg += &entry("later", lab.mirrors[1].port, "stage = 2");
+    let path = write_registry(&lab, &reg);
+    let child = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(&path)
+        .args(["push", "--json", "fedora"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // Wait until the slow session is open (its sshd logged the login), then interrupt.
+    let log = lab.mirrors[0].sshd_log.clone();
+    assert!(lab.wait_until(DEADLINE, || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Accepted publickey")));
+    std::thread::sleep(Duration::from_millis(500));
+    let begun = Instant::now();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(begun.elapsed() < Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(130), "{}", dump(&out));
+    let (m, _, summary) = parse_json(&out);
+    assert!(m["slow1"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
+    // Stage 2 never started.
+    assert!(!m.contains_key("later"));
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["not_started"], 1);
+    assert_eq!(summary["failed"], 1);
+}
