@@ -14,9 +14,6 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn handler_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("STANDIN_HANDLER") {
-        return PathBuf::from(p);
-    }
     PathBuf::from(env!("CARGO_BIN_EXE_mirrorpush-handler"))
 }
 

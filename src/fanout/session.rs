@@ -357,7 +357,17 @@ fn judge(
             .unwrap_or("")
             .to_owned()
     };
-    let (stdout_line, stderr_line) = (first_line(&output.stdout), first_line(&output.stderr));
+    // The handler's errors are one stderr line starting "error:" (DESIGN.md section 4); prefer
+    // it over noise a login shell may print first (e.g. profile scripts).
+    let error_line = |bytes: &[u8]| {
+        let text = crate::request::escape_bytes(bytes);
+        text.split("\\x0a")
+            .map(str::trim)
+            .find(|l| l.starts_with("error:"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| first_line(bytes))
+    };
+    let (stdout_line, stderr_line) = (first_line(&output.stdout), error_line(&output.stderr));
     let error = match (exit_status, &signal) {
         (Some(0), _) => None,
         (Some(code), _) => {
