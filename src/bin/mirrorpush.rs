@@ -1,62 +1,9 @@
 //! `mirrorpush`: the master-side driver (DESIGN.md section 6). Parsing and logging set-up only;
 //! the work is in `mirrorpush::fanout`.
 
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use mirrorpush::fanout::cli::{Cli, Command};
 use mirrorpush::fanout::commands::{self, PushArgs};
-use mirrorpush::fanout::registry::DEFAULT_REGISTRY;
-
-#[derive(Parser)]
-#[command(version, about = "Push sync requests to mirrors over SSH")]
-struct Cli {
-    /// The mirror registry.
-    #[arg(long, global = true, env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
-    registry: PathBuf,
-    /// Debug logging on stderr (-vv: also the SSH library's).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Show the registered mirrors and what they would be sent. Connects to nobody.
-    List {
-        /// Only mirrors carrying this module.
-        #[arg(long)]
-        module: Option<String>,
-        /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// JSON Lines output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask every selected mirror to sync MODULE (or only DIR within it).
-    Push {
-        /// Show what would be sent to whom; connect to nobody.
-        #[arg(long)]
-        dry_run: bool,
-        /// JSON Lines report on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Only this mirror (repeatable).
-        #[arg(long = "mirror")]
-        mirrors: Vec<String>,
-        /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Most SSH sessions at once (default: the registry's `concurrency`).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
-        concurrency: Option<u32>,
-        module: String,
-        dir: Option<String>,
-    },
-    /// Validate the registry, key files and known_hosts entries. Connects to nobody.
-    Check,
-}
 
 fn main() {
     let cli = Cli::parse();

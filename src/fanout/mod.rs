@@ -6,8 +6,10 @@
 //! - [`session`]: one bounded SSH exchange with one mirror.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
+pub mod cli;
 pub mod commands;
 pub mod known_hosts;
 pub mod registry;
