@@ -1,1 +1,608 @@
-//! The test lab: real rsync --daemon upstream and OpenSSH sshd mirrors on loopback.
+//! The test lab: a real `rsync --daemon` upstream and N real OpenSSH `sshd` mirrors on 127.0.0.1,
+//! each with its own host key and an authorized_keys line that forces `mirrorpush-handler`.
+//!
+//! One implementation serves the integration tests, the demo and the benchmarks. Everything lives
+//! in one temp dir; every process started is stopped by pid when the [`Lab`] is dropped, together
+//! with any process (detached handler runner, rsync) whose command line names the lab dir.
+//!
+//! When run as root, each sshd (and so every handler it runs) starts in a private mount namespace
+//! with the system directories bind-mounted read-only: a handler bug fed hostile input in a test
+//! cannot damage the machine.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SSHD: &str = "/usr/sbin/sshd";
+/// System directories made read-only for the handlers when the lab runs as root.
+const READ_ONLY_DIRS: &[&str] = &[
+    "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/opt",
+    "/srv", "/home", "/root", "/var", "/work",
+];
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub mirrors: usize,
+    /// Modules served upstream and configured on every mirror.
+    pub modules: Vec<String>,
+    /// Absolute path of the `mirrorpush-handler` binary that each sshd forces.
+    pub handler_bin: PathBuf,
+    /// `mode` of every module in the mirrors' handler.toml.
+    pub mode: String,
+    /// Run each sshd in a private mount namespace with read-only system dirs (root only).
+    pub isolate: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            mirrors: 1,
+            modules: vec!["fedora".into()],
+            handler_bin: PathBuf::new(),
+            mode: "detach".into(),
+            isolate: true,
+        }
+    }
+}
+
+/// One mirror: an sshd on its own port forcing the handler with its own config.
+#[derive(Debug)]
+pub struct LabMirror {
+    pub name: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub handler_config: PathBuf,
+    pub state_dir: PathBuf,
+    pub sshd_log: PathBuf,
+    pub host_key_pub: String,
+    pub authorized_keys: PathBuf,
+}
+
+impl LabMirror {
+    /// Where this mirror keeps `module`.
+    pub fn dest(&self, module: &str) -> PathBuf {
+        self.dir.join("srv").join(module)
+    }
+}
+
+/// A running lab. Dropping it stops every process and removes the temp dir
+/// (kept when `MIRRORPUSH_LAB_KEEP` is set, for debugging).
+pub struct Lab {
+    pub root: PathBuf,
+    pub user: String,
+    /// Client private key (its public half is in every mirror's authorized_keys).
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    /// A ready `mirrors.toml` naming every mirror.
+    pub registry: PathBuf,
+    pub rsync_port: u16,
+    pub rsync_bin: PathBuf,
+    pub mirrors: Vec<LabMirror>,
+    opts: LabOptions,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    pub fn start(opts: LabOptions) -> io::Result<Lab> {
+        if !opts.handler_bin.is_absolute() {
+            return Err(other(format!(
+                "handler_bin must be absolute: {}",
+                opts.handler_bin.display()
+            )));
+        }
+        for tool in [SSHD, "/usr/bin/ssh", "/usr/bin/ssh-keygen"] {
+            if !Path::new(tool).exists() {
+                return Err(other(format!("{tool} missing: install openssh-server")));
+            }
+        }
+        let rsync_bin = find_in_path("rsync").ok_or_else(|| other("rsync missing".into()))?;
+        let root = make_temp_root()?;
+        let mut lab = Lab {
+            identity: root.join("client_key"),
+            known_hosts: root.join("known_hosts"),
+            registry: root.join("mirrors.toml"),
+            root,
+            user: current_user()?,
+            rsync_port: 0,
+            rsync_bin,
+            mirrors: Vec::new(),
+            opts,
+            children: Vec::new(),
+        };
+        // From here on, Drop cleans up whatever was started if a step fails.
+        keygen(&lab.identity)?;
+        lab.start_upstream()?;
+        let client_pub = fs::read_to_string(lab.identity.with_extension("pub"))?;
+        for i in 0..lab.opts.mirrors {
+            lab.start_mirror(i, client_pub.trim())?;
+        }
+        lab.write_known_hosts()?;
+        fs::write(&lab.registry, lab.registry_toml(""))?;
+        Ok(lab)
+    }
+
+    /// The directory served upstream as `module`: write files here and they are served at once.
+    pub fn upstream_dir(&self, module: &str) -> PathBuf {
+        self.root.join("upstream").join(module)
+    }
+
+    pub fn rsync_url(&self, module: &str) -> String {
+        format!("rsync://127.0.0.1:{}/{}/", self.rsync_port, module)
+    }
+
+    /// The default handler.toml of mirror `i`, with `extra_module_keys` added to every module table.
+    pub fn handler_toml(&self, i: usize, extra_module_keys: &str) -> String {
+        let m = &self.mirrors[i];
+        let mut s = format!(
+            "state_dir = {:?}\nrsync = {:?}\n",
+            m.state_dir.display().to_string(),
+            self.rsync_bin.display().to_string()
+        );
+        for module in &self.opts.modules {
+            let _ = write!(
+                s,
+                "\n[modules.{module}]\nsource = {:?}\ndest = {:?}\nmode = {:?}\n{extra_module_keys}\n",
+                self.rsync_url(module),
+                m.dest(module).display().to_string(),
+                self.opts.mode,
+            );
+        }
+        s
+    }
+
+    /// Rewrites mirror `i`'s handler.toml.
+    pub fn write_handler_config(&self, i: usize, text: &str) -> io::Result<()> {
+        fs::write(&self.mirrors[i].handler_config, text)
+    }
+
+    /// A `mirrors.toml` naming every mirror, with `extra_mirror_keys` added to every `[[mirror]]`.
+    pub fn registry_toml(&self, extra_mirror_keys: &str) -> String {
+        let mut s = format!(
+            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = \"10s\"\ntimeout = \"2m\"\n",
+            self.user,
+            self.identity.display().to_string(),
+            self.known_hosts.display().to_string()
+        );
+        for m in &self.mirrors {
+            let _ = write!(
+                s,
+                "\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = {:?}\n{extra_mirror_keys}\n",
+                m.name, m.port, self.opts.modules
+            );
+        }
+        s
+    }
+
+    /// The real OpenSSH client, set up to reach mirror `i` with the lab key and strict host keys.
+    pub fn ssh(&self, i: usize, remote_command: &str) -> Command {
+        self.ssh_raw(i, remote_command.as_bytes())
+    }
+
+    /// As [`Lab::ssh`], for a command that is not UTF-8 (it is sent byte for byte).
+    pub fn ssh_raw(&self, i: usize, remote_command: &[u8]) -> Command {
+        let mut cmd = Command::new("/usr/bin/ssh");
+        cmd.args(["-F", "/dev/null", "-i"])
+            .arg(&self.identity)
+            .arg("-p")
+            .arg(self.mirrors[i].port.to_string())
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=10",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .arg("--")
+            .arg(format!("{}@127.0.0.1", self.user))
+            .arg(OsStr::from_bytes(remote_command))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
+    pub fn wait_until(&self, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// True when mirror `i`'s copy of `module` has the same files with the same contents as upstream.
+    pub fn in_sync(&self, i: usize, module: &str) -> bool {
+        trees_equal(&self.upstream_dir(module), &self.mirrors[i].dest(module))
+    }
+
+    fn start_upstream(&mut self) -> io::Result<()> {
+        let dir = self.root.join("upstream");
+        fs::create_dir_all(&dir)?;
+        let mut conf = String::from("use chroot = no\nread only = yes\nnumbers = yes\n");
+        if is_root() {
+            // As root rsyncd would drop to nobody, who cannot enter the lab's private temp dir.
+            conf.push_str("uid = 0\ngid = 0\n");
+        }
+        let _ = writeln!(conf, "log file = {}", dir.join("rsyncd.log").display());
+        for module in &self.opts.modules {
+            let path = self.upstream_dir(module);
+            seed_tree(&path)?;
+            let _ = writeln!(conf, "\n[{module}]\npath = {}", path.display());
+        }
+        let conf_path = dir.join("rsyncd.conf");
+        fs::write(&conf_path, conf)?;
+        let rsync = self.rsync_bin.clone();
+        self.rsync_port = self.spawn_listener("rsync --daemon", |port| {
+            let mut cmd = Command::new(&rsync);
+            cmd.arg("--daemon")
+                .arg("--no-detach")
+                .arg(format!("--config={}", conf_path.display()))
+                .arg(format!("--port={port}"))
+                .arg("--address=127.0.0.1");
+            cmd
+        })?;
+        Ok(())
+    }
+
+    fn start_mirror(&mut self, i: usize, client_pub: &str) -> io::Result<()> {
+        let name = format!("mirror{}", i + 1);
+        let dir = self.root.join(&name);
+        fs::create_dir_all(&dir)?;
+        let host_key = dir.join("ssh_host_ed25519_key");
+        keygen(&host_key)?;
+        let mirror = LabMirror {
+            host_key_pub: fs::read_to_string(host_key.with_extension("pub"))?
+                .trim()
+                .to_owned(),
+            handler_config: dir.join("handler.toml"),
+            state_dir: dir.join("state"),
+            sshd_log: dir.join("sshd.log"),
+            authorized_keys: dir.join("authorized_keys"),
+            port: 0,
+            name,
+            dir,
+        };
+        for module in &self.opts.modules {
+            fs::create_dir_all(mirror.dest(module))?;
+        }
+        fs::write(
+            &mirror.authorized_keys,
+            format!(
+                "restrict,command=\"{} --config {} --key lab\" {client_pub}\n",
+                self.opts.handler_bin.display(),
+                mirror.handler_config.display()
+            ),
+        )?;
+        let sshd_config = mirror.dir.join("sshd_config");
+        let log = mirror.sshd_log.clone();
+        let isolate = self.opts.isolate && is_root() && Path::new("/usr/bin/unshare").exists();
+        let root = self.root.clone();
+        let (ak, hk) = (mirror.authorized_keys.clone(), host_key.clone());
+        self.mirrors.push(mirror);
+        fs::write(
+            self.mirrors[i].handler_config.clone(),
+            self.handler_toml(i, ""),
+        )?;
+        if is_root() {
+            // sshd's privilege-separation dir; Debian creates it only when the service starts.
+            fs::create_dir_all("/run/sshd")?;
+        }
+        let port = self.spawn_listener("sshd", |port| {
+            let _ = fs::write(&sshd_config, sshd_config_text(port, &hk, &ak));
+            if isolate {
+                isolated_sshd(&root, &sshd_config, &log)
+            } else {
+                let mut cmd = Command::new(SSHD);
+                cmd.arg("-D")
+                    .arg("-f")
+                    .arg(&sshd_config)
+                    .arg("-E")
+                    .arg(&log);
+                cmd
+            }
+        })?;
+        self.mirrors[i].port = port;
+        Ok(())
+    }
+
+    /// Starts a server on a free port, retrying with another port if it loses a race for it.
+    fn spawn_listener(
+        &mut self,
+        what: &str,
+        mut command: impl FnMut(u16) -> Command,
+    ) -> io::Result<u16> {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut child = command(port)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| other(format!("cannot start {what}: {e}")))?;
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            loop {
+                if TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+                {
+                    self.children.push(child);
+                    return Ok(port);
+                }
+                if let Some(status) = child.try_wait()? {
+                    last_error = format!("{what} exited with {status} on port {port}");
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!("{what} did not listen on port {port}");
+                    break;
+                }
+                sleep(Duration::from_millis(20));
+            }
+        }
+        Err(other(last_error))
+    }
+
+    fn write_known_hosts(&self) -> io::Result<()> {
+        let mut s = String::new();
+        for m in &self.mirrors {
+            let _ = writeln!(
+                s,
+                "[127.0.0.1]:{} {}",
+                m.port,
+                key_without_comment(&m.host_key_pub)
+            );
+        }
+        fs::write(&self.known_hosts, s)
+    }
+
+    /// Every process still running whose command line names the lab dir: detached handler
+    /// runners and their rsyncs, which outlive the sshd session that started them.
+    fn stray_pids(&self) -> Vec<i32> {
+        let needle = self.root.as_os_str().as_bytes();
+        let me = std::process::id() as i32;
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid != me)
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Two passes: a runner killed between passes cannot start new rsyncs afterwards.
+        for _ in 0..2 {
+            for pid in self.stray_pids() {
+                // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            sleep(Duration::from_millis(50));
+        }
+        if std::env::var_os("MIRRORPUSH_LAB_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path) -> String {
+    format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
+         AuthorizedKeysFile {}\nPermitRootLogin forced-commands-only\nUsePAM no\nStrictModes no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+         DisableForwarding yes\nPermitTTY no\nLogLevel VERBOSE\nMaxStartups 1000:30:1000\n\
+         MaxSessions 10\nUseDNS no\n",
+        host_key.display(),
+        authorized_keys.display()
+    )
+}
+
+/// `sshd` in a private mount namespace with the system directories read-only. The lab dir
+/// stays writable: it is bind-mounted onto itself first so that the recursive read-only
+/// binds of its parents carry it along as a writable submount.
+fn isolated_sshd(lab_root: &Path, sshd_config: &Path, log: &Path) -> Command {
+    let mut script = String::from("set -e\n");
+    let _ = writeln!(script, "mount --bind \"$1\" \"$1\"");
+    for dir in READ_ONLY_DIRS {
+        let _ = writeln!(
+            script,
+            "if [ -d {dir} ] && [ ! -L {dir} ]; then mount --rbind {dir} {dir}; mount -o remount,bind,ro {dir}; fi"
+        );
+    }
+    let _ = writeln!(script, "exec {SSHD} -D -f \"$2\" -E \"$3\"");
+    let mut cmd = Command::new("/usr/bin/unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(script)
+        .arg("lab-sshd")
+        .arg(lab_root)
+        .arg(sshd_config)
+        .arg(log);
+    cmd
+}
+
+/// A small tree shaped like a distribution: several top dirs so that dir pushes can be told apart.
+fn seed_tree(path: &Path) -> io::Result<()> {
+    let files: &[(&str, &str)] = &[
+        ("README", "upstream readme\n"),
+        (
+            "releases/41/Everything/x86_64/os/repodata/repomd.xml",
+            "<repomd rev=\"1\"/>\n",
+        ),
+        (
+            "releases/41/Everything/x86_64/os/Packages/b/bash-5.2.rpm",
+            "bash payload\n",
+        ),
+        (
+            "updates/41/x86_64/repodata/repomd.xml",
+            "<repomd rev=\"7\"/>\n",
+        ),
+        (
+            "updates/41/x86_64/Packages/o/openssl-3.2.rpm",
+            "openssl payload\n",
+        ),
+        (
+            "development/rawhide/COMPOSE_ID",
+            "Fedora-Rawhide-20261125.n.0\n",
+        ),
+    ];
+    for (rel, content) in files {
+        let file = path.join(rel);
+        fs::create_dir_all(file.parent().unwrap_or(path))?;
+        fs::write(file, content)?;
+    }
+    Ok(())
+}
+
+/// Same relative paths, same kinds, same file contents and symlink targets.
+pub fn trees_equal(a: &Path, b: &Path) -> bool {
+    match (list_tree(a), list_tree(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+type TreeEntry = (PathBuf, Vec<u8>);
+
+fn list_tree(root: &Path) -> io::Result<Vec<TreeEntry>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                let target = fs::read_link(&path)?;
+                out.push((rel, [b"link:", target.as_os_str().as_bytes()].concat()));
+            } else if kind.is_dir() {
+                out.push((rel, b"dir".to_vec()));
+                stack.push(path);
+            } else {
+                out.push((rel, [b"file:".as_slice(), &fs::read(&path)?].concat()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn keygen(path: &Path) -> io::Result<()> {
+    let status = Command::new("/usr/bin/ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "mirrorpush-lab",
+            "-f",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(other(format!("ssh-keygen failed for {}", path.display())));
+    }
+    Ok(())
+}
+
+fn key_without_comment(line: &str) -> String {
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn make_temp_root() -> io::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let base = std::env::temp_dir().canonicalize()?;
+    for attempt in 0..100u32 {
+        let dir = base.join(format!(
+            "mirrorpush-lab-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                // Traversable by every uid: the lab's servers may run as other users.
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(other("cannot create a lab temp dir".into()))
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn current_user() -> io::Result<String> {
+    let out = Command::new("id").arg("-un").output()?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || name.is_empty() {
+        return Err(other("cannot tell the current user name".into()));
+    }
+    Ok(name)
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}

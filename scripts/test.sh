@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test of mirrorpush: the README's test command, and what .ci/run calls.
+# On a fresh Debian machine as root it first installs what the test lab needs (openssh-server, rsync).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh --units
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "==> the handler builds without tokio or russh"
+cargo build --quiet --no-default-features --bin mirrorpush-handler
+for crate in tokio russh clap; do
+    if cargo tree --no-default-features -e normal -i "$crate" >/dev/null 2>&1; then
+        echo "error: the handler build pulls in $crate" >&2
+        exit 1
+    fi
+done
+if [ -x scripts/verify-units.sh ]; then
+    echo "==> systemd units"
+    scripts/verify-units.sh
+fi
+echo "==> cargo test"
+cargo test --all-targets

@@ -1,0 +1,117 @@
+//! The lab itself: real sshd forcing the configured command, real rsync daemon serving upstream.
+//! A stand-in forced command (a shell script) keeps this test independent of the handler.
+
+use mirrorpush::lab::{Lab, LabOptions};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+#[test]
+fn lab_serves_upstream_and_forces_the_command_over_real_sshd() {
+    let scripts = tempfile::tempdir().unwrap();
+    let echo = scripts.path().join("echo-request");
+    std::fs::write(
+        &echo,
+        "#!/bin/sh\nprintf 'got:%s' \"$SSH_ORIGINAL_COMMAND\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&echo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab = Lab::start(LabOptions {
+        mirrors: 2,
+        handler_bin: echo,
+        ..Default::default()
+    })
+    .unwrap();
+
+    for i in 0..2 {
+        let out = lab.ssh(i, "sync fedora; id").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The forced command ran instead of the client's command, which arrives only as data.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "got:sync fedora; id");
+    }
+
+    let dest = lab.mirrors[0].dest("fedora");
+    let status = Command::new(&lab.rsync_bin)
+        .args(["-a", "--"])
+        .arg(lab.rsync_url("fedora"))
+        .arg(format!("{}/", dest.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(lab.in_sync(0, "fedora"));
+    assert!(!lab.in_sync(1, "fedora"));
+
+    let registry = std::fs::read_to_string(&lab.registry).unwrap();
+    assert!(registry.contains(&format!("port = {}", lab.mirrors[1].port)));
+    let known_hosts = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    assert_eq!(known_hosts.lines().count(), 2);
+}
+
+#[test]
+fn lab_stops_every_process_it_started() {
+    let scripts = tempfile::tempdir().unwrap();
+    let sleeper = scripts.path().join("sleeper");
+    // A forced command that leaves a detached process behind, as the handler's runner does.
+    std::fs::write(
+        &sleeper,
+        "#!/bin/sh\nsetsid sleep 300 \"$2\" </dev/null >/dev/null 2>&1 &\necho started\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sleeper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab = Lab::start(LabOptions {
+        handler_bin: sleeper,
+        ..Default::default()
+    })
+    .unwrap();
+    let out = lab.ssh(0, "sync fedora").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "started");
+    let root = lab.root.clone();
+    let running = |pattern: &std::path::Path| {
+        let out = Command::new("pgrep")
+            .arg("-f")
+            .arg(pattern.as_os_str())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        lab.wait_until(std::time::Duration::from_secs(10), || !running(&root)
+            .is_empty())
+    );
+    let port = lab.mirrors[0].port;
+    drop(lab);
+    assert!(!root.exists());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert_eq!(running(&root), "", "processes left behind");
+}
+
+#[test]
+fn handlers_run_with_read_only_system_dirs_when_root() {
+    let scripts = tempfile::tempdir().unwrap();
+    let probe = scripts.path().join("probe");
+    std::fs::write(
+        &probe,
+        "#!/bin/sh\nif touch /etc/mirrorpush-lab-probe 2>/dev/null; then rm -f /etc/mirrorpush-lab-probe; echo writable; else echo read-only; fi\n\
+         touch \"$(dirname \"$2\")/lab-writable\" && echo lab-ok\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab = Lab::start(LabOptions {
+        handler_bin: probe,
+        ..Default::default()
+    })
+    .unwrap();
+    let out = lab.ssh(0, "sync fedora").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if is_root {
+        assert_eq!(text, "read-only\nlab-ok\n");
+    } else {
+        // Without root there is no mount namespace, and /etc is not ours to write anyway.
+        assert!(text.ends_with("lab-ok\n"), "{text}");
+    }
+    assert!(lab.mirrors[0].dir.join("lab-writable").exists());
+}
