@@ -12,9 +12,11 @@ use toml::Spanned;
 use crate::request::ModuleName;
 
 pub const DEFAULT_CONFIG: &str = "/etc/mirrorpush/handler.toml";
-/// The only PATH rsync (and anything it starts) ever sees; also where a default rsync is looked up.
+/// The only PATH rsync (and anything it starts) ever sees.
 pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+const DEFAULT_STATE_DIR: &str = "/var/lib/mirrorpush";
+const DEFAULT_RSYNC: &str = "/usr/bin/rsync";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -62,7 +64,7 @@ impl std::fmt::Display for ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    state_dir: Spanned<String>,
+    state_dir: Option<Spanned<String>>,
     rsync: Option<Spanned<String>>,
     #[serde(default)]
     modules: BTreeMap<Spanned<String>, RawModule>,
@@ -90,10 +92,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let ctx = Ctx { path, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
-    let state_dir = ctx.absolute(&raw.state_dir, "state_dir")?;
+    let state_dir = match &raw.state_dir {
+        Some(s) => ctx.absolute(s, "state_dir")?,
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+    };
     let rsync = match &raw.rsync {
         Some(r) => ctx.absolute(r, "rsync")?,
-        None => default_rsync(),
+        None => PathBuf::from(DEFAULT_RSYNC),
     };
     let mut modules = BTreeMap::new();
     for (name, m) in raw.modules {
@@ -106,15 +111,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         rsync,
         modules,
     })
-}
-
-/// The first `rsync` on [`SAFE_PATH`]; `/usr/bin/rsync` when there is none (so `check` names it).
-fn default_rsync() -> PathBuf {
-    SAFE_PATH
-        .split(':')
-        .map(|d| Path::new(d).join("rsync"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/rsync"))
 }
 
 struct Ctx<'a> {
@@ -304,6 +300,21 @@ dest = "/srv/mirror/fedora"
         assert!(m.allow_dirs);
         assert_eq!(m.timeout, Duration::from_secs(6 * 3600));
         assert!(m.is_daemon_source());
+        let c = parse(
+            Path::new("/h"),
+            "[modules.x]\nsource = \"a::b\"\ndest = \"/d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/mirrorpush"));
+        assert_eq!(c.rsync, PathBuf::from("/usr/bin/rsync"));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../examples/handler.toml");
+        let c = parse(Path::new("examples/handler.toml"), text).unwrap();
+        assert_eq!(c.modules["debian"].mode, Mode::Wait);
+        assert!(!c.modules["debian"].allow_dirs);
     }
 
     #[test]
