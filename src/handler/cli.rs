@@ -130,4 +130,13 @@ mod tests {
             assert!(p(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_argv_never_panics(args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12), 0..5)) {
+            use std::os::unix::ffi::OsStringExt;
+            let args: Vec<OsString> = args.into_iter().map(OsString::from_vec).collect();
+            let _ = parse(&args);
+        }
+    }
 }

@@ -137,10 +137,12 @@ impl Ctx<'_> {
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| match l.find(']') {
-                Some(i) if l.starts_with("[[") => l[..(i + 2).min(l.len())].to_owned(),
-                Some(i) => l[..=i].to_owned(),
-                None => l.to_owned(),
+            .map(|l| {
+                // `get` rather than indexing: the header may hold non-ASCII text.
+                let end = l
+                    .find(']')
+                    .map_or(l.len(), |i| i + 1 + usize::from(l.starts_with("[[")));
+                l.get(..end).unwrap_or(l).to_owned()
             })
     }
 
@@ -352,7 +354,16 @@ dest = "/srv/mirror/fedora"
         assert!(e.contains("line 4") && e.contains("'source'"), "{e}");
         let e = err(&GOOD.replace("dest = \"/srv/mirror/fedora\"\n", ""));
         assert!(e.contains("missing key 'dest'"), "{e}");
+        let e = err("[[x]\u{e9}\nstate_dir = 5\n");
+        assert!(e.starts_with("/etc/h.toml line "), "{e}");
         let e = err("state_dir = 5\n");
         assert!(e.starts_with("/etc/h.toml line 1:"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "[\\[\\]a-z_=\"/ \n\u{e9}.0-9]{0,120}") {
+            let _ = parse(Path::new("/h"), &text);
+        }
     }
 }

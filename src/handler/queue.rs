@@ -174,7 +174,10 @@ fn write_entries_atomic(path: &Path, entries: &[Entry]) -> io::Result<()> {
 
 /// Writes via a temp file and rename, so readers see the old or the new file, never half.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // Per-process temp name: concurrent writers (e.g. of the rsync version cache) never share one.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
