@@ -163,14 +163,24 @@ fn status_and_check_report_the_last_run() {
 
     let (code, out, err) = local(&lab, &["check"]);
     assert_eq!(code, 0, "{err}");
+
+    // Local mode (timers, admins) syncs in the foreground even for a detach module, with the
+    // same grammar as over SSH.
+    let (code, out2, err) = local(&lab, &["sync", "fedora", "development"]);
+    assert_eq!((code, out2.as_str()), (0, "done"), "{err}");
+    let dest = lab.mirrors[0].dest("fedora");
+    assert!(dest.join("development/rawhide/COMPOSE_ID").exists());
+    assert_eq!(local(&lab, &["sync", "fedora", "../etc"]).0, 64);
+    assert_eq!(local(&lab, &["sync", "nosuch"]).0, 77);
     assert!(out.starts_with("ok: 1 module(s) [fedora], rsync "), "{out}");
 
     assert_eq!(ssh(&lab, "sync fedora updates").0, 0);
     assert!(lab.wait_until(LONG, || {
-        local(&lab, &["status"]).1.contains("result:    ok")
+        local(&lab, &["status"]).1.contains("requests:  updates")
     }));
     let (_, text, _) = local(&lab, &["status"]);
-    assert!(text.contains("requests:  updates"), "{text}");
+    assert!(text.contains("result:    ok"), "{text}");
+    assert!(out.starts_with("ok: "), "{out}");
     assert!(text.contains("pushers:   127.0.0.1"), "{text}");
     assert!(text.contains("keys:      lab"), "{text}");
     assert!(text.contains("pending:   -"), "{text}");

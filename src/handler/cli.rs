@@ -1,7 +1,11 @@
 //! Hand-parsed argv (the handler takes no clap: it must start in a few ms).
 //!
 //! `mirrorpush-handler [--config F] [--key LABEL] [sync <module> [dir] | status [--json] | check]`
-//! and the hidden `__run <module>`, which is what a detached runner executes. argv is written by
+//! Without a verb the request comes from `SSH_ORIGINAL_COMMAND` (forced-command mode); with a
+//! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always runs in the
+//! foreground (a systemd unit would kill a detached runner with its cgroup). A verb together
+//! with `SSH_ORIGINAL_COMMAND` is a misconfigured forced command (exit 78). There is also
+//! the hidden `__run <module>`, which is what a detached runner executes. argv is written by
 //! the admin (authorized_keys) or by the handler itself, never by the client, so the hidden verb
 //! grants a client nothing: the client only controls `SSH_ORIGINAL_COMMAND`.
 

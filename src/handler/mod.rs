@@ -136,7 +136,9 @@ fn request(inv: &cli::Invocation, raw: &[u8], remote: bool) -> i32 {
         return report(&state_failure(&cfg, &e, remote));
     }
     let client = Client::from_env(inv.key.as_deref());
-    let outcome = admit(&cfg, raw, &client, remote);
+    // Local mode (timers, admins) always syncs in the foreground: under a systemd unit a
+    // detached runner would be killed with the unit's cgroup as soon as we exit.
+    let outcome = admit(&cfg, raw, &client, remote, !remote);
     let (verdict, reason) = match &outcome {
         Ok(a) => (a.verdict(), String::new()),
         Err(f) => ("refused", f.message.clone()),
@@ -168,7 +170,8 @@ fn request(inv: &cli::Invocation, raw: &[u8], remote: bool) -> i32 {
                 },
             )),
         },
-        Ok(Admitted::Wait { module, lock }) => wait_run(&cfg, &module, lock, remote),
+        Ok(Admitted::Wait { module, lock }) => wait_run(&cfg, &module, lock, remote, false),
+        Ok(Admitted::Foreground { module, lock }) => wait_run(&cfg, &module, lock, remote, true),
     }
 }
 
@@ -181,6 +184,11 @@ enum Admitted {
         module: String,
         lock: queue::ModuleLock,
     },
+    /// Local mode: run our batch and everything that queues up meanwhile, then exit.
+    Foreground {
+        module: String,
+        lock: queue::ModuleLock,
+    },
 }
 
 impl Admitted {
@@ -188,13 +196,19 @@ impl Admitted {
         match self {
             Admitted::Queued => "queued",
             Admitted::Detach { .. } => "accepted",
-            Admitted::Wait { .. } => "accepted-wait",
+            Admitted::Wait { .. } | Admitted::Foreground { .. } => "accepted-wait",
         }
     }
 }
 
 /// Validates a request and records it; never spawns anything to refuse.
-fn admit(cfg: &Config, raw: &[u8], client: &Client, remote: bool) -> Result<Admitted, Failure> {
+fn admit(
+    cfg: &Config,
+    raw: &[u8],
+    client: &Client,
+    remote: bool,
+    foreground: bool,
+) -> Result<Admitted, Failure> {
     let req =
         Request::parse(raw).map_err(|e| fail(EXIT_USAGE, format!("malformed request: {e}")))?;
     let m = cfg
@@ -235,6 +249,7 @@ fn admit(cfg: &Config, raw: &[u8], client: &Client, remote: bool) -> Result<Admi
     let module = req.module.as_str().to_owned();
     Ok(match (lock, m.mode) {
         (None, _) => Admitted::Queued,
+        (Some(lock), _) if foreground => Admitted::Foreground { module, lock },
         // Let go before spawning: the runner takes the lock itself.
         (Some(_), Mode::Detach) => Admitted::Detach { module },
         (Some(lock), Mode::Wait) => Admitted::Wait { module, lock },
@@ -243,7 +258,14 @@ fn admit(cfg: &Config, raw: &[u8], client: &Client, remote: bool) -> Result<Admi
 
 /// Wait mode: run one batch (ours and whatever was pending) in the foreground and report it;
 /// anything that arrives meanwhile goes to a detached runner.
-fn wait_run(cfg: &Config, module: &str, lock: queue::ModuleLock, remote: bool) -> i32 {
+/// With `foreground` (local mode) the rest is drained here too instead of by a detached runner.
+fn wait_run(
+    cfg: &Config,
+    module: &str,
+    lock: queue::ModuleLock,
+    remote: bool,
+    foreground: bool,
+) -> i32 {
     let (Some(m), md) = (
         cfg.modules.get(module),
         ModuleDir::new(&cfg.state_dir, module),
@@ -251,8 +273,13 @@ fn wait_run(cfg: &Config, module: &str, lock: queue::ModuleLock, remote: bool) -
         return report(&fail(EXIT_NOPERM, format!("unknown module '{module}'")));
     };
     let result = runner::run_next(cfg, m, &md);
-    drop(lock);
-    if md.has_pending() {
+    if foreground {
+        // Later batches are other people's requests: their results go to status and the log.
+        let _ = runner::drain(cfg, m, &md, lock);
+    } else {
+        drop(lock);
+    }
+    if !foreground && md.has_pending() {
         if let Err(e) = runner::spawn_detached(&cfg.path, module) {
             let _ = log::append(
                 &cfg.state_dir,

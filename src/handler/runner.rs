@@ -78,7 +78,7 @@ pub fn run_detached(cfg: &Config, module: &str) -> i32 {
 
 /// Runs batches until nothing is pending, then unlocks and looks once more (closing the race
 /// with a requester whose try-lock failed just before we let go).
-fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 {
+pub fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 {
     let mut lock = lock;
     loop {
         loop {
