@@ -13,7 +13,7 @@ cargo clippy --all-targets -- -D warnings
 echo "==> the handler builds without tokio or russh"
 cargo build --quiet --no-default-features --bin mirrorpush-handler
 for crate in tokio russh clap; do
-    if cargo tree --no-default-features -e normal -i "$crate" >/dev/null 2>&1; then
+    if [ -n "$(cargo tree --no-default-features -e normal -i "$crate" 2>/dev/null)" ]; then
         echo "error: the handler build pulls in $crate" >&2
         exit 1
     fi

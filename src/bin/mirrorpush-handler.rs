@@ -1,4 +1,5 @@
+//! `mirrorpush-handler`: the mirror-side forced command. All logic lives in `mirrorpush::handler`.
 fn main() {
-    eprintln!("error: not built yet");
-    std::process::exit(70);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(mirrorpush::handler::main(&args));
 }

@@ -1,4 +1,52 @@
+//! `mirrorpush`: the master-side driver (DESIGN.md section 6). Parsing and logging set-up only;
+//! the work is in `mirrorpush::fanout`.
+
+use clap::Parser;
+use mirrorpush::fanout::cli::{Cli, Command};
+use mirrorpush::fanout::commands::{self, PushArgs};
+
 fn main() {
-    eprintln!("error: not built yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "mirrorpush=debug,warn",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::List { module, tags, json } => {
+            commands::list(&cli.registry, module.as_deref(), &tags, json)
+        }
+        Command::Check => commands::check(&cli.registry),
+        Command::Push {
+            dry_run,
+            json,
+            mirrors,
+            tags,
+            concurrency,
+            module,
+            dir,
+        } => {
+            let args = PushArgs {
+                module,
+                dir,
+                mirrors,
+                tags,
+                concurrency: concurrency.map(|c| c as usize),
+                dry_run,
+                json,
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(commands::push(&cli.registry, args)),
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    commands::EXIT_USAGE
+                }
+            }
+        }
+    };
+    std::process::exit(code);
 }

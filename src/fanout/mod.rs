@@ -1,1 +1,19 @@
 //! Master-side fan-out: registry, SSH sessions, scheduler, report.
+//!
+//! - [`registry`]: `mirrors.toml` parsing and validation.
+//! - [`select`]: which mirrors a command applies to.
+//! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
+//! - [`session`]: one bounded SSH exchange with one mirror.
+//! - [`scheduler`]: stages, concurrency, Ctrl-C.
+//! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`cli`]: the command line definitions.
+//! - [`commands`]: `list`, `push`, `check`, returning exit codes.
+
+pub mod cli;
+pub mod commands;
+pub mod known_hosts;
+pub mod registry;
+pub mod report;
+pub mod scheduler;
+pub mod select;
+pub mod session;

@@ -1,0 +1,63 @@
+//! The master's command line (DESIGN.md section 6), in the library so that the man page and
+//! shell completions can be generated from the same definitions (`examples/gen-assets.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::registry::DEFAULT_REGISTRY;
+
+#[derive(Parser)]
+#[command(
+    name = "mirrorpush",
+    version,
+    about = "Push sync requests to mirrors over SSH"
+)]
+pub struct Cli {
+    /// The mirror registry.
+    #[arg(long, global = true, env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
+    pub registry: PathBuf,
+    /// Debug logging on stderr (-vv: also the SSH library's).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the registered mirrors and what they would be sent. Connects to nobody.
+    List {
+        /// Only mirrors carrying this module.
+        #[arg(long)]
+        module: Option<String>,
+        /// Only mirrors with this tag (repeatable: any of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// JSON Lines output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask every selected mirror to sync MODULE (or only DIR within it).
+    Push {
+        /// Show what would be sent to whom; connect to nobody.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON Lines report on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Only this mirror (repeatable).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
+        /// Only mirrors with this tag (repeatable: any of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Most SSH sessions at once (default: the registry's `concurrency`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        concurrency: Option<u32>,
+        module: String,
+        dir: Option<String>,
+    },
+    /// Validate the registry, key files and known_hosts entries. Connects to nobody.
+    Check,
+}

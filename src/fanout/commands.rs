@@ -1,0 +1,326 @@
+//! The three commands of DESIGN.md section 6. Each returns the process exit code:
+//! 0 all good, 1 some mirror failed (or a check found a problem), 2 usage or config error.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use russh::keys::PrivateKey;
+
+use super::known_hosts::KnownHosts;
+use super::registry::{Mirror, Registry};
+use super::report::Reporter;
+use super::scheduler;
+use super::select::{Choice, Selector};
+use super::session::Target;
+use crate::request::{ModuleName, Request};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// `mirrorpush list`: every mirror, selected or not (with the reason). Connects to nobody.
+pub fn list(registry: &Path, module: Option<&str>, tags: &[String], json: bool) -> i32 {
+    let registry = match load(registry) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let module = match module.map(ModuleName::parse).transpose() {
+        Ok(m) => m,
+        Err(e) => return usage(&format!("module name {e}")),
+    };
+    let selector = Selector {
+        module: module.clone(),
+        mirrors: vec![],
+        tags: tags.to_vec(),
+    };
+    let choices = match selector.apply(&registry) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let request = module.map(|m| Request {
+        module: m,
+        dir: None,
+    });
+    print_choices(&choices, request.as_ref(), json);
+    EXIT_OK
+}
+
+/// What to push, from the command line.
+pub struct PushArgs {
+    pub module: String,
+    pub dir: Option<String>,
+    pub mirrors: Vec<String>,
+    pub tags: Vec<String>,
+    pub concurrency: Option<usize>,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// `mirrorpush push`. With `dry_run`, prints the plan and connects to nobody.
+pub async fn push(registry: &Path, args: PushArgs) -> i32 {
+    let registry = match load(registry) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    // The one grammar renders the request, so we can never send what a handler would refuse.
+    let request = match Request::new(&args.module, args.dir.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return usage(&format!("invalid request: {e}")),
+    };
+    let selector = Selector {
+        module: Some(request.module.clone()),
+        mirrors: args.mirrors.clone(),
+        tags: args.tags.clone(),
+    };
+    let choices = match selector.apply(&registry) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    if args.dry_run {
+        print_choices(&choices, Some(&request), args.json);
+        return EXIT_OK;
+    }
+    let selected: Vec<&Mirror> = choices
+        .iter()
+        .filter(|c| c.skipped.is_none())
+        .map(|c| c.mirror)
+        .collect();
+    if selected.is_empty() {
+        return usage(&format!(
+            "no mirror selected for {request:?}; see `mirrorpush list --module {}`",
+            request.module
+        ));
+    }
+    let targets = match prepare(&selected, &request) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let progress = std::io::stderr().is_terminal();
+    let reporter = Reporter::new(args.json, progress, targets.len());
+    let concurrency = args.concurrency.unwrap_or(registry.concurrency);
+    let stop = async {
+        // If the handler cannot be installed, never stop early rather than stop at once.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let summary = scheduler::run(targets, concurrency, reporter, stop).await;
+    if summary.interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.all_ok() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Loads each identity and known_hosts file once; an unreadable one is a config error that
+/// names the file and the mirror, found before any connection is made.
+fn prepare(selected: &[&Mirror], request: &Request) -> Result<Vec<Target>, String> {
+    let mut keys: HashMap<PathBuf, Arc<PrivateKey>> = HashMap::new();
+    let mut known: HashMap<PathBuf, Arc<KnownHosts>> = HashMap::new();
+    let mut targets = Vec::with_capacity(selected.len());
+    for m in selected {
+        let key = match &m.identity {
+            None => None,
+            Some(path) => Some(match keys.get(path) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = Arc::new(load_key(path, &m.name)?);
+                    keys.insert(path.clone(), k.clone());
+                    k
+                }
+            }),
+        };
+        let kh = match known.get(&m.known_hosts) {
+            Some(k) => k.clone(),
+            None => {
+                let k = Arc::new(load_known_hosts(&m.known_hosts, &m.name)?);
+                known.insert(m.known_hosts.clone(), k.clone());
+                k
+            }
+        };
+        targets.push(Target {
+            mirror: (*m).clone(),
+            request: request.clone(),
+            known_hosts: kh,
+            key,
+        });
+    }
+    Ok(targets)
+}
+
+fn load_key(path: &Path, mirror: &str) -> Result<PrivateKey, String> {
+    // Read it ourselves first so "unreadable" and "not a key" are told apart.
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "identity {} (mirror {mirror}): cannot read: {e}",
+            path.display()
+        )
+    })?;
+    russh::keys::load_secret_key(path, None).map_err(|e| {
+        format!(
+            "identity {} (mirror {mirror}): not a usable private key ({e}); \
+             encrypted keys must be used through ssh-agent (leave `identity` unset)",
+            path.display()
+        )
+    })
+}
+
+fn load_known_hosts(path: &Path, mirror: &str) -> Result<KnownHosts, String> {
+    KnownHosts::load(path).map_err(|e| {
+        format!(
+            "known_hosts {} (mirror {mirror}): cannot read: {e}",
+            path.display()
+        )
+    })
+}
+
+/// `mirrorpush check`: the registry parses, and for every enabled mirror the identity and
+/// known_hosts files are readable and known_hosts lists the host. Connects to nobody.
+pub fn check(registry_path: &Path) -> i32 {
+    let registry = match load(registry_path) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let mut problems = Vec::new();
+    let enabled: Vec<&Mirror> = registry.mirrors.iter().filter(|m| m.enabled).collect();
+    for m in &enabled {
+        if m.modules.is_empty() {
+            problems.push(format!(
+                "mirror {}: carries no modules, so no push will reach it",
+                m.name
+            ));
+        }
+        match &m.identity {
+            Some(path) => {
+                if let Err(e) = load_key(path, &m.name) {
+                    problems.push(e);
+                }
+            }
+            None if std::env::var_os("SSH_AUTH_SOCK").is_none() => problems.push(format!(
+                "mirror {}: no identity set and SSH_AUTH_SOCK is not set (no ssh-agent)",
+                m.name
+            )),
+            None => {}
+        }
+        match load_known_hosts(&m.known_hosts, &m.name) {
+            Ok(kh) if !kh.knows(&m.host, m.port) => problems.push(format!(
+                "mirror {}: no host key for {} in {} (add it with `ssh-keyscan -p {} {}` after checking it)",
+                m.name,
+                super::known_hosts::host_port_name(&m.host, m.port),
+                m.known_hosts.display(),
+                m.port,
+                m.host
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        }
+    }
+    problems.dedup();
+    let mut out = std::io::stdout().lock();
+    for p in &problems {
+        let _ = writeln!(out, "problem: {p}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} mirror(s), {} enabled, {} problem(s)",
+        registry.path.display(),
+        registry.mirrors.len(),
+        enabled.len(),
+        problems.len()
+    );
+    if problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn load(path: &Path) -> Result<Registry, i32> {
+    Registry::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+fn usage(message: &str) -> i32 {
+    eprintln!("error: {message}");
+    EXIT_USAGE
+}
+
+/// The plan, for `list` and `push --dry-run`: selected mirrors with the exact request, then
+/// those left out with the reason.
+fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) {
+    let mut out = std::io::stdout().lock();
+    let request_for = |m: &Mirror| match request {
+        Some(r) => r.to_string(),
+        None => m
+            .modules
+            .iter()
+            .map(|module| format!("sync {module}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    if json {
+        for c in choices {
+            let m = c.mirror;
+            let v = serde_json::json!({
+                "mirror": m.name, "host": m.host, "port": m.port, "user": m.user,
+                "stage": m.stage, "tags": m.tags, "enabled": m.enabled,
+                "modules": m.modules.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+                "selected": c.skipped.is_none(), "reason": c.skipped,
+                "request": c.skipped.is_none().then(|| request_for(m)),
+            });
+            let _ = writeln!(out, "{v}");
+        }
+        return;
+    }
+    let selected: Vec<&Choice> = choices.iter().filter(|c| c.skipped.is_none()).collect();
+    let width =
+        |f: &dyn Fn(&Mirror) -> usize| selected.iter().map(|c| f(c.mirror)).max().unwrap_or(0);
+    let (wn, wa, wu) = (
+        width(&|m| m.name.len()),
+        width(&|m| m.address().len()),
+        width(&|m| m.user.len()),
+    );
+    for c in &selected {
+        let m = c.mirror;
+        let tags = if m.tags.is_empty() {
+            "-".to_owned()
+        } else {
+            m.tags.join(",")
+        };
+        let _ = writeln!(
+            out,
+            "{:wn$}  {:wa$}  {:wu$}  stage {}  tags {}  {}",
+            m.name,
+            m.address(),
+            m.user,
+            m.stage,
+            tags,
+            request_for(m)
+        );
+    }
+    for c in choices.iter().filter(|c| c.skipped.is_some()) {
+        let _ = writeln!(
+            out,
+            "not selected: {} ({})",
+            c.mirror.name,
+            c.skipped.as_deref().unwrap_or("")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} mirror(s) selected, {} not selected",
+        selected.len(),
+        choices.len() - selected.len()
+    );
+}

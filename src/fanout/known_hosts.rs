@@ -1,0 +1,396 @@
+//! Strict OpenSSH known_hosts verification.
+//!
+//! russh's own `check_known_hosts_path` is not used because it stops at the first same-type
+//! mismatch (a host listing two ed25519 keys looks "changed"), ignores `@revoked`, and reads an
+//! unreadable file as empty (every host unknown, silently). Here: a host is trusted when any
+//! line for it lists the presented key; a `@revoked` key is refused whatever else matches;
+//! `@cert-authority` lines are skipped (we do not accept host certificates); an unreadable file
+//! is an error for the caller.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use data_encoding::BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::PublicKey;
+use sha1::Sha1;
+
+/// A loaded known_hosts file.
+#[derive(Debug, Clone)]
+pub struct KnownHosts {
+    pub path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    line: usize,
+    revoked: bool,
+    hosts: HostPatterns,
+    key: KeyData,
+}
+
+#[derive(Debug, Clone)]
+enum HostPatterns {
+    /// `|1|base64(salt)|base64(hmac-sha1(salt, host))`, as written by `ssh-keygen -H`.
+    Hashed { salt: Vec<u8>, mac: Vec<u8> },
+    /// Comma-separated patterns, `*`/`?` wildcards, `!` negation.
+    List(Vec<String>),
+}
+
+/// What known_hosts says about a presented host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Trusted {
+        line: usize,
+    },
+    Revoked {
+        line: usize,
+    },
+    /// The host is listed, but never with this key.
+    Mismatch {
+        lines: Vec<usize>,
+    },
+    Unknown,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Trusted { line } => write!(f, "host key trusted (known_hosts line {line})"),
+            Verdict::Revoked { line } => {
+                write!(f, "host key is marked @revoked (known_hosts line {line})")
+            }
+            Verdict::Mismatch { lines } => {
+                let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
+                write!(
+                    f,
+                    "host key mismatch: the server's key is not the one in known_hosts (line {}); \
+                     the key changed or someone is intercepting",
+                    lines.join(", ")
+                )
+            }
+            Verdict::Unknown => write!(
+                f,
+                "unknown host: no host key in known_hosts; add it (e.g. with ssh-keyscan) after checking it"
+            ),
+        }
+    }
+}
+
+/// The name known_hosts files use: `host` on port 22, `[host]:port` otherwise.
+pub fn host_port_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 {
+        host
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+impl KnownHosts {
+    pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(KnownHosts::parse(path, &text))
+    }
+
+    /// Lines that cannot be parsed are skipped (as OpenSSH does): they can only make a host
+    /// unknown, never trusted.
+    pub fn parse(path: &Path, text: &str) -> KnownHosts {
+        let entries = text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| parse_line(i + 1, line))
+            .collect();
+        KnownHosts {
+            path: path.to_owned(),
+            entries,
+        }
+    }
+
+    /// Judges `key` as presented by `host` on `port`.
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+        let name = host_port_name(host, port);
+        let data = key.key_data();
+        // A revoked key is refused wherever it appears, whatever its host patterns say.
+        if let Some(e) = self.entries.iter().find(|e| e.revoked && &e.key == data) {
+            return Verdict::Revoked { line: e.line };
+        }
+        let mut mismatches = Vec::new();
+        for e in self.entries.iter().filter(|e| !e.revoked) {
+            if e.hosts.matches(&name) {
+                if &e.key == data {
+                    return Verdict::Trusted { line: e.line };
+                }
+                mismatches.push(e.line);
+            }
+        }
+        if mismatches.is_empty() {
+            Verdict::Unknown
+        } else {
+            Verdict::Mismatch { lines: mismatches }
+        }
+    }
+
+    /// True when some usable (not revoked) line names this host.
+    pub fn knows(&self, host: &str, port: u16) -> bool {
+        let name = host_port_name(host, port);
+        self.entries
+            .iter()
+            .any(|e| !e.revoked && e.hosts.matches(&name))
+    }
+}
+
+fn parse_line(line_no: usize, line: &str) -> Option<Entry> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let mut fields = line.split_whitespace();
+    let mut first = fields.next()?;
+    let mut revoked = false;
+    if let Some(marker) = first.strip_prefix('@') {
+        match marker {
+            "revoked" => revoked = true,
+            // CA lines certify host certificates, which we never accept; other markers are unknown.
+            _ => return None,
+        }
+        first = fields.next()?;
+    }
+    let _key_type = fields.next()?;
+    let blob = BASE64.decode(fields.next()?.as_bytes()).ok()?;
+    let key = PublicKey::from_bytes(&blob).ok()?.key_data().clone();
+    let hosts = if let Some(hashed) = first.strip_prefix("|1|") {
+        let (salt, mac) = hashed.split_once('|')?;
+        HostPatterns::Hashed {
+            salt: BASE64.decode(salt.as_bytes()).ok()?,
+            mac: BASE64.decode(mac.as_bytes()).ok()?,
+        }
+    } else {
+        HostPatterns::List(first.split(',').map(str::to_ascii_lowercase).collect())
+    };
+    Some(Entry {
+        line: line_no,
+        revoked,
+        hosts,
+        key,
+    })
+}
+
+impl HostPatterns {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            HostPatterns::Hashed { salt, mac } => match Hmac::<Sha1>::new_from_slice(salt) {
+                Ok(h) => h.chain_update(name.as_bytes()).verify_slice(mac).is_ok(),
+                Err(_) => false,
+            },
+            HostPatterns::List(patterns) => {
+                let mut matched = false;
+                for p in patterns {
+                    if let Some(negated) = p.strip_prefix('!') {
+                        if glob(negated.as_bytes(), name.as_bytes()) {
+                            return false;
+                        }
+                    } else if glob(p.as_bytes(), name.as_bytes()) {
+                        matched = true;
+                    }
+                }
+                matched
+            }
+        }
+    }
+}
+
+/// OpenSSH-style wildcard match: `*` any run, `?` any one byte. Iterative, so no blowup.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Generates an ed25519 key with ssh-keygen; returns the public line "type base64 comment".
+    fn keygen(dir: &Path, name: &str) -> String {
+        let path = dir.join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(status.success());
+        std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn public(line: &str) -> PublicKey {
+        PublicKey::from_openssh(line).unwrap()
+    }
+
+    #[test]
+    fn plain_and_port_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (keygen(dir.path(), "a"), keygen(dir.path(), "b"));
+        let text = format!("# comment\n\nmirror.example.net,10.0.0.1 {a}\n[127.0.0.1]:2222 {b}\n");
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(
+            kh.check("mirror.example.net", 22, &public(&a)),
+            Verdict::Trusted { line: 3 }
+        );
+        assert_eq!(
+            kh.check("MIRROR.example.net", 22, &public(&a)),
+            Verdict::Trusted { line: 3 }
+        );
+        assert_eq!(
+            kh.check("10.0.0.1", 22, &public(&a)),
+            Verdict::Trusted { line: 3 }
+        );
+        assert_eq!(
+            kh.check("127.0.0.1", 2222, &public(&b)),
+            Verdict::Trusted { line: 4 }
+        );
+        // Port 2222 entries do not vouch for port 22 and vice versa.
+        assert_eq!(kh.check("127.0.0.1", 22, &public(&b)), Verdict::Unknown);
+        assert_eq!(
+            kh.check("mirror.example.net", 2200, &public(&a)),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            kh.check("mirror.example.net", 22, &public(&b)),
+            Verdict::Mismatch { lines: vec![3] }
+        );
+        assert!(kh.knows("127.0.0.1", 2222));
+        assert!(!kh.knows("127.0.0.1", 2223));
+        assert!(Verdict::Mismatch { lines: vec![3] }
+            .to_string()
+            .contains("host key"));
+        assert!(Verdict::Unknown.to_string().contains("host key"));
+    }
+
+    #[test]
+    fn several_keys_of_one_type_any_match_is_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            keygen(dir.path(), "a"),
+            keygen(dir.path(), "b"),
+            keygen(dir.path(), "c"),
+        );
+        let text = format!("h {a}\nh {b}\n");
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(kh.check("h", 22, &public(&b)), Verdict::Trusted { line: 2 });
+        assert_eq!(
+            kh.check("h", 22, &public(&c)),
+            Verdict::Mismatch { lines: vec![1, 2] }
+        );
+    }
+
+    #[test]
+    fn revoked_refused_and_cert_authority_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (keygen(dir.path(), "a"), keygen(dir.path(), "b"));
+        let text = format!("h {a}\n@revoked * {a}\n@cert-authority h {b}\n");
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(kh.check("h", 22, &public(&a)), Verdict::Revoked { line: 2 });
+        // The CA line does not make b a trusted host key.
+        assert_eq!(
+            kh.check("h", 22, &public(&b)),
+            Verdict::Mismatch { lines: vec![1] }
+        );
+        let kh = KnownHosts::parse(Path::new("kh"), &format!("@cert-authority h {b}\n"));
+        assert!(!kh.knows("h", 22));
+    }
+
+    #[test]
+    fn hashed_entries_from_ssh_keygen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (keygen(dir.path(), "a"), keygen(dir.path(), "b"));
+        let kh_path = dir.path().join("known_hosts");
+        std::fs::write(
+            &kh_path,
+            format!("[127.0.0.1]:2022 {a}\nmirror.example.net {b}\n"),
+        )
+        .unwrap();
+        let status = Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&kh_path)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+        let text = std::fs::read_to_string(&kh_path).unwrap();
+        assert!(text.lines().all(|l| l.starts_with("|1|")), "{text}");
+        let kh = KnownHosts::load(&kh_path).unwrap();
+        assert_eq!(
+            kh.check("127.0.0.1", 2022, &public(&a)),
+            Verdict::Trusted { line: 1 }
+        );
+        assert_eq!(
+            kh.check("mirror.example.net", 22, &public(&b)),
+            Verdict::Trusted { line: 2 }
+        );
+        assert_eq!(
+            kh.check("127.0.0.1", 2022, &public(&b)),
+            Verdict::Mismatch { lines: vec![1] }
+        );
+        assert_eq!(kh.check("127.0.0.1", 2023, &public(&a)), Verdict::Unknown);
+        assert!(kh.knows("mirror.example.net", 22));
+    }
+
+    #[test]
+    fn patterns_and_negation() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = keygen(dir.path(), "a");
+        let kh = KnownHosts::parse(
+            Path::new("kh"),
+            &format!("*.example.net,!bad.example.net {a}\n"),
+        );
+        assert!(kh.knows("m1.example.net", 22));
+        assert!(!kh.knows("bad.example.net", 22));
+        assert!(!kh.knows("example.org", 22));
+        assert!(glob(b"a?c*", b"abcdef"));
+        assert!(!glob(b"a?c", b"abcd"));
+        assert!(glob(b"*", b""));
+    }
+
+    #[test]
+    fn garbage_lines_never_trust_and_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = keygen(dir.path(), "a");
+        let text = format!(
+            "h\nh ssh-ed25519\nh ssh-ed25519 !!!notbase64\n|1|x|y {a}\n|1|| {a}\n@revoked\n@bogus h {a}\n\u{0} \u{1} \u{2}\n"
+        );
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(kh.check("h", 22, &public(&a)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        assert!(KnownHosts::load(Path::new("/nonexistent/known_hosts")).is_err());
+    }
+}

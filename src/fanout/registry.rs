@@ -1,0 +1,529 @@
+//! The master registry (`mirrors.toml`, DESIGN.md section 5): which mirrors exist and how to reach them.
+//!
+//! Parsing is strict: unknown keys, duplicate names, bad durations and bad module names are errors
+//! that name the file, the line and the key, because an operator has to find and fix them by hand.
+//! Relative `identity` / `known_hosts` paths are resolved against the registry file's directory,
+//! so a registry and its keys can be moved together.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::request::ModuleName;
+
+/// Where the registry lives unless `--registry` or `MIRRORPUSH_REGISTRY` says otherwise.
+pub const DEFAULT_REGISTRY: &str = "/etc/mirrorpush/mirrors.toml";
+const DEFAULT_USER: &str = "mirrorpush";
+const DEFAULT_PORT: u16 = 22;
+const DEFAULT_KNOWN_HOSTS: &str = "/etc/mirrorpush/known_hosts";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_CONCURRENCY: usize = 64;
+
+/// A parsed, validated registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub path: PathBuf,
+    pub concurrency: usize,
+    pub mirrors: Vec<Mirror>,
+}
+
+/// One mirror with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Private key file; `None` means "ask ssh-agent".
+    pub identity: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub modules: Vec<ModuleName>,
+    pub stage: u32,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+}
+
+impl Mirror {
+    /// `host:port` as a person would type it (`[v6]:port` for IPv6 literals).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn carries(&self, module: &ModuleName) -> bool {
+        self.modules.contains(module)
+    }
+}
+
+/// A registry problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// A humantime duration ("10s", "2m"); a newtype so a bad value fails inside serde with its span.
+#[derive(Debug, Clone, Copy)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match humantime::parse_duration(&text) {
+            Ok(v) if v.is_zero() => Err(serde::de::Error::custom(format!(
+                "duration {text:?} must be longer than zero"
+            ))),
+            Ok(v) => Ok(Dur(v)),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); use e.g. \"10s\", \"2m\", \"1h\""
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    mirror: Vec<RawMirror>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    user: Option<String>,
+    port: Option<Spanned<u16>>,
+    identity: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    connect_timeout: Option<Dur>,
+    timeout: Option<Dur>,
+    // Only meaningful for the whole push, so it is not accepted per mirror.
+    concurrency: Option<Spanned<usize>>,
+    retries: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    name: Spanned<String>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<Spanned<String>>,
+    identity: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    connect_timeout: Option<Dur>,
+    timeout: Option<Dur>,
+    retries: Option<u32>,
+    #[serde(default)]
+    modules: Vec<Spanned<String>>,
+    stage: Option<Spanned<u32>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    enabled: Option<bool>,
+}
+
+impl Registry {
+    /// Reads and validates the registry at `path`.
+    pub fn load(path: &Path) -> Result<Registry, RegistryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RegistryError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read registry: {e}"),
+        })?;
+        Registry::parse(path, &text)
+    }
+
+    /// Validates registry text; `path` is used for messages and to resolve relative key paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Registry, RegistryError> {
+        let err = |span: Option<Range<usize>>, key: Option<&str>, message: String| {
+            let (line, line_key) = match span {
+                Some(s) => locate(text, s.start),
+                None => (None, None),
+            };
+            RegistryError {
+                file: path.to_owned(),
+                line,
+                key: key.map(str::to_owned).or(line_key),
+                message,
+            }
+        };
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| err(e.span(), None, e.message().to_owned()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let d = raw.defaults;
+        let concurrency = match d.concurrency {
+            Some(c) if *c.get_ref() == 0 => {
+                return Err(err(
+                    Some(c.span()),
+                    Some("concurrency"),
+                    "must be at least 1".into(),
+                ))
+            }
+            Some(c) => c.into_inner(),
+            None => DEFAULT_CONCURRENCY,
+        };
+        if let Some(p) = &d.port {
+            if *p.get_ref() == 0 {
+                return Err(err(Some(p.span()), Some("port"), "must not be 0".into()));
+            }
+        }
+
+        let mut names = HashSet::new();
+        let mut mirrors = Vec::with_capacity(raw.mirror.len());
+        for m in raw.mirror {
+            let name_span = m.name.span();
+            let name = m.name.into_inner();
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                return Err(err(
+                    Some(name_span),
+                    Some("name"),
+                    "must be a non-empty name without control characters".into(),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(err(
+                    Some(name_span),
+                    Some("name"),
+                    format!("duplicate mirror name {name:?}"),
+                ));
+            }
+            let host = match m.host {
+                Some(h)
+                    if h.get_ref().trim().is_empty()
+                        || h.get_ref().contains(char::is_whitespace) =>
+                {
+                    return Err(err(
+                        Some(h.span()),
+                        Some("host"),
+                        "must be a DNS name or address".into(),
+                    ))
+                }
+                Some(h) => h.into_inner(),
+                // The name is usually the host name; saying it twice is optional.
+                None => name.clone(),
+            };
+            let port = match m.port.or(d.port.clone()) {
+                Some(p) if *p.get_ref() == 0 => {
+                    return Err(err(Some(p.span()), Some("port"), "must not be 0".into()))
+                }
+                Some(p) => p.into_inner(),
+                None => DEFAULT_PORT,
+            };
+            let user = match m.user {
+                Some(u) if u.get_ref().is_empty() => {
+                    return Err(err(
+                        Some(u.span()),
+                        Some("user"),
+                        "must not be empty".into(),
+                    ))
+                }
+                Some(u) => u.into_inner(),
+                None => d.user.clone().unwrap_or_else(|| DEFAULT_USER.to_owned()),
+            };
+            let mut modules = Vec::with_capacity(m.modules.len());
+            for module in m.modules {
+                let span = module.span();
+                let parsed = ModuleName::parse(module.get_ref()).map_err(|e| {
+                    err(
+                        Some(span),
+                        Some("modules"),
+                        format!("module name {:?} {e}", module.get_ref()),
+                    )
+                })?;
+                if !modules.contains(&parsed) {
+                    modules.push(parsed);
+                }
+            }
+            let stage = match m.stage {
+                Some(s) if *s.get_ref() == 0 => {
+                    return Err(err(
+                        Some(s.span()),
+                        Some("stage"),
+                        "stages start at 1".into(),
+                    ))
+                }
+                Some(s) => s.into_inner(),
+                None => 1,
+            };
+            let mut tags = Vec::with_capacity(m.tags.len());
+            for tag in m.tags {
+                if tag.get_ref().is_empty() || tag.get_ref().chars().any(char::is_control) {
+                    return Err(err(
+                        Some(tag.span()),
+                        Some("tags"),
+                        "tags must be non-empty text".into(),
+                    ));
+                }
+                tags.push(tag.into_inner());
+            }
+            mirrors.push(Mirror {
+                name,
+                host,
+                port,
+                user,
+                identity: m.identity.or(d.identity.clone()).map(resolve),
+                known_hosts: resolve(
+                    m.known_hosts
+                        .or(d.known_hosts.clone())
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_KNOWN_HOSTS)),
+                ),
+                connect_timeout: m
+                    .connect_timeout
+                    .or(d.connect_timeout)
+                    .map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0),
+                timeout: m.timeout.or(d.timeout).map_or(DEFAULT_TIMEOUT, |v| v.0),
+                retries: m.retries.or(d.retries).unwrap_or(0),
+                modules,
+                stage,
+                tags,
+                enabled: m.enabled.unwrap_or(true),
+            });
+        }
+        Ok(Registry {
+            path: path.to_owned(),
+            concurrency,
+            mirrors,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Mirror> {
+        self.mirrors.iter().find(|m| m.name == name)
+    }
+}
+
+/// Turns a byte offset into a 1-based line number and, when that line is `key = ...`, the key.
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).and_then(|k| {
+        let k = k.trim_matches('"');
+        let plain = !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        plain.then(|| k.to_owned())
+    });
+    let key = key.or_else(|| {
+        // An unknown-key error points at the key itself, which may have no `=` on its line.
+        let word: String = text
+            .get(offset..)
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        (!word.is_empty() && line.trim_start().starts_with(&word)).then_some(word)
+    });
+    (Some(line_no), key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Registry, RegistryError> {
+        Registry::parse(Path::new("/etc/mp/mirrors.toml"), text)
+    }
+
+    fn fails(text: &str) -> RegistryError {
+        match parse(text) {
+            Ok(r) => panic!("accepted: {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    const GOOD: &str = r#"
+[defaults]
+user = "pusher"
+identity = "id_ed25519"
+known_hosts = "/etc/mp/known_hosts"
+connect_timeout = "3s"
+timeout = "1m"
+concurrency = 8
+retries = 2
+
+[[mirror]]
+name = "a.example.net"
+modules = ["fedora", "debian"]
+tags = ["eu", "tier1"]
+
+[[mirror]]
+name = "b"
+host = "10.0.0.2"
+port = 2222
+user = "other"
+modules = ["fedora"]
+stage = 2
+timeout = "5s"
+retries = 0
+enabled = false
+"#;
+
+    #[test]
+    fn parses_defaults_and_overrides() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.concurrency, 8);
+        let a = &r.mirrors[0];
+        assert_eq!(a.host, "a.example.net");
+        assert_eq!(a.port, 22);
+        assert_eq!(a.user, "pusher");
+        assert_eq!(a.identity.as_deref(), Some(Path::new("/etc/mp/id_ed25519")));
+        assert_eq!(a.known_hosts, Path::new("/etc/mp/known_hosts"));
+        assert_eq!(a.connect_timeout, Duration::from_secs(3));
+        assert_eq!(a.timeout, Duration::from_secs(60));
+        assert_eq!(a.retries, 2);
+        assert_eq!(a.stage, 1);
+        assert!(a.enabled);
+        assert_eq!(a.tags, ["eu", "tier1"]);
+        assert_eq!(a.address(), "a.example.net:22");
+        let b = &r.mirrors[1];
+        assert_eq!(
+            (b.host.as_str(), b.port, b.user.as_str()),
+            ("10.0.0.2", 2222, "other")
+        );
+        assert_eq!((b.stage, b.retries, b.enabled), (2, 0, false));
+        assert_eq!(b.timeout, Duration::from_secs(5));
+        assert_eq!(b.address(), "10.0.0.2:2222");
+    }
+
+    #[test]
+    fn empty_registry_uses_builtin_defaults() {
+        let r = parse("[[mirror]]\nname = \"m\"\n").unwrap();
+        assert_eq!(r.concurrency, 64);
+        let m = &r.mirrors[0];
+        assert_eq!(m.user, "mirrorpush");
+        assert_eq!(m.identity, None);
+        assert_eq!(m.known_hosts, Path::new("/etc/mirrorpush/known_hosts"));
+        assert_eq!(m.connect_timeout, Duration::from_secs(10));
+        assert_eq!(m.timeout, Duration::from_secs(120));
+        assert_eq!(m.retries, 0);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = fails("[[mirror]]\nname = \"m\"\nmodlues = [\"x\"]\n");
+        assert_eq!(e.file, Path::new("/etc/mp/mirrors.toml"));
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("modlues"));
+        assert!(e.message.contains("unknown field"), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("/etc/mp/mirrors.toml:3: key `modlues`:"),
+            "{text}"
+        );
+
+        let e = fails("[defaults]\nuser = \"u\"\nconcurency = 3\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("concurency")));
+        // concurrency is for the whole push, not per mirror.
+        let e = fails("[[mirror]]\nname = \"m\"\nconcurrency = 3\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("concurrency")));
+        let e = fails("[mirrors]\n");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = fails("[defaults]\n\ntimeout = \"soon\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("timeout")));
+        assert!(e.message.contains("invalid duration"), "{e}");
+        let e = fails("[[mirror]]\nname = \"m\"\nconnect_timeout = \"0s\"\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("connect_timeout"))
+        );
+        let e = fails("[[mirror]]\nname = \"m\"\nport = 70000\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("port")));
+        let e = fails("[[mirror]]\nname = \"m\"\nport = 0\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("port")));
+        let e = fails("[[mirror]]\nname = \"m\"\nstage = 0\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("stage")));
+        let e = fails("[defaults]\nconcurrency = 0\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("concurrency")));
+        let e = fails("[[mirror]]\nname = \"m\"\nenabled = \"yes\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("enabled")));
+        let e = fails("[[mirror]]\nhost = \"h\"\n");
+        assert!(e.message.contains("missing field `name`"), "{e}");
+        assert_eq!(e.line, Some(1));
+        let e = fails("[[mirror]]\nname = \"m\"\nhost = \"a b\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("host")));
+        let e = fails("not toml at all = = =\n");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn module_names_follow_the_request_grammar() {
+        let e =
+            fails("[[mirror]]\nname = \"m\"\nmodules = [\n  \"fedora\",\n  \"Fedora/../x\",\n]\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("modules")));
+        assert!(e.message.contains("Fedora/../x"), "{e}");
+        let r = parse("[[mirror]]\nname = \"m\"\nmodules = [\"a\", \"a\", \"b.c-d_e\"]\n").unwrap();
+        assert_eq!(r.mirrors[0].modules.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let e = fails("[[mirror]]\nname = \"m\"\n\n[[mirror]]\nname = \"m\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("name")));
+        assert!(e.message.contains("duplicate"), "{e}");
+        let e = fails("[[mirror]]\nname = \"\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("name")));
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_it() {
+        let e = Registry::load(Path::new("/nonexistent/mirrors.toml")).unwrap_err();
+        assert_eq!(e.line, None);
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/mirrors.toml: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn locate_never_panics_on_odd_offsets() {
+        assert_eq!(locate("", 5), (Some(1), None));
+        assert_eq!(locate("a = 1\nb = é", 11).0, Some(2));
+        for i in 0..20 {
+            let _ = locate("x = \"é\"\n[t]\n", i);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Runs a push: stage by stage (stage N+1 starts once every stage N session has ended, whatever
+//! its result), at most `concurrency` sessions at once, each bounded by its mirror's own timeouts,
+//! so a dead or slow mirror never holds up the others beyond them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use super::report::{MirrorReport, Reporter, Summary};
+use super::session::{self, Target};
+
+/// Runs every target and reports through `reporter`. When `stop` completes (Ctrl-C), no more
+/// sessions start, open ones are dropped (which closes their connections), and the summary so
+/// far is returned with `interrupted` set.
+pub async fn run(
+    targets: Vec<Target>,
+    concurrency: usize,
+    mut reporter: Reporter,
+    stop: impl Future<Output = ()>,
+) -> Summary {
+    let started = Instant::now();
+    let mut stages: BTreeMap<u32, Vec<Target>> = BTreeMap::new();
+    for t in targets {
+        stages.entry(t.mirror.stage).or_default().push(t);
+    }
+    let concurrency = concurrency.max(1);
+    tokio::pin!(stop);
+    let mut interrupted = false;
+    'stages: for (stage, targets) in stages {
+        debug!(stage, mirrors = targets.len(), "stage starts");
+        let mut queue = targets.into_iter();
+        let mut set = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, (Target, Instant)> = HashMap::new();
+        loop {
+            while set.len() < concurrency {
+                let Some(t) = queue.next() else { break };
+                reporter.started();
+                let task = t.clone();
+                let id = set
+                    .spawn(async move {
+                        let begun = Instant::now();
+                        let outcome = session::push(&task).await;
+                        (outcome, begun.elapsed())
+                    })
+                    .id();
+                running.insert(id, (t, Instant::now()));
+            }
+            tokio::select! {
+                joined = set.join_next_with_id() => match joined {
+                    None => break,
+                    Some(Ok((id, (outcome, elapsed)))) => {
+                        if let Some((t, begun)) = running.remove(&id) {
+                            let mut report = MirrorReport::new(
+                                &t.mirror, t.request.to_string(), outcome, elapsed);
+                            report.started_ms = ms(begun - started);
+                            reporter.finished(report);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // A session task panicked: report that mirror as failed, keep going.
+                        warn!(error = %e, "session task failed");
+                        if let Some((t, begun)) = running.remove(&e.id()) {
+                            let mut outcome = session::Outcome::default();
+                            outcome.error = Some(format!("internal error: {e}"));
+                            outcome.message = outcome.error.clone().unwrap_or_default();
+                            let mut report = MirrorReport::new(
+                                &t.mirror, t.request.to_string(), outcome, begun.elapsed());
+                            report.started_ms = ms(begun - started);
+                            reporter.finished(report);
+                        }
+                    }
+                },
+                () = &mut stop => {
+                    interrupted = true;
+                    set.abort_all();
+                    for (_, (t, begun)) in running.drain() {
+                        let mut report = MirrorReport::interrupted(
+                            &t.mirror, t.request.to_string(), begun.elapsed());
+                        report.started_ms = ms(begun - started);
+                        reporter.finished(report);
+                    }
+                    // Let aborted tasks unwind so their connections are dropped before we return.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while set.join_next().await.is_some() {}
+                    }).await;
+                    break 'stages;
+                }
+            }
+        }
+    }
+    reporter.finish(interrupted, started.elapsed())
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}

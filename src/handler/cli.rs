@@ -1,0 +1,146 @@
+//! Hand-parsed argv (the handler takes no clap: it must start in a few ms).
+//!
+//! `mirrorpush-handler [--config F] [--key LABEL] [sync <module> [dir] | status [--json] | check]`
+//! Without a verb the request comes from `SSH_ORIGINAL_COMMAND` (forced-command mode); with a
+//! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always runs in the
+//! foreground (a systemd unit would kill a detached runner with its cgroup). A verb together
+//! with `SSH_ORIGINAL_COMMAND` is a misconfigured forced command (exit 78). There is also
+//! the hidden `__run <module>`, which is what a detached runner executes. argv is written by
+//! the admin (authorized_keys) or by the handler itself, never by the client, so the hidden verb
+//! grants a client nothing: the client only controls `SSH_ORIGINAL_COMMAND`.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::config::DEFAULT_CONFIG;
+
+pub const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync <module> [dir] | status [--json] | check]";
+pub const RUN_VERB: &str = "__run";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verb {
+    /// No verb: the request comes from `SSH_ORIGINAL_COMMAND`.
+    Forced,
+    /// `sync <module> [dir]`, re-joined as raw request bytes so the one grammar validates it.
+    Sync(Vec<u8>),
+    Status {
+        json: bool,
+    },
+    Check,
+    Help,
+    /// Hidden: the detached runner for one module.
+    Run(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub config: PathBuf,
+    pub key: Option<String>,
+    pub verb: Verb,
+}
+
+pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
+    let mut config = PathBuf::from(DEFAULT_CONFIG);
+    let mut key = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_bytes();
+        let (name, inline) = match a.iter().position(|&b| b == b'=') {
+            Some(p) if a.starts_with(b"--") => (&a[..p], Some(&args[i].as_bytes()[p + 1..])),
+            _ => (a, None),
+        };
+        if name != b"--config" && name != b"--key" {
+            break;
+        }
+        let value: OsString = match inline {
+            Some(v) => std::ffi::OsStr::from_bytes(v).to_owned(),
+            None => {
+                i += 1;
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| format!("{} needs a value", String::from_utf8_lossy(name)))?
+            }
+        };
+        if name == b"--config" {
+            config = PathBuf::from(value);
+        } else {
+            key = Some(
+                value
+                    .into_string()
+                    .map_err(|_| "--key must be UTF-8".to_owned())?,
+            );
+        }
+        i += 1;
+    }
+    let rest: Vec<&[u8]> = args[i..].iter().map(|a| a.as_bytes()).collect();
+    let verb = match rest.as_slice() {
+        [] => Verb::Forced,
+        [b"sync", words @ ..] if !words.is_empty() => {
+            let mut raw = b"sync".to_vec();
+            for w in words {
+                raw.push(b' ');
+                raw.extend_from_slice(w);
+            }
+            Verb::Sync(raw)
+        }
+        [b"status"] => Verb::Status { json: false },
+        [b"status", b"--json"] => Verb::Status { json: true },
+        [b"check"] => Verb::Check,
+        [b"--help" | b"-h" | b"help"] => Verb::Help,
+        [b"__run", module] => Verb::Run(String::from_utf8_lossy(module).into_owned()),
+        _ => return Err(USAGE.to_owned()),
+    };
+    Ok(Invocation { config, key, verb })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Invocation, String> {
+        parse(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_options_and_verbs() {
+        let i = p(&["--config", "/x.toml", "--key=master"]).unwrap();
+        assert_eq!(i.config, PathBuf::from("/x.toml"));
+        assert_eq!(i.key.as_deref(), Some("master"));
+        assert_eq!(i.verb, Verb::Forced);
+        assert_eq!(p(&[]).unwrap().config, PathBuf::from(DEFAULT_CONFIG));
+        assert_eq!(
+            p(&["--config=/y", "sync", "fedora", "a/b"]).unwrap().verb,
+            Verb::Sync(b"sync fedora a/b".to_vec())
+        );
+        assert_eq!(
+            p(&["status", "--json"]).unwrap().verb,
+            Verb::Status { json: true }
+        );
+        assert_eq!(p(&["check"]).unwrap().verb, Verb::Check);
+        assert_eq!(p(&["__run", "m"]).unwrap().verb, Verb::Run("m".into()));
+    }
+
+    #[test]
+    fn refuses_bad_usage() {
+        for bad in [
+            &["--config"][..],
+            &["sync"],
+            &["status", "--xml"],
+            &["frobnicate"],
+            &["check", "extra"],
+            &["--verbose"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_argv_never_panics(args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12), 0..5)) {
+            use std::os::unix::ffi::OsStringExt;
+            let args: Vec<OsString> = args.into_iter().map(OsString::from_vec).collect();
+            let _ = parse(&args);
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The handler config (`handler.toml`, DESIGN.md section 3): parsed strictly, every error names
+//! the file, the line and the key, so an admin can fix it without guessing.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::request::ModuleName;
+
+pub const DEFAULT_CONFIG: &str = "/etc/mirrorpush/handler.toml";
+/// The only PATH rsync (and anything it starts) ever sees.
+pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+const DEFAULT_STATE_DIR: &str = "/var/lib/mirrorpush";
+const DEFAULT_RSYNC: &str = "/usr/bin/rsync";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Detach,
+    Wait,
+}
+
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub name: ModuleName,
+    /// Always ends with `/`, so rsync copies the tree's contents, not the tree.
+    pub source: String,
+    pub dest: PathBuf,
+    pub mode: Mode,
+    pub allow_dirs: bool,
+    pub rsync_args: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Module {
+    /// rsync daemon sources (`rsync://` or `host::module`) get a connect timeout.
+    pub fn is_daemon_source(&self) -> bool {
+        self.source.starts_with("rsync://") || self.source.contains("::")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub rsync: PathBuf,
+    pub modules: BTreeMap<String, Module>,
+}
+
+/// A config error, already rendered as `<file> line N: <what>` (or `<file>: <what>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<String>>,
+    rsync: Option<Spanned<String>>,
+    #[serde(default)]
+    modules: BTreeMap<Spanned<String>, RawModule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    source: Spanned<String>,
+    dest: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    allow_dirs: Option<bool>,
+    rsync_args: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+}
+
+/// Reads and validates the config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    parse(path, &text)
+}
+
+/// Parses config text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let ctx = Ctx { path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+    let state_dir = match &raw.state_dir {
+        Some(s) => ctx.absolute(s, "state_dir")?,
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+    };
+    let rsync = match &raw.rsync {
+        Some(r) => ctx.absolute(r, "rsync")?,
+        None => PathBuf::from(DEFAULT_RSYNC),
+    };
+    let mut modules = BTreeMap::new();
+    for (name, m) in raw.modules {
+        let module = ctx.module(&name, m)?;
+        modules.insert(module.name.as_str().to_owned(), module);
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        state_dir,
+        rsync,
+        modules,
+    })
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// The `[table]` header in force at `offset`, for "unknown key 'x' in [modules.y]".
+    fn table_at(&self, offset: usize) -> Option<String> {
+        let end = offset.min(self.text.len());
+        let before = String::from_utf8_lossy(&self.text.as_bytes()[..end]);
+        before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| {
+                // `get` rather than indexing: the header may hold non-ASCII text.
+                let end = l
+                    .find(']')
+                    .map_or(l.len(), |i| i + 1 + usize::from(l.starts_with("[[")));
+                l.get(..end).unwrap_or(l).to_owned()
+            })
+    }
+
+    fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!(
+            "{} line {}: {what}",
+            self.path.display(),
+            self.line_of(span.start)
+        ))
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let message = e.message().trim();
+        let Some(span) = e.span() else {
+            return ConfigError(format!("{}: {message}", self.path.display()));
+        };
+        let table = self
+            .table_at(span.start)
+            .unwrap_or_else(|| "the top level".to_owned());
+        let quoted = message.split('`').nth(1);
+        if let (true, Some(key)) = (message.starts_with("unknown field"), quoted) {
+            return self.at(span, format!("unknown key '{key}' in {table}"));
+        }
+        if let (true, Some(key)) = (message.starts_with("missing field"), quoted) {
+            return self.at(span, format!("missing key '{key}' in {table}"));
+        }
+        self.at(span, message)
+    }
+
+    fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
+        let p = PathBuf::from(value.get_ref());
+        if !p.is_absolute() {
+            return Err(self.at(value.span(), format!("'{key}' must be an absolute path")));
+        }
+        Ok(p)
+    }
+
+    fn module(&self, name: &Spanned<String>, m: RawModule) -> Result<Module, ConfigError> {
+        let module_name = ModuleName::parse(name.get_ref()).map_err(|e| {
+            self.at(
+                name.span(),
+                format!(
+                    "module name '{}' {e}",
+                    crate::request::escape_bytes(name.get_ref().as_bytes())
+                ),
+            )
+        })?;
+        let table = format!("[modules.{module_name}]");
+        let source = self.source(&m.source, &table)?;
+        let dest = self.absolute(&m.dest, "dest")?;
+        if dest.parent().is_none() {
+            return Err(self.at(m.dest.span(), "'dest' must not be '/'"));
+        }
+        let mode = match m.mode.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("detach", _)) => Mode::Detach,
+            Some(("wait", _)) => Mode::Wait,
+            Some((other, span)) => {
+                return Err(self.at(
+                    span,
+                    format!("'mode' in {table} must be \"detach\" or \"wait\", not \"{other}\""),
+                ))
+            }
+        };
+        let rsync_args = match m.rsync_args {
+            None => Vec::new(),
+            Some(args) => {
+                // Before `--`, a word without a dash would become an extra source path.
+                if let Some(bad) = args
+                    .get_ref()
+                    .iter()
+                    .find(|a| !a.starts_with('-') || *a == "--")
+                {
+                    return Err(self.at(
+                        args.span(),
+                        format!("'rsync_args' in {table}: '{bad}' is not an option (options start with '-'; '--' is added by the handler)"),
+                    ));
+                }
+                args.into_inner()
+            }
+        };
+        let timeout = match &m.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => match humantime::parse_duration(t.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    return Err(self.at(
+                        t.span(),
+                        format!("'timeout' in {table} must be more than zero"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(self.at(
+                        t.span(),
+                        format!("'timeout' in {table}: {e} (examples: \"90s\", \"6h\")"),
+                    ))
+                }
+            },
+        };
+        Ok(Module {
+            name: module_name,
+            source,
+            dest,
+            mode,
+            allow_dirs: m.allow_dirs.unwrap_or(true),
+            rsync_args,
+            timeout,
+        })
+    }
+
+    /// rsync:// URL, `host::module`, or a local absolute path (handy for tests and local mirrors).
+    /// Remote-shell sources (`host:path`) are refused: they would make rsync start ssh.
+    fn source(&self, s: &Spanned<String>, table: &str) -> Result<String, ConfigError> {
+        let v = s.get_ref();
+        let ok_chars = !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic());
+        let daemon = v.starts_with("rsync://") || v.contains("::");
+        let local = v.starts_with('/');
+        if !ok_chars || !(daemon || local) {
+            return Err(self.at(
+                s.span(),
+                format!(
+                    "'source' in {table} must be an rsync:// URL, host::module or an absolute path"
+                ),
+            ));
+        }
+        Ok(if v.ends_with('/') {
+            v.clone()
+        } else {
+            format!("{v}/")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match parse(Path::new("/etc/h.toml"), text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    const GOOD: &str = r#"state_dir = "/var/lib/mp"
+
+[modules.fedora]
+source = "rsync://up.example.org/fedora"
+dest = "/srv/mirror/fedora"
+"#;
+
+    #[test]
+    fn parses_defaults() {
+        let c = parse(Path::new("/etc/h.toml"), GOOD).unwrap();
+        let m = &c.modules["fedora"];
+        assert_eq!(m.source, "rsync://up.example.org/fedora/");
+        assert_eq!(m.mode, Mode::Detach);
+        assert!(m.allow_dirs);
+        assert_eq!(m.timeout, Duration::from_secs(6 * 3600));
+        assert!(m.is_daemon_source());
+        let c = parse(
+            Path::new("/h"),
+            "[modules.x]\nsource = \"a::b\"\ndest = \"/d\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/mirrorpush"));
+        assert_eq!(c.rsync, PathBuf::from("/usr/bin/rsync"));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../examples/handler.toml");
+        let c = parse(Path::new("examples/handler.toml"), text).unwrap();
+        assert_eq!(c.modules["debian"].mode, Mode::Wait);
+        assert!(!c.modules["debian"].allow_dirs);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_key_and_table() {
+        let text = format!("{GOOD}foo = 1\n");
+        assert_eq!(
+            err(&text),
+            "/etc/h.toml line 6: unknown key 'foo' in [modules.fedora]"
+        );
+        assert_eq!(
+            err("state_dir = \"/x\"\nbar = 2\n"),
+            "/etc/h.toml line 2: unknown key 'bar' in the top level"
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_the_line() {
+        let e = err(&GOOD.replace("/srv/mirror/fedora", "srv/x"));
+        assert_eq!(e, "/etc/h.toml line 5: 'dest' must be an absolute path");
+        let e = err(&format!("{GOOD}mode = \"later\"\n"));
+        assert!(
+            e.starts_with("/etc/h.toml line 6: 'mode' in [modules.fedora]"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}timeout = \"soon\"\n"));
+        assert!(e.starts_with("/etc/h.toml line 6: 'timeout'"), "{e}");
+        let e = err(&format!("{GOOD}rsync_args = [\"/etc\"]\n"));
+        assert!(e.contains("line 6") && e.contains("not an option"), "{e}");
+        let e = err(&GOOD.replace("modules.fedora", "modules.Fedora"));
+        assert!(
+            e.starts_with("/etc/h.toml line 3: module name 'Fedora'"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("rsync://up.example.org/fedora", "host:path"));
+        assert!(e.contains("line 4") && e.contains("'source'"), "{e}");
+        let e = err(&GOOD.replace("dest = \"/srv/mirror/fedora\"\n", ""));
+        assert!(e.contains("missing key 'dest'"), "{e}");
+        let e = err("[[x]\u{e9}\nstate_dir = 5\n");
+        assert!(e.starts_with("/etc/h.toml line "), "{e}");
+        let e = err("state_dir = 5\n");
+        assert!(e.starts_with("/etc/h.toml line 1:"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "[\\[\\]a-z_=\"/ \n\u{e9}.0-9]{0,120}") {
+            let _ = parse(Path::new("/h"), &text);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `<state_dir>/handler.log`: one line per request and per run. Every client-supplied or
+//! admin-supplied text goes through `escape_bytes`, so nothing can forge or split a line.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::request::escape_bytes;
+
+pub const LOG_FILE: &str = "handler.log";
+
+/// Who asked: the address from `SSH_CONNECTION` (or `local`) and the admin's key label.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `ip port` escaped, or `local`.
+    pub addr: String,
+    /// Just the ip (or `local`), for the status "pushers" list.
+    pub ip: String,
+    pub key: String,
+}
+
+impl Client {
+    pub fn from_env(key: Option<&str>) -> Client {
+        let conn = std::env::var_os("SSH_CONNECTION");
+        let fields: Vec<String> = conn
+            .as_ref()
+            .map(|c| {
+                c.as_encoded_bytes()
+                    .split(|&b| b == b' ')
+                    .take(2)
+                    .map(escape_bytes)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (addr, ip) = match fields.as_slice() {
+            [ip, port] if !ip.is_empty() => (format!("{ip} {port}"), ip.clone()),
+            _ => ("local".to_owned(), "local".to_owned()),
+        };
+        Client {
+            addr,
+            ip,
+            key: escape_bytes(key.unwrap_or("-").as_bytes()),
+        }
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+pub fn log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(LOG_FILE)
+}
+
+/// Renders one request line; `raw` is the request exactly as received.
+pub fn request_line(client: &Client, verdict: &str, raw: &[u8], reason: &str) -> String {
+    format!(
+        "{} client=\"{}\" key=\"{}\" verdict={verdict} request=\"{}\" reason=\"{}\"\n",
+        now(),
+        client.addr,
+        client.key,
+        escape_bytes(raw),
+        escape_bytes(reason.as_bytes())
+    )
+}
+
+/// Appends one line with a single O_APPEND write, so concurrent handlers never interleave.
+pub fn append(state_dir: &Path, line: &str) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(log_path(state_dir))?;
+    f.write_all(line.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_is_one_escaped_line() {
+        let c = Client {
+            addr: "10.0.0.1 5555".into(),
+            ip: "10.0.0.1".into(),
+            key: "master".into(),
+        };
+        let l = request_line(&c, "refused", b"sync a\n2020 verdict=accepted \"", "bad");
+        assert_eq!(l.matches('\n').count(), 1);
+        assert!(l.ends_with("reason=\"bad\"\n"));
+        assert!(l.contains("request=\"sync a\\x0a2020 verdict=accepted \"\""));
+    }
+}

@@ -1,0 +1,89 @@
+//! Registry and usage errors through the real binary: exit 2 and a message naming file, line, key.
+
+use std::process::{Command, Output};
+
+fn run(registry: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(registry)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn registry_errors_exit_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirrors.toml");
+    let cases = [
+        (
+            "[defaults]\nuser = \"u\"\ntimout = \"1s\"\n",
+            ":3: key `timout`: unknown field",
+        ),
+        (
+            "[[mirror]]\nname = \"a\"\n[[mirror]]\nname = \"a\"\n",
+            ":4: key `name`: duplicate mirror name",
+        ),
+        (
+            "[[mirror]]\nname = \"a\"\ntimeout = \"fast\"\n",
+            ":3: key `timeout`: invalid duration",
+        ),
+        (
+            "[[mirror]]\nname = \"a\"\nmodules = [\"../x\"]\n",
+            ":3: key `modules`: module name",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&path, text).unwrap();
+        for args in [
+            &["list"][..],
+            &["check"],
+            &["push", "--dry-run", "fedora"],
+            &["push", "fedora"],
+        ] {
+            let out = run(&path, args);
+            assert_eq!(out.status.code(), Some(2), "{args:?} on {text:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let want = format!("error: {}{expected}", path.display());
+            assert!(
+                stderr.starts_with(&want),
+                "{args:?}: {stderr:?} lacks {want:?}"
+            );
+        }
+    }
+    let out = run(&dir.path().join("missing.toml"), &["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml: cannot read registry"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirrors.toml");
+    std::fs::write(&path, "[[mirror]]\nname = \"a\"\nmodules = [\"fedora\"]\n").unwrap();
+    for args in [
+        &["push"][..],
+        &["push", "--concurrency", "0", "fedora"],
+        &["frobnicate"],
+        &["push", "Fedora"],
+        &["push", "fedora", "a//b"],
+        &["list", "--module", "-x"],
+    ] {
+        let out = run(&path, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // MIRRORPUSH_REGISTRY is honoured when --registry is absent.
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .args(["list"])
+        .env("MIRRORPUSH_REGISTRY", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .starts_with("a  a:22  mirrorpush  stage 1  tags -  sync fedora"));
+}
