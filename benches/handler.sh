@@ -4,10 +4,13 @@
 # floor of exec'ing /bin/true in the same environment.
 #   refused:  SSH_ORIGINAL_COMMAND='sync ../x'   (malformed: exit 64, logged)
 #   accepted: SSH_ORIGINAL_COMMAND='sync fedora' (detach mode: answer, start the detached runner,
-#             exit 0). The runner is not timed: hyperfine waits for the handler process only,
-#             and rsync is /bin/true so that each runner ends at once; `--prepare 'sleep 0.02'`
-#             (untimed) lets it finish so that every timed request finds the module idle and
-#             takes the accepted path, not the queued one (checked after the runs in the log).
+#             exit 0). The runner is not timed: hyperfine waits for the handler process only.
+#             The module's source is rsync://127.0.0.1:9/ where nothing listens, so each
+#             runner's rsync fails at once (the handler needs a real rsync: it reads its
+#             version); an untimed `--prepare` waits until the runner has released the
+#             module's lock (flock on state_dir/fedora/lock, the lock the runner holds) so that
+#             every timed request finds the module idle and takes the accepted path, not the
+#             queued one (checked after the runs in the handler's log).
 #
 #   benches/handler.sh                 # HYPERFINE_RUNS=500 HYPERFINE_WARMUP=20 RSS_SAMPLES=20
 #   HANDLER_BIN=... benches/handler.sh # another handler binary (default target/release/mirrorpush-handler)
@@ -27,7 +30,7 @@ cfgdir=$OUT/mirror
 mkdir -p "$cfgdir/state" "$cfgdir/dest"
 cat >"$cfgdir/handler.toml" <<EOF
 state_dir = "$cfgdir/state"
-rsync = "/bin/true"
+rsync = "/usr/bin/rsync"
 
 [modules.fedora]
 source = "rsync://127.0.0.1:9/fedora/"
@@ -35,6 +38,9 @@ dest = "$cfgdir/dest"
 mode = "detach"
 EOF
 HCMD="$H --config $cfgdir/handler.toml --key bench"
+# Until the previous request's detached runner has taken and released the module's lock.
+mkdir -p "$cfgdir/state/fedora"
+IDLE="/bin/sh -c 'sleep 0.01; flock -w 10 $cfgdir/state/fedora/lock true'"
 export SSH_CONNECTION="127.0.0.1 40000 127.0.0.1 22" SSH_CLIENT="127.0.0.1 40000 22"
 echo "hyperfine: $(hyperfine --version), runs $RUNS_H, warmup $WARMUP_H" >>"$OUT/env.txt"
 
@@ -62,7 +68,7 @@ hf() { # NAME REQUEST [hyperfine args...] COMMAND
         rc=0
         SSH_ORIGINAL_COMMAND=$req /usr/bin/time -f '%M' -o "$OUT/$name.rss.tmp" "${@: -1}" >/dev/null 2>&1 </dev/null || rc=$?
         echo "$(tail -n 1 "$OUT/$name.rss.tmp") $rc" >>"$OUT/$name.rss"
-        [ "$name" != accepted ] || sleep 0.02
+        [ "$name" != accepted ] || { sleep 0.01; flock -w 10 "$cfgdir/state/fedora/lock" true; }
     done
     rm -f "$OUT/$name.rss.tmp"
 }
@@ -70,7 +76,7 @@ for c in "${cases[@]}"; do
     case $c in
     floor) hf floor 'sync fedora' /bin/true ;;
     refused) hf refused 'sync ../x' -i "$HCMD" ;;
-    accepted) hf accepted 'sync fedora' --prepare 'sleep 0.02' "$HCMD" ;;
+    accepted) hf accepted 'sync fedora' --prepare "$IDLE" "$HCMD" ;;
     esac
 done
 # Let the last detached runners end before reading the log.
