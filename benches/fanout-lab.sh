@@ -10,6 +10,7 @@
 # rsyncs) have finished; then RSS_RUNS untimed runs per tool sampled for the process tree's
 # memory. Markdown table on stdout; raw results under target/bench/fanout-lab/<time>/.
 # LAB_HANDLER=/bin/echo runs the lab with a trivial forced command instead of the handler.
+# BENCH_TOOLS="mirrorpush pssh pssh-curve25519" adds pssh pinned to the master's key exchange.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -51,6 +52,10 @@ for n in "${NS[@]}"; do
         case $tool in
         mirrorpush) cmd=("$REL/mirrorpush" --registry "$REGISTRY" push --json --concurrency "$n" fedora) ;;
         pssh) cmd=(parallel-ssh -h "$PSSH_HOSTS" -p "$n" -l "$LAB_USER" -t 300 -x "$SSH_OPTS" 'sync fedora') ;;
+        # OpenSSH 9.2 picks sntrup761x25519-sha512 against sshd 9.2, which russh does not
+        # offer; this variant pins the key exchange the master gets (curve25519-sha256).
+        pssh-curve25519) cmd=(parallel-ssh -h "$PSSH_HOSTS" -p "$n" -l "$LAB_USER" -t 300
+            -x "$SSH_OPTS -o KexAlgorithms=curve25519-sha256" 'sync fedora') ;;
         esac
         if [ "$kind" = timed ]; then
             run_timed "$scen" "$tool" "$n" "$n" 0 "$run" -- "${cmd[@]}"

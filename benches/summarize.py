@@ -15,7 +15,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-BASE, PEER = "mirrorpush", "pssh"
+BASE = "mirrorpush"
 
 
 def read(path):
@@ -131,16 +131,23 @@ def main():
             print(f"| {scen} | {tool} | {ok}/{t['runs']}{fails} | {fmt(wall)}{span} | {fmt(cpu)} | {fmt(per, 2)} "
                   f"| {fmt(med(t['rss']), 0)} | {summ} |")
     print()
-    if any(BASE in g["tools"] and PEER in g["tools"] for g in groups.values()):
-        print(f"Ratios {PEER} / {BASE} (medians; above 1 means {BASE} is ahead):\n")
+    peers = []
+    for g in groups.values():
+        for tool in g["tools"]:
+            if tool != BASE and tool not in peers:
+                peers.append(tool)
+    for peer in peers:
+        if not any(BASE in g["tools"] and peer in g["tools"] for g in groups.values()):
+            continue
+        print(f"Ratios {peer} / {BASE} (medians; above 1 means {BASE} is ahead):\n")
         print("| scenario | wall | CPU | peak RSS (largest process) | sum PSS |")
         print("|---|---|---|---|---|")
         for scen, g in groups.items():
-            if BASE not in g["tools"] or PEER not in g["tools"]:
+            if BASE not in g["tools"] or peer not in g["tools"]:
                 continue
-            b, p = g["tools"][BASE], g["tools"][PEER]
-            sb, sp = sums.get((scen, BASE)), sums.get((scen, PEER))
-            spss = ratio(med(sp["pss"]) if sp else None, med(sb["pss"]) if sb else None)
+            b, p = g["tools"][BASE], g["tools"][peer]
+            sb, sp = sums.get((scen, BASE)), sums.get((scen, peer))
+            spss = ratio(med(sp["pss"]) if sp and sp["pss"] else None, med(sb["pss"]) if sb and sb["pss"] else None)
             print(f"| {scen} | {ratio(med(p['wall']), med(b['wall']))} | {ratio(med(p['cpu']), med(b['cpu']))} "
                   f"| {ratio(med(p['rss']), med(b['rss']))} | {spss} |")
         print()
