@@ -59,13 +59,16 @@ fn run() -> Result<(), String> {
     let upstream = lab.upstream_dir(MODULE);
     let new_package = "updates/41/x86_64/Packages/n/nginx-1.26.rpm";
     write(&upstream.join(new_package), "nginx payload\n")?;
+    // A different size, not only different bytes: rsync's quick check compares size and mtime,
+    // and the demo rewrites this file within the same second as the first sync.
     write(
         &upstream.join("updates/41/x86_64/repodata/repomd.xml"),
-        "<repomd rev=\"8\"/>\n",
+        "<repomd rev=\"8\" packages=\"2\"/>\n",
     )?;
     master_cmd(&master, &lab, &["push", "--dry-run", MODULE, "updates/41"])?;
     master_cmd(&master, &lab, &["push", MODULE, "updates/41"])?;
     wait_all_in_sync(&lab)?;
+    wait_all_settled(&lab, &handler)?;
     for m in &lab.mirrors {
         println!(
             "{}: has {new_package}: {}",
@@ -128,6 +131,35 @@ fn wait_all_in_sync(lab: &Lab) -> Result<(), String> {
         lab.mirrors.len(),
         start.elapsed().as_millis()
     );
+    Ok(())
+}
+
+/// The tree can match upstream a moment before the runner records its result: wait for every
+/// handler to report nothing in flight or pending, so the status shown next is final.
+fn wait_all_settled(lab: &Lab, handler: &Path) -> Result<(), String> {
+    let settled = |config: &Path| -> bool {
+        let Ok(out) = Command::new(handler)
+            .arg("--config")
+            .arg(config)
+            .args(["status", "--json"])
+            .output()
+        else {
+            return false;
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        let modules = json["modules"].as_array().cloned().unwrap_or_default();
+        !modules.is_empty()
+            && modules.iter().all(|m| {
+                m["in_flight"].as_array().is_some_and(Vec::is_empty)
+                    && m["pending"].as_array().is_some_and(Vec::is_empty)
+            })
+    };
+    let all = || lab.mirrors.iter().all(|m| settled(&m.handler_config));
+    if !lab.wait_until(SYNC_TIMEOUT, all) {
+        return Err("handlers still busy after 60 s".into());
+    }
     Ok(())
 }
 

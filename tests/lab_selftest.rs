@@ -3,18 +3,25 @@
 
 use mirrorpush::lab::{Lab, LabOptions};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A stand-in forced command: an executable shell script.
+fn forced_command(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
 
 #[test]
 fn lab_serves_upstream_and_forces_the_command_over_real_sshd() {
     let scripts = tempfile::tempdir().unwrap();
-    let echo = scripts.path().join("echo-request");
-    std::fs::write(
-        &echo,
+    let echo = forced_command(
+        scripts.path(),
+        "echo-request",
         "#!/bin/sh\nprintf 'got:%s' \"$SSH_ORIGINAL_COMMAND\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&echo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let lab = Lab::start(LabOptions {
         mirrors: 2,
         handler_bin: echo,
@@ -52,15 +59,13 @@ fn lab_serves_upstream_and_forces_the_command_over_real_sshd() {
 
 #[test]
 fn lab_stops_every_process_it_started() {
-    let scripts = tempfile::tempdir().unwrap();
-    let sleeper = scripts.path().join("sleeper");
     // A forced command that leaves a detached process behind, as the handler's runner does.
-    std::fs::write(
-        &sleeper,
+    let scripts = tempfile::tempdir().unwrap();
+    let sleeper = forced_command(
+        scripts.path(),
+        "sleeper",
         "#!/bin/sh\nsetsid sleep 300 \"$2\" </dev/null >/dev/null 2>&1 &\necho started\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&sleeper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let lab = Lab::start(LabOptions {
         handler_bin: sleeper,
         ..Default::default()
@@ -91,14 +96,8 @@ fn lab_stops_every_process_it_started() {
 #[test]
 fn handlers_run_with_read_only_system_dirs_when_root() {
     let scripts = tempfile::tempdir().unwrap();
-    let probe = scripts.path().join("probe");
-    std::fs::write(
-        &probe,
-        "#!/bin/sh\nif touch /etc/mirrorpush-lab-probe 2>/dev/null; then rm -f /etc/mirrorpush-lab-probe; echo writable; else echo read-only; fi\n\
-         touch \"$(dirname \"$2\")/lab-writable\" && echo lab-ok\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = forced_command(scripts.path(), "probe", "#!/bin/sh\nif touch /etc/mirrorpush-lab-probe 2>/dev/null; then rm -f /etc/mirrorpush-lab-probe; echo writable; else echo read-only; fi\n\
+         touch \"$(dirname \"$2\")/lab-writable\" && echo lab-ok\n");
     let lab = Lab::start(LabOptions {
         handler_bin: probe,
         ..Default::default()

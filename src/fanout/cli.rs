@@ -55,7 +55,9 @@ pub enum Command {
         /// Most SSH sessions at once (default: the registry's `concurrency`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
         concurrency: Option<u32>,
+        /// The module to sync, as named in each mirror's handler.toml (e.g. `fedora`).
         module: String,
+        /// Only this directory of the module, relative to its root (e.g. `updates/41`).
         dir: Option<String>,
     },
     /// Validate the registry, key files and known_hosts entries. Connects to nobody.
