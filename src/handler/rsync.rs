@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -240,20 +241,19 @@ pub fn run(
         pgid_file,
         format!("{pgid} {}\n", start_time(pgid).unwrap_or(0)).as_bytes(),
     );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Ok(st),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            kill_group(pgid, &mut child);
+    // A thread blocks in wait(2) so that the end of rsync is seen at once (a polling loop
+    // held the module lock up to one poll interval longer, answering pushes "queued").
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    let status = match done.recv_timeout(timeout) {
+        Ok(status) => status,
+        Err(_) => {
+            kill_group(pgid, &done);
             let _ = fs::remove_file(pgid_file);
             return Outcome::TimedOut(timeout);
         }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
     };
     let _ = fs::remove_file(pgid_file);
     match status {
@@ -267,21 +267,15 @@ pub fn run(
     }
 }
 
-/// SIGTERM to the group, then SIGKILL after a grace period; reaps the leader.
-fn kill_group(pgid: i32, child: &mut std::process::Child) {
+/// SIGTERM to the group, then SIGKILL after a grace period; waits until the leader is reaped.
+fn kill_group(pgid: i32, done: &mpsc::Receiver<io::Result<std::process::ExitStatus>>) {
     // SAFETY: plain kill(2) on the group we created.
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    let grace = Instant::now() + TERM_GRACE;
-    while Instant::now() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _ = done.recv_timeout(TERM_GRACE);
     // The leader may be gone while forked children live on: kill the group either way.
     // SAFETY: as above; the group id cannot be reused while the leader is unreaped or members live.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let _ = child.wait();
+    let _ = done.recv();
 }
 
 /// Field 22 of /proc/<pid>/stat: start time in clock ticks, to tell a reused pid apart.
