@@ -64,21 +64,7 @@ for n in "${NS[@]}"; do
         fi
         lab_quiet
     }
-    for tool in $tools; do
-        run_tool timed "$tool" warmup
-    done
-    for ((r = 1; r <= RUNS; r++)); do
-        order=$tools
-        ((r % 2)) || order=$(echo "$tools" | tr ' ' '\n' | tac | tr '\n' ' ')
-        for tool in $order; do
-            echo "    $scen run $r: $tool" >&2
-            run_tool timed "$tool" "$r"
-        done
-    done
-    for ((r = 1; r <= RSS_RUNS; r++)); do
-        for tool in $tools; do run_tool rss "$tool" "$r"; done
-    done
-    echo "load after $scen: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+    bench_rounds "$scen" "$tools" "$RUNS" "$RSS_RUNS" run_tool
     stop_server
 done
 

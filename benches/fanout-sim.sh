@@ -46,7 +46,7 @@ conn_stats() {
 
 # point SCEN N DELAY RUNS RSS_RUNS [SIMFLEET ARGS]: one simfleet, warm-up, timed runs, sampled runs.
 point() {
-    local scen=$1 n=$2 d=$3 runs=$4 rss_runs=$5 r tool order tools=$BENCH_TOOLS
+    local scen=$1 n=$2 d=$3 runs=$4 rss_runs=$5 tools=$BENCH_TOOLS
     shift 5
     local dir=$OUT/$scen
     echo "==> $scen: simfleet --mirrors $n --delay-ms $d $*" >&2
@@ -82,19 +82,7 @@ point() {
             run_rss "$scen" "$tool" "$n" "$run" -- "${cmd[@]}"
         fi
     }
-    for tool in $tools; do one timed "$tool" warmup; done
-    for ((r = 1; r <= runs; r++)); do
-        order=$tools
-        ((r % 2)) || order=$(echo "$tools" | tr ' ' '\n' | tac | tr '\n' ' ')
-        for tool in $order; do
-            echo "    $scen run $r: $tool" >&2
-            one timed "$tool" "$r"
-        done
-    done
-    for ((r = 1; r <= rss_runs; r++)); do
-        for tool in $tools; do one rss "$tool" "$r"; done
-    done
-    echo "load after $scen: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+    bench_rounds "$scen" "$tools" "$runs" "$rss_runs" one
     stop_server
 }
 

@@ -133,3 +133,23 @@ bench_summary() {
 master_ready() {
     "$REL/mirrorpush" --registry "$1" push --dry-run fedora >/dev/null 2>&1
 }
+
+# bench_rounds SCEN TOOLS RUNS RSS_RUNS CALLBACK: one untimed warm-up per tool, RUNS timed rounds
+# (the tools alternate which goes first), then RSS_RUNS memory-sampled rounds; then the load
+# average goes into env.txt. `CALLBACK KIND TOOL RUN` runs one tool once (KIND: timed or rss).
+bench_rounds() {
+    local scen=$1 tools=$2 runs=$3 rss_runs=$4 cb=$5 r tool order
+    for tool in $tools; do "$cb" timed "$tool" warmup; done
+    for ((r = 1; r <= runs; r++)); do
+        order=$tools
+        ((r % 2)) || order=$(echo "$tools" | tr ' ' '\n' | tac | tr '\n' ' ')
+        for tool in $order; do
+            echo "    $scen run $r: $tool" >&2
+            "$cb" timed "$tool" "$r"
+        done
+    done
+    for ((r = 1; r <= rss_runs; r++)); do
+        for tool in $tools; do "$cb" rss "$tool" "$r"; done
+    done
+    echo "load after $scen: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+}
