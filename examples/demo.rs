@@ -3,8 +3,8 @@
 //!
 //! Run it with `scripts/demo.sh` (installs what is missing, builds, runs this).
 
-use mirrorpush::lab::{Lab, LabOptions};
-use std::path::{Path, PathBuf};
+use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let bin_dir = sibling_bin_dir()?;
-    let master = bin_dir.join("mirrorpush");
-    let handler = bin_dir.join("mirrorpush-handler");
+    let master = sibling_binary("mirrorpush").map_err(|e| e.to_string())?;
+    let handler = sibling_binary("mirrorpush-handler").map_err(|e| e.to_string())?;
 
     step("Starting the lab: an upstream rsync daemon and three mirrors behind real sshd");
     let lab = Lab::start(LabOptions {
@@ -168,22 +167,4 @@ fn write(path: &Path, content: &str) -> Result<(), String> {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
     std::fs::write(path, content).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The demo is built as an example next to the binaries: target/<profile>/examples/demo.
-fn sibling_bin_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the build directory")?;
-    for bin in ["mirrorpush", "mirrorpush-handler"] {
-        if !dir.join(bin).exists() {
-            return Err(format!(
-                "{} missing: build with `cargo build --release --bins --examples`",
-                dir.join(bin).display()
-            ));
-        }
-    }
-    Ok(dir.to_path_buf())
 }

@@ -7,10 +7,10 @@
 //! lab_serve N [HANDLER_BIN]   # default handler: mirrorpush-handler next to this example's dir
 //! ```
 
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
@@ -33,7 +33,7 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("N: {e}"))?;
     let handler_bin = match args.next() {
         Some(p) => PathBuf::from(p),
-        None => default_handler()?,
+        None => sibling_binary("mirrorpush-handler").map_err(|e| e.to_string())?,
     };
     let handler_bin = handler_bin
         .canonicalize()
@@ -122,14 +122,4 @@ fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-/// `target/<profile>/mirrorpush-handler`, this example being `target/<profile>/examples/lab_serve`.
-fn default_handler() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the build directory")?;
-    Ok(dir.join("mirrorpush-handler"))
 }

@@ -491,6 +491,24 @@ fn seed_tree(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// For a program built as a Cargo example (`target/<profile>/examples/NAME`): binary `bin` of
+/// the same build, `target/<profile>/<bin>`. The demo and the benchmarks find the handler so.
+pub fn sibling_binary(bin: &str) -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| other("cannot locate the build directory".into()))?;
+    let path = dir.join(bin);
+    if !path.exists() {
+        return Err(other(format!(
+            "{} missing: build with `cargo build --release --bins --examples`",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 /// Same relative paths, same kinds, same file contents and symlink targets.
 pub fn trees_equal(a: &Path, b: &Path) -> bool {
     match (list_tree(a), list_tree(b)) {
