@@ -53,22 +53,13 @@ impl MirrorReport {
     /// A mirror that never got an answer because the push was interrupted.
     pub fn interrupted(mirror: &Mirror, request: String, elapsed: Duration) -> Self {
         let error = "interrupted (Ctrl-C) before the mirror answered".to_owned();
-        MirrorReport {
-            mirror: mirror.name.clone(),
-            host: mirror.host.clone(),
-            port: mirror.port,
-            stage: mirror.stage,
-            ok: false,
-            exit_status: None,
+        let outcome = Outcome {
             error: Some(error.clone()),
-            elapsed_ms: elapsed.as_millis().try_into().unwrap_or(u64::MAX),
-            started_ms: 0,
-            request,
             message: error,
             attempts: 1,
-            output: String::new(),
-            output_truncated: false,
-        }
+            ..Outcome::default()
+        };
+        MirrorReport::new(mirror, request, outcome, elapsed)
     }
 }
 
