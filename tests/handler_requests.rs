@@ -221,3 +221,33 @@ fn status_and_check_report_the_last_run() {
         "{err}"
     );
 }
+
+#[test]
+fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
+    // The master gave up (its timeout) while a wait-mode sync ran: sshd's pipe to the client is
+    // gone when the handler finally answers. The sync must still count, and the exit be clean.
+    let lab = lab("wait");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+        .arg("--config")
+        .arg(&lab.mirrors[0].handler_config)
+        .env("SSH_CONNECTION", "127.0.0.1 40000 127.0.0.1 22")
+        .env("SSH_ORIGINAL_COMMAND", "sync fedora")
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(lab.in_sync(0, "fedora"));
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+        .arg("--config")
+        .arg(&lab.mirrors[0].handler_config)
+        .arg("status")
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

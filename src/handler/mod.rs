@@ -14,6 +14,7 @@ pub mod runner;
 pub mod status;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
 use cli::Verb;
@@ -45,8 +46,14 @@ fn fail(code: i32, message: impl Into<String>) -> Failure {
 }
 
 fn report(f: &Failure) -> i32 {
-    eprintln!("error: {}", f.message);
+    let _ = writeln!(std::io::stderr(), "error: {}", f.message);
     f.code
+}
+
+/// One answer line on stdout. A client that has hung up (EPIPE) must not turn a request that
+/// was handled into a panic, so write errors are ignored: the log and status hold the result.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Entry point: `args` without the program name. Returns the exit code.
@@ -74,7 +81,7 @@ pub fn main(args: &[OsString]) -> i32 {
         (Verb::Status { json }, None) => status_cmd(&inv, *json),
         (Verb::Check, None) => check_cmd(&inv),
         (Verb::Help, None) => {
-            println!("{}", cli::USAGE);
+            say(cli::USAGE);
             EXIT_OK
         }
         (Verb::Run(module), None) => match config::load(&inv.config) {
@@ -152,12 +159,12 @@ fn request(inv: &cli::Invocation, raw: &[u8], remote: bool) -> i32 {
     match outcome {
         Err(f) => report(&f),
         Ok(Admitted::Queued) => {
-            println!("queued");
+            say("queued");
             EXIT_OK
         }
         Ok(Admitted::Detach { module }) => match runner::spawn_detached(&cfg.path, &module) {
             Ok(()) => {
-                println!("accepted");
+                say("accepted");
                 EXIT_OK
             }
             // The request stays pending; the next trigger's runner will take it.
@@ -293,7 +300,7 @@ fn wait_run(
     }
     match result {
         Ok(Some(r)) if r.ok => {
-            println!("done");
+            say("done");
             EXIT_OK
         }
         Ok(Some(r)) => report(&fail(
@@ -302,7 +309,7 @@ fn wait_run(
         )),
         // Another runner took our entry between our append and our lock: it is being handled.
         Ok(None) => {
-            println!("queued");
+            say("queued");
             EXIT_OK
         }
         Err(e) => report(&state_failure(cfg, &e, remote)),
@@ -328,9 +335,9 @@ fn status_cmd(inv: &cli::Invocation, json: bool) -> i32 {
         })
         .collect();
     if json {
-        println!("{}", status::render_json(&all));
+        say(&status::render_json(&all));
     } else {
-        print!("{}", status::render_text(&all));
+        say(status::render_text(&all).trim_end_matches('\n'));
     }
     EXIT_OK
 }
@@ -365,12 +372,12 @@ fn check_cmd(inv: &cli::Invocation) -> i32 {
         Err(e) => return report(&fail(EXIT_CONFIG, e)),
     };
     let names: Vec<&str> = cfg.modules.keys().map(String::as_str).collect();
-    println!(
+    say(&format!(
         "ok: {} module(s) [{}], rsync {a}.{b}.{c} at {}, state dir {}",
         names.len(),
         names.join(", "),
         cfg.rsync.display(),
         cfg.state_dir.display()
-    );
+    ));
     EXIT_OK
 }
