@@ -97,10 +97,7 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
     }
     let targets = match prepare(&selected, &request) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(&e.to_string()),
     };
     let progress = std::io::stderr().is_terminal();
     let reporter = Reporter::new(args.json, progress, targets.len());
@@ -245,14 +242,12 @@ pub fn check(registry_path: &Path) -> i32 {
 }
 
 fn load(path: &Path) -> Result<Registry, i32> {
-    Registry::load(path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
-    })
+    Registry::load(path).map_err(|e| usage(&e.to_string()))
 }
 
+/// A one-line `error:` on stderr (never a panic, even if stderr is a closed pipe); exit 2.
 fn usage(message: &str) -> i32 {
-    eprintln!("error: {message}");
+    let _ = writeln!(std::io::stderr(), "error: {message}");
     EXIT_USAGE
 }
 
