@@ -77,6 +77,13 @@ fn usage_errors_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A module nobody carries: one plain line naming the request, no debug dump.
+    let out = run(&path, &["push", "debian"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: no mirror selected for \"sync debian\"; see `mirrorpush list --module debian`\n"
+    );
     // MIRRORPUSH_REGISTRY is honoured when --registry is absent.
     let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
         .args(["list"])

@@ -91,7 +91,7 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         .collect();
     if selected.is_empty() {
         return usage(&format!(
-            "no mirror selected for {request:?}; see `mirrorpush list --module {}`",
+            "no mirror selected for \"{request}\"; see `mirrorpush list --module {}`",
             request.module
         ));
     }
