@@ -22,5 +22,11 @@ if [ -x scripts/verify-units.sh ]; then
     echo "==> systemd units"
     scripts/verify-units.sh
 fi
+echo "==> the demo (debug build), so that the README's first command stays working"
+cargo build --quiet --bins --examples
+demo_log=$(mktemp)
+target/debug/examples/demo >"$demo_log" 2>&1 || { cat "$demo_log"; rm -f "$demo_log"; exit 1; }
+tail -n 1 "$demo_log"
+rm -f "$demo_log"
 echo "==> cargo test"
 cargo test --all-targets
