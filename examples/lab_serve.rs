@@ -64,7 +64,7 @@ fn run() -> Result<(), String> {
     });
 
     // Many mirrors: many sshd listeners and sessions in this process tree.
-    raise_nofile_limit();
+    mirrorpush::rlimit::raise_open_files(u64::MAX);
     let lab = Lab::start(LabOptions {
         mirrors,
         modules: vec!["fedora".into()],
@@ -107,19 +107,5 @@ fn stop_signals() -> libc::sigset_t {
             libc::sigaddset(&mut set, sig);
         }
         set
-    }
-}
-
-fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

@@ -100,36 +100,17 @@ mod fleet {
         let args = parse_args()?;
         // Each endpoint holds a listener, each live connection a socket (plus what the client
         // side of the benchmark needs when it runs as our child): ask for the hard limit.
-        raise_nofile_limit(args.mirrors as u64 * 4 + 256);
+        let want = args.mirrors as u64 * 4 + 256;
+        let limit = mirrorpush::rlimit::raise_open_files(want);
+        if limit < want {
+            eprintln!("simfleet: warning: RLIMIT_NOFILE is {limit} (hard limit), want {want}");
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)
             .enable_all()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
         runtime.block_on(run(args))
-    }
-
-    fn raise_nofile_limit(want: u64) {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return;
-            }
-            if lim.rlim_cur >= want {
-                return;
-            }
-            lim.rlim_cur = lim.rlim_max.min(want.max(lim.rlim_cur));
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < want {
-                eprintln!(
-                    "simfleet: warning: RLIMIT_NOFILE is {} (hard limit), want {want}",
-                    lim.rlim_cur
-                );
-            }
-        }
     }
 
     async fn run(args: Args) -> Result<(), String> {

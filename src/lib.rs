@@ -3,11 +3,13 @@
 //! - [`request`]: the wire grammar, shared by master and handler.
 //! - [`handler`]: the mirror-side forced command (synchronous; no tokio, no russh).
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
+//! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 //! - [`lab`]: the local test lab of real sshd and rsync daemons, used by tests, the demo and benchmarks.
 
 pub mod handler;
 pub mod lab;
 pub mod request;
+pub mod rlimit;
 
 #[cfg(feature = "master")]
 pub mod fanout;

@@ -1,6 +1,8 @@
 //! `mirrorpush`: the master-side driver (DESIGN.md section 6). Parsing and logging set-up only;
 //! the work is in `mirrorpush::fanout`.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use mirrorpush::fanout::cli::{Cli, Command};
 use mirrorpush::fanout::commands::{self, PushArgs};
@@ -15,6 +17,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Plain text when stderr is a log file or the journal, colours only on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let code = match cli.command {
         Command::List { module, tags, json } => {

@@ -101,7 +101,11 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
     };
     let progress = std::io::stderr().is_terminal();
     let reporter = Reporter::new(args.json, progress, targets.len());
-    let concurrency = args.concurrency.unwrap_or(registry.concurrency);
+    let concurrency = fd_bounded(
+        args.concurrency
+            .unwrap_or(registry.concurrency)
+            .min(targets.len().max(1)),
+    );
     let stop = async {
         // If the handler cannot be installed, never stop early rather than stop at once.
         if tokio::signal::ctrl_c().await.is_err() {
@@ -116,6 +120,34 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// Fds the master needs besides its sessions: stdio, the runtime's own, key and log files.
+const SPARE_FDS: usize = 64;
+
+/// Raises the open-file limit for `concurrency` sessions; where the hard limit does not allow
+/// that, runs fewer at once (and says so) rather than let sessions fail with "Too many open
+/// files".
+fn fd_bounded(concurrency: usize) -> usize {
+    let limit = crate::rlimit::raise_open_files((concurrency + SPARE_FDS) as u64);
+    let fitting = sessions_within(limit, concurrency);
+    if fitting < concurrency {
+        tracing::warn!(
+            concurrency,
+            open_file_limit = limit,
+            "the open-file limit allows only {fitting} sessions at once; raise it (ulimit -n, LimitNOFILE=) for more"
+        );
+    }
+    fitting
+}
+
+/// How many of `concurrency` sessions fit under an open-file limit, keeping [`SPARE_FDS`]; at
+/// least one, so a push always makes progress.
+fn sessions_within(limit: u64, concurrency: usize) -> usize {
+    let room = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(SPARE_FDS);
+    concurrency.min(room).max(1)
 }
 
 /// Loads each identity and known_hosts file once; an unreadable one is a config error that
@@ -318,4 +350,17 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
         selected.len(),
         choices.len() - selected.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_fit_the_open_file_limit() {
+        assert_eq!(sessions_within(1024, 64), 64);
+        assert_eq!(sessions_within(300, 600), 236);
+        assert_eq!(sessions_within(10, 600), 1);
+        assert_eq!(sessions_within(u64::MAX, 5000), 5000);
+    }
 }
