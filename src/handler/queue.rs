@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::RelDir;
 
+/// How a full-module sync is named in status, logs and the runner's records.
+pub const FULL_SYNC: &str = "(all)";
+
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -33,7 +36,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn target(&self) -> String {
-        self.dir.clone().unwrap_or_else(|| "(all)".to_owned())
+        self.dir.clone().unwrap_or_else(|| FULL_SYNC.to_owned())
     }
 }
 

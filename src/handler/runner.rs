@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::cli::RUN_VERB;
 use super::config::{Config, Module, SAFE_PATH};
 use super::log;
-use super::queue::{coalesce, Entry, ModuleDir, ModuleLock};
+use super::queue::{coalesce, Entry, ModuleDir, ModuleLock, FULL_SYNC};
 use super::rsync::{self, PGID_FILE};
 use super::status::{self, RunRecord, TargetRun};
 
@@ -125,7 +125,7 @@ fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> RunRe
     let mut runs = Vec::new();
     match preflight(cfg, m, md) {
         Err(msg) => runs.push(TargetRun {
-            target: "(all)".into(),
+            target: FULL_SYNC.into(),
             rsync_exit: None,
             result: msg,
         }),
@@ -133,7 +133,7 @@ fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> RunRe
             for target in coalesce(batch) {
                 let name = target
                     .as_ref()
-                    .map_or_else(|| "(all)".to_owned(), |d| d.to_string());
+                    .map_or_else(|| FULL_SYNC.to_owned(), |d| d.to_string());
                 // Checked again here: the tree may have changed since the request was accepted.
                 let refused = match &target {
                     Some(d) => match rsync::symlink_under(&m.dest, d) {
