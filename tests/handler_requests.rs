@@ -164,10 +164,10 @@ fn status_and_check_report_the_last_run() {
     let (code, out, err) = local(&lab, &["check"]);
     assert_eq!(code, 0, "{err}");
 
-    // Local mode (timers, admins) syncs in the foreground even for a detach module, with the
-    // same grammar as over SSH.
+    // Local mode (timers, admins) waits for its sync even for a detach module (running it in
+    // the foreground when no runner is active), with the same grammar as over SSH.
     let (code, out2, err) = local(&lab, &["sync", "fedora", "development"]);
-    assert_eq!((code, out2.as_str()), (0, "done"), "{err}");
+    assert_eq!((code, out2.as_str()), (0, "synced"), "{err}");
     let dest = lab.mirrors[0].dest("fedora");
     assert!(dest.join("development/rawhide/COMPOSE_ID").exists());
     assert_eq!(local(&lab, &["sync", "fedora", "../etc"]).0, 64);
@@ -229,7 +229,8 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
     let lab = lab("wait");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+    let status = lab
+        .command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"))
         .arg("--config")
         .arg(&lab.mirrors[0].handler_config)
         .env("SSH_CONNECTION", "127.0.0.1 40000 127.0.0.1 22")
@@ -238,11 +239,14 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(lab.in_sync(0, "fedora"));
+    // The waiter saw nobody left to answer; the runner, detached, still brings the content.
+    assert!(lab.wait_until(LONG, || lab.in_sync(0, "fedora")
+        && common::queue_idle(&lab)));
 
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+    let status = lab
+        .command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"))
         .arg("--config")
         .arg(&lab.mirrors[0].handler_config)
         .arg("status")
