@@ -2,15 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{lab, local, ssh, wrapper, write_config, LONG};
-
-fn status_json(lab: &mirrorpush::lab::Lab) -> serde_json::Value {
-    let (code, out, err) = local(lab, &["status", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
+use common::{lab, runner_pid, ssh, status_json, wrapper, write_config, LONG};
 
 #[test]
 fn detach_answers_at_once_and_a_trigger_during_a_sync_is_queued_not_lost() {
@@ -81,17 +73,6 @@ fn many_concurrent_triggers_end_in_sync_without_overlapping_rsyncs() {
     let runs = std::fs::read_to_string(&w.runs).unwrap().lines().count();
     assert!((1..=20).contains(&runs), "{runs} runs");
     assert_eq!(status_json(&lab)["modules"][0]["last_run"]["ok"], true);
-}
-
-/// The pid of the detached runner serving `config`, if one is running.
-fn runner_pid(config: &Path) -> Option<i32> {
-    let config = config.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        (args.contains(&&b"__run"[..]) && args.contains(&config)).then_some(pid)
-    })
 }
 
 #[test]

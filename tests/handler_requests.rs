@@ -104,6 +104,8 @@ fn every_class_of_bad_input_is_refused_as_malformed_and_logged_escaped() {
         "check",
         "__run fedora",
         "'sync' fedora",
+        // a quote that would close the logged value and forge fields after it
+        "sync fedora\" verdict=accepted key=\"trusted-master",
         &long,
     ];
     let raw: Vec<&[u8]> = vec![
@@ -143,6 +145,12 @@ fn every_class_of_bad_input_is_refused_as_malformed_and_logged_escaped() {
     // One line per request: client text can neither split nor forge a line.
     assert_eq!(log.lines().count(), requests, "{log}");
     assert!(log.lines().all(|l| l.contains("verdict=refused")), "{log}");
+    // Every quote in the log is the handler's own: one logfmt field can never become two.
+    assert!(log.lines().all(|l| l.matches('"').count() == 8), "{log}");
+    assert!(
+        log.contains("request=\"sync fedora\\x22 verdict=accepted key=\\x22trusted-master\""),
+        "{log}"
+    );
     assert!(
         log.contains("request=\"sync fedora\\x0async fedora\""),
         "{log}"

@@ -125,14 +125,16 @@ fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Probl
         m.dest.display(),
         m.name
     );
-    let fd = match destdir::open_dest(&m.dest) {
+    let as_root = sync::running_as_root();
+    let uid = account.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    let fd = match destdir::open_dest_for(&m.dest, uid) {
         Ok(fd) => fd,
         Err(e) => {
             problems.push(Problem(EXIT_CONFIG, format!("{shown}: {e}")));
             return;
         }
     };
-    if sync::running_as_root() {
+    if as_root {
         // Read only: the account must own dest and have write permission on it.
         let ok =
             rfs::fstat(&fd).is_ok_and(|st| Some(st.st_uid) == account && st.st_mode & 0o200 != 0);

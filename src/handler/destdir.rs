@@ -54,26 +54,33 @@ fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }
 
-/// Opens `dest` itself (the admin's path: symlinks in it are the admin's choice) and checks it.
+/// Opens `dest` itself (the admin's path: symlinks in it are the admin's choice) and checks it
+/// for the account running now.
 pub fn open_dest(dest: &Path) -> Result<OwnedFd, DirError> {
+    open_dest_for(dest, rustix::process::geteuid().as_raw())
+}
+
+/// As [`open_dest`], for the account `uid` (root's read-only `check` names the account).
+pub fn open_dest_for(dest: &Path, uid: u32) -> Result<OwnedFd, DirError> {
     let fd = rfs::open(
         dest,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| DirError::Io(dest.display().to_string(), e.into()))?;
-    check_safe(&fd, &dest.display().to_string())?;
+    check_safe_for(&fd, &dest.display().to_string(), uid)?;
     Ok(fd)
 }
 
-/// The account that may own the tree: ourselves, or root (an admin's pre-made parent dir).
-fn owner_ok(uid: u32) -> bool {
-    uid == 0 || uid == rustix::process::geteuid().as_raw()
+fn check_safe(fd: &OwnedFd, shown: &str) -> Result<(), DirError> {
+    check_safe_for(fd, shown, rustix::process::geteuid().as_raw())
 }
 
-fn check_safe(fd: &OwnedFd, shown: &str) -> Result<(), DirError> {
+/// The tree may be owned by the account, or by root (an admin's pre-made parent dir), and
+/// written by nobody else.
+fn check_safe_for(fd: &OwnedFd, shown: &str, account: u32) -> Result<(), DirError> {
     let st = rfs::fstat(fd).map_err(|e| DirError::Io(shown.to_owned(), e.into()))?;
-    if !owner_ok(st.st_uid) {
+    if st.st_uid != 0 && st.st_uid != account {
         return Err(DirError::Unsafe(format!(
             "'{shown}' is owned by uid {}, not by this mirror's account",
             st.st_uid
