@@ -46,6 +46,7 @@ fn prepare(cfg: &Config, m: &Module, md: &ModuleDir) -> Result<Prepared, String>
     rsync::check_version(&cfg.rsync, &cfg.state_dir, true)?;
     let dest = destdir::open_dest(&m.dest).map_err(|e| format!("dest: {e}"))?;
     let log = OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
