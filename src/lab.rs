@@ -322,7 +322,29 @@ impl Lab {
     }
 
     fn start_upstream(&mut self) -> io::Result<()> {
-        let dir = self.root.join("upstream");
+        let mut modules = Vec::new();
+        for module in &self.opts.modules {
+            let path = self.upstream_dir(module);
+            seed_tree(&path)?;
+            modules.push((module.clone(), path));
+        }
+        self.rsync_port = self.start_daemon("upstream", &modules)?;
+        Ok(())
+    }
+
+    /// The origin daemon's log: one `rsync on <module>/ from ...` line per client run.
+    pub fn upstream_log(&self) -> PathBuf {
+        self.root.join("upstream").join("rsyncd.log")
+    }
+
+    /// Starts another `rsync --daemon` serving `modules` (name, path), e.g. a hub's tree for
+    /// its leaves; returns its port. Its log is `<root>/<name>/rsyncd.log`.
+    pub fn serve(&mut self, name: &str, modules: &[(String, PathBuf)]) -> io::Result<u16> {
+        self.start_daemon(name, modules)
+    }
+
+    fn start_daemon(&mut self, name: &str, modules: &[(String, PathBuf)]) -> io::Result<u16> {
+        let dir = self.root.join(name);
         fs::create_dir_all(&dir)?;
         let mut conf = String::from("use chroot = no\nread only = yes\nnumbers = yes\n");
         if is_root() {
@@ -330,15 +352,13 @@ impl Lab {
             conf.push_str("uid = 0\ngid = 0\n");
         }
         let _ = writeln!(conf, "log file = {}", dir.join("rsyncd.log").display());
-        for module in &self.opts.modules {
-            let path = self.upstream_dir(module);
-            seed_tree(&path)?;
+        for (module, path) in modules {
             let _ = writeln!(conf, "\n[{module}]\npath = {}", path.display());
         }
         let conf_path = dir.join("rsyncd.conf");
         fs::write(&conf_path, conf)?;
         let rsync = self.rsync_bin.clone();
-        self.rsync_port = self.spawn_listener("rsync --daemon", |port| {
+        self.spawn_listener("rsync --daemon", |port| {
             let mut cmd = Command::new(&rsync);
             cmd.arg("--daemon")
                 .arg("--no-detach")
@@ -346,8 +366,7 @@ impl Lab {
                 .arg(format!("--port={port}"))
                 .arg("--address=127.0.0.1");
             cmd
-        })?;
-        Ok(())
+        })
     }
 
     fn start_mirror(&mut self, i: usize, client_pub: &str) -> io::Result<()> {
@@ -752,7 +771,8 @@ fn list_tree(root: &Path) -> io::Result<Vec<TreeEntry>> {
     Ok(out)
 }
 
-fn keygen(path: &Path) -> io::Result<()> {
+/// An ed25519 key pair at `path` and `path.pub`, without a passphrase.
+pub fn keygen(path: &Path) -> io::Result<()> {
     let status = Command::new("/usr/bin/ssh-keygen")
         .args([
             "-q",

@@ -43,6 +43,9 @@ pub fn run(inv: &cli::Invocation) -> i32 {
         if version.is_some() {
             upstream(&cfg, m, &mut problems);
         }
+        if let Err(e) = super::downstream::check(&cfg, m) {
+            problems.push(Problem(EXIT_CONFIG, e));
+        }
     }
     for p in &problems {
         let _ = super::report(&super::fail(p.0, p.1.clone()));

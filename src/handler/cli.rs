@@ -20,6 +20,7 @@ use super::config::DEFAULT_CONFIG;
 
 pub const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | --version]";
 pub const RUN_VERB: &str = "__run";
+pub const DOWNSTREAM_VERB: &str = "__downstream";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
@@ -39,6 +40,11 @@ pub enum Verb {
     Version,
     /// Hidden: the detached runner for one module.
     Run(String),
+    /// Hidden: a hub's detached push of `targets` of a module to its downstream mirrors.
+    Downstream {
+        module: String,
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +111,13 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
         [b"--help" | b"-h" | b"help"] => Verb::Help,
         [b"--version" | b"-V"] => Verb::Version,
         [b"__run", module] => Verb::Run(String::from_utf8_lossy(module).into_owned()),
+        [b"__downstream", module, targets @ ..] if !targets.is_empty() => Verb::Downstream {
+            module: String::from_utf8_lossy(module).into_owned(),
+            targets: targets
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect(),
+        },
         _ => return Err(USAGE.to_owned()),
     };
     Ok(Invocation { config, key, verb })

@@ -5,12 +5,14 @@
 //! - [`runner`]: the one executor, draining the queue; [`sync`]: one batch; [`rsync`]: argv,
 //!   version floor, timeout, what changed; [`destdir`]: the mirror tree by fd; [`trace`]:
 //!   trace files; [`wait`]: waiting for the run that covers a request.
-//! - [`status`]: last-run records and `status`. [`log`]: `handler.log`. [`check`]: `check`.
+//! - [`downstream`]: a hub passing pushes on. [`status`]: last-run records and `status`.
+//!   [`log`]: `handler.log`. [`check`]: `check`.
 
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod destdir;
+pub mod downstream;
 pub mod log;
 pub mod queue;
 pub mod rsync;
@@ -101,6 +103,11 @@ pub fn main(args: &[OsString]) -> i32 {
         }
         (Verb::Run(module), None) => match config::load(&inv.config) {
             Ok(cfg) => runner::run_detached(&cfg, module),
+            Err(_) => EXIT_CONFIG,
+        },
+        (Verb::Downstream { module, targets }, None) => match config::load(&inv.config) {
+            Ok(_) if sync::running_as_root() => EXIT_NOPERM,
+            Ok(cfg) => downstream::run(&cfg, module, targets),
             Err(_) => EXIT_CONFIG,
         },
     }
@@ -339,6 +346,7 @@ fn status_cmd(inv: &cli::Invocation, json: bool) -> i32 {
             status::ModuleStatus {
                 module: name.clone(),
                 last_run: status::read(&md),
+                downstream: downstream::read(&md),
                 in_flight: md.inflight().unwrap_or_default(),
                 pending: md.pending().unwrap_or_default(),
             }

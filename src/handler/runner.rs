@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use super::cli::RUN_VERB;
 use super::config::{Config, Module, SAFE_PATH};
+use super::downstream;
 use super::log;
 use super::queue::{BatchResult, ModuleDir, ModuleLock};
 use super::rsync::{self, PGID_FILE};
@@ -41,16 +42,19 @@ pub fn self_exe() -> PathBuf {
     }
 }
 
-/// Starts `<handler> --config <cfg> __run <module>` in its own session with /dev/null for
-/// stdio and no other fds, so sshd neither waits for it nor kills it when the session ends.
+/// Starts `<handler> --config <cfg> __run <module>`, detached.
 pub fn spawn_detached(config_path: &Path, module: &str) -> io::Result<()> {
     let config = std::path::absolute(config_path)?;
     let mut cmd = Command::new(self_exe());
-    cmd.arg("--config")
-        .arg(config)
-        .arg(RUN_VERB)
-        .arg(module)
-        .env_clear()
+    cmd.arg("--config").arg(config).arg(RUN_VERB).arg(module);
+    // Not waited for: the requester goes on and the runner is reparented when it exits.
+    detach(&mut cmd).spawn().map(drop)
+}
+
+/// Sets `cmd` up to run in its own session with a scrubbed environment, /dev/null for stdio
+/// and no other fds, so sshd neither waits for it nor kills it when the session ends.
+pub fn detach(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear()
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")
         .current_dir("/")
@@ -73,8 +77,7 @@ pub fn spawn_detached(config_path: &Path, module: &str) -> io::Result<()> {
             Ok(())
         });
     }
-    // Not waited for: the requester goes on and the runner is reparented when it exits.
-    cmd.spawn().map(drop)
+    cmd
 }
 
 /// The hidden `__run <module>` verb. Exits quietly when another runner holds the lock: that
@@ -148,6 +151,10 @@ pub fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<R
         end: record.end.clone(),
     };
     md.finish(&covered)?;
+    // Only now, with every waiter answered: a hub passes the push on.
+    if let Some(targets) = downstream::targets(m, &record) {
+        downstream::spawn(cfg, m, &targets);
+    }
     Ok(Some(record))
 }
 

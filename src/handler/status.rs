@@ -101,6 +101,8 @@ pub fn write(md: &ModuleDir, r: &RunRecord) -> std::io::Result<()> {
 pub struct ModuleStatus {
     pub module: String,
     pub last_run: Option<RunRecord>,
+    /// A hub's last push to its downstream mirrors.
+    pub downstream: Option<super::downstream::Record>,
     /// The batch a runner took and has not finished: running now, or interrupted and merged
     /// into the next run.
     pub in_flight: Vec<Entry>,
@@ -158,6 +160,23 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
                 let _ = writeln!(out, "  keys:      {}", r.keys.join(", "));
             }
         }
+        if let Some(d) = &m.downstream {
+            let (mirrors, ok, failed) = d.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
+                (a + p.mirrors, b + p.ok, c + p.failed)
+            });
+            let _ = writeln!(
+                out,
+                "  downstream: {} .. {}: {} push(es) to {mirrors} mirror(s), {ok} ok, {failed} failed{}",
+                d.start,
+                d.end,
+                d.pushes.len(),
+                d.pushes
+                    .iter()
+                    .find_map(|p| p.error.as_deref())
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(out, "  in flight: {}", targets(&m.in_flight));
         let _ = writeln!(out, "  pending:   {}", targets(&m.pending));
     }
@@ -206,12 +225,14 @@ mod tests {
                     changes: Changes::default(),
                     trace_written: false,
                 }),
+                downstream: None,
                 in_flight: vec![],
                 pending: vec![e],
             },
             ModuleStatus {
                 module: "idle".into(),
                 last_run: None,
+                downstream: None,
                 in_flight: vec![],
                 pending: vec![],
             },
