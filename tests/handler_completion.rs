@@ -333,6 +333,15 @@ fn a_dir_push_for_a_dir_gone_upstream_removes_it_here() {
     assert_eq!(ssh(&lab, "sync fedora").0, 0);
     assert!(dest.join("updates/41/x86_64/Packages").exists());
     fs::remove_dir_all(up.join("updates/41")).unwrap();
+    // Removing it would delete more than max_delete entries: refused, nothing deleted.
+    write_config(&lab, "max_delete = 3\n", None);
+    let (code, _, err) = ssh(&lab, "sync fedora updates/41");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("max_delete"), "{err}");
+    assert!(dest
+        .join("updates/41/x86_64/Packages/o/openssl-3.2.rpm")
+        .exists());
+    write_config(&lab, "", None);
     let (code, out, err) = ssh(&lab, "sync fedora updates/41");
     assert_eq!((code, out.as_str()), (0, "synced"), "{err}");
     assert!(!dest.join("updates/41").exists());

@@ -277,6 +277,9 @@ fn both_binaries_print_the_same_version() {
     let master = env!("CARGO_BIN_EXE_mirrorpush");
     assert_eq!(version(handler, "--version").0, "mirrorpush-handler");
     assert_eq!(version(handler, "--version"), version(handler, "-V"));
-    assert_eq!(version(handler, "--version").1, version(master, "--version").1);
+    assert_eq!(
+        version(handler, "--version").1,
+        version(master, "--version").1
+    );
     assert_eq!(version(master, "--version").1, env!("CARGO_PKG_VERSION"));
 }
