@@ -20,7 +20,7 @@ fn wait_mode_answers_synced_only_when_the_content_is_on_disk() {
     // A slow run (bandwidth limit), and ten pushes arriving while it runs: each answers only
     // when a run that covers it has ended, so its content is there when it answers.
     fs::write(up.join("big.iso"), vec![3u8; 600_000]).unwrap();
-    write_config(&lab, "rsync_args = [\"--bwlimit=400\"]\n");
+    write_config(&lab, "rsync_args = [\"--bwlimit=400\"]\n", None);
     std::thread::scope(|s| {
         let first = s.spawn(|| ssh(&lab, "sync fedora"));
         let pgid = common::module_state(&lab).join("rsync.pgid");
@@ -69,7 +69,7 @@ fn a_master_that_hangs_up_never_cuts_the_sync_short() {
     let lab = lab("wait");
     let up = lab.upstream_dir("fedora");
     fs::write(up.join("big.iso"), vec![5u8; 400_000]).unwrap();
-    write_config(&lab, "rsync_args = [\"--bwlimit=300\"]\n");
+    write_config(&lab, "rsync_args = [\"--bwlimit=300\"]\n", None);
     let mut master = lab.ssh(0, "sync fedora");
     master.stdout(std::process::Stdio::null());
     let mut master = master.spawn().unwrap();
@@ -156,7 +156,7 @@ fn with_last_the_index_never_names_a_package_the_mirror_lacks() {
     let dest = lab.mirrors[0].dest("fedora");
     let round1: Vec<String> = (0..6).map(|i| format!("old-{i}.rpm")).collect();
     publish(&up, &round1);
-    write_config(&lab, "last = [\"repodata/\"]\n");
+    write_config(&lab, "last = [\"repodata/\"]\n", None);
     let (code, out, err) = ssh(&lab, "sync fedora repo");
     assert_eq!((code, out.as_str()), (0, "synced"), "{err}");
 
@@ -321,14 +321,14 @@ fn a_dir_push_for_a_dir_gone_upstream_removes_it_here() {
     assert!(dest.join("updates/41/x86_64/Packages").exists());
     fs::remove_dir_all(up.join("updates/41")).unwrap();
     // Removing it would delete more than max_delete entries: refused, nothing deleted.
-    write_config(&lab, "max_delete = 3\n");
+    write_config(&lab, "max_delete = 3\n", None);
     let (code, _, err) = ssh(&lab, "sync fedora updates/41");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("max_delete"), "{err}");
     assert!(dest
         .join("updates/41/x86_64/Packages/o/openssl-3.2.rpm")
         .exists());
-    write_config(&lab, "");
+    write_config(&lab, "", None);
     let (code, out, err) = ssh(&lab, "sync fedora updates/41");
     assert_eq!((code, out.as_str()), (0, "synced"), "{err}");
     assert!(!dest.join("updates/41").exists());
