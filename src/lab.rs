@@ -646,20 +646,54 @@ fn pids_of_uid(uid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// The `Match User mirrorpush` block of the README's "Setting up a mirror", verbatim: the lab's
+/// mirrors are set up exactly as the README tells a mirror admin.
+const README: &str = include_str!("../README.md");
+
+/// The README's Match block for `user`, with the lab's authorized_keys file.
+fn readme_match_block(user: &str, authorized_keys: &Path) -> io::Result<String> {
+    let start = README
+        .find("   Match User mirrorpush\n")
+        .ok_or_else(|| other("README.md has no `Match User mirrorpush` block".into()))?;
+    let block = &README[start..];
+    let end = block
+        .find("   ```")
+        .ok_or_else(|| other("README.md's Match block is not closed".into()))?;
+    let mut out = String::new();
+    for line in block[..end].lines() {
+        let line = line.strip_prefix("   ").unwrap_or(line);
+        let line = match line.trim_start() {
+            l if l.starts_with("AuthorizedKeysFile ") => {
+                format!("    AuthorizedKeysFile {}", authorized_keys.display())
+            }
+            _ if line.starts_with("Match User ") => format!("Match User {user}"),
+            _ => line.to_owned(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path, user: &str) -> String {
     let root_login = if user == "root" {
         "forced-commands-only"
     } else {
         "no"
     };
+    let block = readme_match_block(user, authorized_keys).unwrap_or_else(|e| {
+        // A README without the block is a bug the lab must show, not hide.
+        format!(
+            "# {e}\nMatch User {user}\n    AuthorizedKeysFile {}\n",
+            authorized_keys.display()
+        )
+    });
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nAllowUsers {user}\n\
-         AuthorizedKeysFile {}\nPermitRootLogin {root_login}\nUsePAM no\nStrictModes no\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-         DisableForwarding yes\nPermitTTY no\nLogLevel VERBOSE\nMaxStartups 1000:30:1000\n\
-         MaxSessions 10\nUseDNS no\n",
+         PermitRootLogin {root_login}\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+         LogLevel VERBOSE\nMaxStartups 1000:30:1000\nMaxSessions 10\nUseDNS no\n\
+         AuthorizedKeysFile none\n\n{block}",
         host_key.display(),
-        authorized_keys.display()
     )
 }
 
@@ -852,4 +886,23 @@ fn current_user() -> io::Result<String> {
 
 fn other(msg: String) -> io::Error {
     io::Error::other(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_uses_the_readmes_match_block() {
+        let b = readme_match_block("mpl-1-0", Path::new("/lab/ak")).unwrap();
+        assert!(b.starts_with("Match User mpl-1-0\n"), "{b}");
+        assert!(b.contains("    AuthorizedKeysFile /lab/ak\n"), "{b}");
+        for key in [
+            "DisableForwarding yes",
+            "PermitTTY no",
+            "AuthenticationMethods publickey",
+        ] {
+            assert!(b.contains(key), "{b}");
+        }
+    }
 }

@@ -83,26 +83,13 @@ fn a_master_that_hangs_up_never_cuts_the_sync_short() {
         && lab.in_sync(0, "fedora")));
     let v = status_json(&lab);
     assert_eq!(v["modules"][0]["last_run"]["ok"], true, "{v}");
-    // The waiter noticed nobody was left to answer and went away.
+    // The waiter noticed nobody was left to answer and went away (the runner has ended too).
     let config = lab.mirrors[0]
         .handler_config
         .as_os_str()
         .as_encoded_bytes()
         .to_vec();
-    let waiting = || {
-        fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'));
-            !zombie
-                && cmd.windows(config.len()).any(|w| w == config.as_slice())
-                && !cmd.windows(5).any(|w| w == b"__run")
-        })
-    };
-    assert!(lab.wait_until(LONG, || !waiting()));
+    assert!(lab.wait_until(LONG, || !common::lab_process_running(&lab, &config)));
 }
 
 #[test]
@@ -333,6 +320,15 @@ fn a_dir_push_for_a_dir_gone_upstream_removes_it_here() {
     assert_eq!(ssh(&lab, "sync fedora").0, 0);
     assert!(dest.join("updates/41/x86_64/Packages").exists());
     fs::remove_dir_all(up.join("updates/41")).unwrap();
+    // Removing it would delete more than max_delete entries: refused, nothing deleted.
+    write_config(&lab, "max_delete = 3\n", None);
+    let (code, _, err) = ssh(&lab, "sync fedora updates/41");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("max_delete"), "{err}");
+    assert!(dest
+        .join("updates/41/x86_64/Packages/o/openssl-3.2.rpm")
+        .exists());
+    write_config(&lab, "", None);
     let (code, out, err) = ssh(&lab, "sync fedora updates/41");
     assert_eq!((code, out.as_str()), (0, "synced"), "{err}");
     assert!(!dest.join("updates/41").exists());

@@ -263,3 +263,23 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn both_binaries_print_the_same_version() {
+    let version = |bin: &str, flag: &str| {
+        let out = std::process::Command::new(bin).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{bin} {flag}");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (name, v) = text.split_once(' ').unwrap();
+        (name.to_owned(), v.to_owned())
+    };
+    let handler = env!("CARGO_BIN_EXE_mirrorpush-handler");
+    let master = env!("CARGO_BIN_EXE_mirrorpush");
+    assert_eq!(version(handler, "--version").0, "mirrorpush-handler");
+    assert_eq!(version(handler, "--version"), version(handler, "-V"));
+    assert_eq!(
+        version(handler, "--version").1,
+        version(master, "--version").1
+    );
+    assert_eq!(version(master, "--version").1, env!("CARGO_PKG_VERSION"));
+}

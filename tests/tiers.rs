@@ -117,19 +117,8 @@ fn status(lab: &Lab, i: usize) -> serde_json::Value {
 
 /// Neither a runner nor a downstream pusher of the lab is running, and nothing is queued.
 fn quiet(lab: &Lab) -> bool {
-    let root = lab.root.as_os_str().as_encoded_bytes().to_vec();
-    let busy = fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
-        let ours = cmd.windows(root.len()).any(|w| w == root.as_slice());
-        let worker =
-            cmd.windows(5).any(|w| w == b"__run") || cmd.windows(12).any(|w| w == b"__downstream");
-        !zombie && ours && worker
-    });
+    let busy = common::lab_process_running(lab, b"__run")
+        || common::lab_process_running(lab, b"__downstream");
     !busy
         && lab.mirrors.iter().all(|m| {
             let s = m.state_dir.join("fedora");

@@ -4,18 +4,17 @@
 //! where one is configured). As root it only reads: it creates nothing and checks that the
 //! account owning the state dir could write what it must.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
-use super::config::{Config, Module, SAFE_PATH};
-use super::{cli, config, destdir, queue, rsync, say, sync, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL};
+use super::config::{Config, Module};
+use super::{
+    child, cli, config, destdir, queue, rsync, say, sync, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL,
+};
 
 /// Wall-clock bound of one upstream probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -196,57 +195,29 @@ fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
         cmd.arg("--contimeout=10");
     }
     // The admin's options may be needed to reach the upstream (e.g. --password-file).
-    cmd.args(&m.rsync_args)
-        .arg("--")
-        .arg(source)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .env("HOME", "")
-        .current_dir("/")
-        .stdin(Stdio::null())
+    cmd.args(&m.rsync_args).arg("--").arg(source);
+    child::scrubbed(&mut cmd)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
-    let pgid = child.id() as i32;
-    let mut stderr = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.take(64 * 1024).read_to_string(&mut text);
-        }
-        text
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = match rx.recv_timeout(PROBE_TIMEOUT) {
-        Ok(s) => s.map_err(|e| e.to_string())?,
-        Err(_) => {
-            // SAFETY: kill(2) on the process group we created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        .stderr(Stdio::piped());
+    let mut running = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
+    let stderr = child::drain(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PROBE_TIMEOUT) {
+        Some(s) => s.map_err(|e| e.to_string())?,
+        None => {
             return Err(format!(
                 "no answer within {}",
                 humantime::format_duration(PROBE_TIMEOUT)
-            ));
+            ))
         }
     };
-    let text = reader.join().unwrap_or_default();
+    let text = stderr.join().unwrap_or_default();
     if status.success() {
         return Ok(());
     }
-    let said = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("@ERROR") || l.starts_with("rsync:"))
-        .or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()))
-        .unwrap_or("");
+    let said = child::first_line(&text, &["@ERROR", "rsync:"]).unwrap_or_default();
     Err(format!(
-        "rsync exit {}{}{}",
+        "rsync exit {}{}{said}",
         status.code().unwrap_or(-1),
         if said.is_empty() { "" } else { ": " },
-        crate::request::escape_bytes(said.as_bytes())
     ))
 }

@@ -204,6 +204,55 @@ pub fn remove_at(parent: &OwnedFd, name: &OsStr) -> io::Result<u64> {
     }
 }
 
+/// How many entries removing `name` in `parent` would remove, counting no further than
+/// `limit + 1`; symlinks are counted, never followed.
+pub fn count_at(parent: &OwnedFd, name: &OsStr, limit: u64) -> io::Result<u64> {
+    let dir = match rfs::openat(parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(0),
+        // A file or a symlink: one entry.
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => return Ok(1),
+        Err(e) => return Err(e.into()),
+    };
+    let mut n = 1;
+    for child in list_names(&dir)? {
+        n += count_at(&dir, &child, limit.saturating_sub(n))?;
+        if n > limit {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+/// Opens the parent of relative `path` under `dest_fd` without following symlinks; `None` when
+/// a component is missing, a symlink or not a directory.
+pub fn open_parent<'p>(
+    dest_fd: &OwnedFd,
+    path: &'p [u8],
+) -> io::Result<Option<(OwnedFd, &'p [u8])>> {
+    let mut parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let Some(leaf) = parts.pop() else {
+        return Ok(None);
+    };
+    if leaf.is_empty() || leaf == b"." || leaf == b".." {
+        return Ok(None);
+    }
+    let mut current = dest_fd.try_clone()?;
+    for p in parts {
+        if p.is_empty() || p == b"." || p == b".." {
+            return Ok(None);
+        }
+        current = match rfs::openat(&current, OsStr::from_bytes(p), dir_flags(), Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(Some((current, leaf)))
+}
+
 /// The names in a directory, without `.` and `..`.
 fn list_names(dir: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
     let mut out = Vec::new();
@@ -221,27 +270,18 @@ fn list_names(dir: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
 /// list), never following a symlink on the way: if a parent component is missing, a symlink or
 /// not a directory, nothing is removed (it cannot be inside dest as the path says).
 pub fn remove_path(dest_fd: &OwnedFd, path: &[u8]) -> io::Result<u64> {
-    let mut parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
-    let Some(leaf) = parts.pop() else {
-        return Ok(0);
-    };
-    if leaf.is_empty() || leaf == b"." || leaf == b".." {
-        return Ok(0);
+    match open_parent(dest_fd, path)? {
+        Some((parent, leaf)) => remove_at(&parent, OsStr::from_bytes(leaf)),
+        None => Ok(0),
     }
-    let mut current = dest_fd.try_clone()?;
-    for p in parts {
-        if p.is_empty() || p == b"." || p == b".." {
-            return Ok(0);
-        }
-        current = match rfs::openat(&current, OsStr::from_bytes(p), dir_flags(), Mode::empty()) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-                return Ok(0)
-            }
-            Err(e) => return Err(e.into()),
-        };
+}
+
+/// How many entries [`remove_path`] would remove (no further than `limit + 1`).
+pub fn count_path(dest_fd: &OwnedFd, path: &[u8], limit: u64) -> io::Result<u64> {
+    match open_parent(dest_fd, path)? {
+        Some((parent, leaf)) => count_at(&parent, OsStr::from_bytes(leaf), limit),
+        None => Ok(0),
     }
-    remove_at(&current, OsStr::from_bytes(leaf))
 }
 
 /// Removes the directories a dir sync created (innermost first) if they are empty.
@@ -394,6 +434,8 @@ mod tests {
         assert_eq!(remove_path(&fd, b"gone/link/precious").unwrap(), 0);
         assert_eq!(remove_path(&fd, b"../outside/precious").unwrap(), 0);
         // A tree holding a symlink to outside: the link goes, the target stays.
+        assert_eq!(count_path(&fd, b"gone", 100).unwrap(), 4);
+        assert_eq!(count_path(&fd, b"gone", 1).unwrap(), 2);
         assert_eq!(remove_path(&fd, b"gone").unwrap(), 4);
         assert!(!dest.join("gone").exists());
         assert!(outside.join("precious").exists());

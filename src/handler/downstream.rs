@@ -8,16 +8,15 @@
 //! nothing, which also ends any cycle a misconfiguration creates (A downstream of B and B of A).
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::child;
 use super::cli::DOWNSTREAM_VERB;
-use super::config::{Config, Module, SAFE_PATH};
+use super::config::{Config, Module};
 use super::log;
 use super::queue::{read_state_file, write_atomic, ModuleDir};
 use super::runner::{self, log_event};
@@ -200,15 +199,10 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
     cmd.arg("--registry")
         .arg(registry)
         .args(["push", "--json", module])
-        .args(dir)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
+        .args(dir);
+    child::scrubbed(&mut cmd)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     let failed = |error: String| Push {
         target: target.clone(),
         exit: None,
@@ -218,32 +212,17 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
         summary: None,
         error: Some(error),
     };
-    let mut child = match cmd.spawn() {
+    let mut running = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return failed(format!("cannot run {}: {e}", master.display())),
     };
-    let pgid = child.id() as i32;
-    let (out, err) = (child.stdout.take(), child.stderr.take());
-    let summary = std::thread::spawn(move || out.map(read_summary).unwrap_or_default());
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(e) = err {
-            let _ = e.take(64 * 1024).read_to_string(&mut text);
-        }
-        text
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let status = match rx.recv_timeout(PUSH_WALL_CLOCK) {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(format!("waiting for mirrorpush: {e}")),
-        Err(_) => {
-            // SAFETY: kill(2) on the process group we created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return failed("mirrorpush did not end within 6h and was killed".into());
-        }
+    let out = running.stdout.take();
+    let summary = std::thread::spawn(move || out.and_then(read_summary));
+    let stderr = child::drain(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PUSH_WALL_CLOCK) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return failed(format!("waiting for mirrorpush: {e}")),
+        None => return failed("mirrorpush did not end within 6h and was killed".into()),
     };
     let summary = summary.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
@@ -256,9 +235,9 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
     };
     let error = stderr
         .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("error:"))
-        .map(|l| crate::request::escape_bytes(l.as_bytes()));
+        .any(|l| l.trim().starts_with("error:"))
+        .then(|| child::first_line(&stderr, &["error:"]))
+        .flatten();
     Push {
         target,
         exit: status.code(),
@@ -297,14 +276,9 @@ pub fn check(cfg: &Config, m: &Module) -> Result<(), String> {
             master.display()
         ));
     }
-    let out = Command::new(&master)
-        .arg("--registry")
-        .arg(registry)
-        .arg("check")
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(&master);
+    cmd.arg("--registry").arg(registry).arg("check");
+    let out = child::scrubbed(&mut cmd)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", master.display()))?;
     if out.status.success() {

@@ -9,6 +9,7 @@
 //!   [`log`]: `handler.log`. [`check`]: `check`.
 
 pub mod check;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod destdir;

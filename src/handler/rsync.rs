@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{Module, SAFE_PATH};
+use super::config::Module;
 use super::queue::{read_state_file, write_atomic};
 
 /// rsync 3.5.0 fixes 33 CVEs of earlier versions, among them a destination symlink race.
@@ -161,12 +161,9 @@ pub fn version(
             return Ok(c.version);
         }
     }
-    let out = Command::new(rsync)
-        .arg("--version")
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(rsync);
+    cmd.arg("--version");
+    let out = super::child::scrubbed(&mut cmd)
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", rsync.display()))?;
@@ -320,17 +317,11 @@ pub fn run(
     let parent = std::process::id();
     let cwd = place.cwd.as_raw_fd();
     let mut cmd = Command::new(rsync);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .env("HOME", "")
-        .current_dir("/")
-        .stdin(Stdio::null())
+    cmd.args(args);
+    // Own group: the timeout (or the guard) kills rsync and the children it forks together.
+    super::child::scrubbed(&mut cmd)
         .stdout(Stdio::piped())
-        .stderr(err)
-        // Own group: the timeout (or the guard) kills rsync and the children it forks together.
-        .process_group(0);
+        .stderr(err);
     // SAFETY: only async-signal-safe calls (fchdir, prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -707,44 +698,47 @@ mod tests {
         assert!(c.changed_anything());
     }
 
-    #[test]
-    fn timeout_kills_and_reports() {
-        let t = tempfile::tempdir().unwrap();
+    /// Runs `program args` in `dir` through [`run`], with a log and pgid file in `state`.
+    fn run_in(dir: &Path, state: &Path, program: &str, args: &[&str], limit: Duration) -> Outcome {
         let cwd = rustix::fs::open(
-            t.path(),
+            dir,
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
             rustix::fs::Mode::empty(),
         )
         .unwrap();
-        let log = File::create(t.path().join("log")).unwrap();
+        let log = File::create(state.join("log")).unwrap();
         let place = RunPlace {
             cwd: &cwd,
             log: &log,
-            pgid_file: &t.path().join("pgid"),
+            pgid_file: &state.join("pgid"),
         };
-        let (o, _) = run(
-            Path::new("/bin/sleep"),
-            &["30".into()],
-            &place,
-            Duration::from_millis(300),
-        );
-        assert_eq!(o, Outcome::TimedOut(Duration::from_millis(300)));
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        run(Path::new(program), &args, &place, limit).0
+    }
+
+    #[test]
+    fn timeout_kills_and_reports() {
+        let t = tempfile::tempdir().unwrap();
+        let limit = Duration::from_millis(300);
+        let o = run_in(t.path(), t.path(), "/bin/sleep", &["30"], limit);
+        assert_eq!(o, Outcome::TimedOut(limit));
         assert!(!t.path().join("pgid").exists());
     }
 
     #[test]
     fn runs_inside_the_opened_directory() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("inner")).unwrap();
+        let inner = t.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        // The path is swapped while the run starts: it still lands in the opened directory.
         let cwd = rustix::fs::open(
-            t.path().join("inner"),
+            &inner,
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
             rustix::fs::Mode::empty(),
         )
         .unwrap();
-        // The path is swapped after the open: the run still lands in the opened directory.
-        std::fs::rename(t.path().join("inner"), t.path().join("moved")).unwrap();
-        std::os::unix::fs::symlink("/tmp", t.path().join("inner")).unwrap();
+        std::fs::rename(&inner, t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink("/tmp", &inner).unwrap();
         let log = File::create(t.path().join("log")).unwrap();
         let place = RunPlace {
             cwd: &cwd,
@@ -759,5 +753,17 @@ mod tests {
         );
         assert_eq!(o, Outcome::Success);
         assert!(t.path().join("moved/written-here").exists());
+        assert!(!Path::new("/tmp/written-here").exists());
+        // A plain run through the helper, for the exit code path.
+        assert_eq!(
+            run_in(
+                t.path(),
+                t.path(),
+                "/bin/false",
+                &[],
+                Duration::from_secs(10)
+            ),
+            Outcome::Failed(1)
+        );
     }
 }

@@ -235,7 +235,7 @@ fn plain_target(
         }
         if let (Some(d), Outcome::Failed(23)) = (dir, &outcome) {
             if gone_upstream(&log_since(&p.log, offset), d) {
-                return remove_gone(p, d, &created, changes);
+                return remove_gone(m, p, d, &created, changes);
             }
         }
         return TargetRun {
@@ -259,7 +259,30 @@ fn plain_target(
 
 /// A pushed dir that no longer exists upstream is removed here too (inside dest only, never
 /// through a symlink), with the empty parents this run created for it.
-fn remove_gone(p: &Prepared, d: &RelDir, created: &[String], mut changes: Changes) -> TargetRun {
+fn remove_gone(
+    m: &Module,
+    p: &Prepared,
+    d: &RelDir,
+    created: &[String],
+    mut changes: Changes,
+) -> TargetRun {
+    // The same cap as any run's deletions: an upstream that lost a mount must not empty us.
+    let would = destdir::count_path(&p.dest, d.as_str().as_bytes(), m.max_delete);
+    if let Ok(n) = would {
+        if n > m.max_delete {
+            return TargetRun {
+                target: d.to_string(),
+                kind: Kind::Removed,
+                ok: false,
+                rsync_exit: Some(23),
+                result: format!(
+                    "the dir is gone upstream, but removing it would delete more than max_delete ({}) entries: nothing deleted",
+                    m.max_delete
+                ),
+                changes,
+            };
+        }
+    }
     let removed = destdir::remove_path(&p.dest, d.as_str().as_bytes());
     destdir::remove_created(&p.dest, created);
     let created_leaf = created.last().is_some_and(|c| c == d.as_str());

@@ -141,3 +141,19 @@ pub fn runner_pid(config: &Path) -> Option<i32> {
         (args.contains(&&b"__run"[..]) && args.contains(&config)).then_some(pid)
     })
 }
+
+/// Whether a live (not zombie) process runs whose command line names the lab dir and
+/// `needle` (e.g. `__run`, `__downstream`, a mirror's config).
+pub fn lab_process_running(lab: &Lab, needle: &[u8]) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        let has = |w: &[u8]| cmd.windows(w.len()).any(|x| x == w);
+        let root = lab.root.as_os_str().as_encoded_bytes();
+        !zombie && has(root) && has(needle)
+    })
+}
