@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # check-docs.sh: fail when a tracked file cites the team's internal design notes, which users
 # do not have: the file named DESIGN plus ".md", or the word DESIGN followed by a section number.
-# Shipped text states the rule itself or points to a README section. Benchmark result archives (benches/results/) are
-# records of past runs and are exempt. The patterns below are written so that this file does
-# not match them.
+# Shipped text states the rule itself or points to a README section. Benchmark result
+# archives (benches/results/) are records of past runs and are exempt. The patterns below are
+# written so that this file does not match them.
 # Prints one line per hit (file:line:text) and exits 1; quiet and 0 when there is none;
 # exit 2 when it cannot run (not a git checkout).
 set -euo pipefail
