@@ -20,12 +20,14 @@
 //! the previous list line for line. An unchanged list is not rewritten, so its mtime stays and
 //! a mirror's check of it costs the upstream one stat.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use sha1::{Digest, Sha1};
 
@@ -235,6 +237,129 @@ struct Found {
 /// A SHA1 line: path and hex digest.
 type Sum = (Vec<u8>, Vec<u8>);
 
+/// A dir to scan.
+struct Job {
+    dir: PathBuf,
+    rel: Vec<u8>,
+    /// Some dir above is not world-readable.
+    restricted: bool,
+}
+
+/// A scanned dir: its listed children in name order, and the notes scanning it produced.
+struct DirScan {
+    children: Vec<Child>,
+    notes: Vec<u8>,
+    restricted: bool,
+}
+
+struct Child {
+    name: Vec<u8>,
+    found: Found,
+    /// Hex SHA1, for `--checksum` names.
+    sum: Option<Vec<u8>>,
+}
+
+/// Scans dirs on a few threads, ahead of the walk that emits them in order. The walk queues a
+/// dir's subdirs as soon as it reads the dir, first subdir on top of a stack, so the threads
+/// take dirs in about the order the walk needs them; the walk scans a dir itself when no
+/// thread has taken it yet. Scanned dirs not yet emitted are capped, which bounds memory
+/// however far the threads could run ahead.
+struct Pool {
+    state: Mutex<PoolState>,
+    /// Signalled when a job is queued, a result taken, or the pool stops.
+    work: Condvar,
+    /// Signalled when a result is ready.
+    ready: Condvar,
+}
+
+struct PoolState {
+    next_id: u64,
+    queued: Vec<(u64, Job)>,
+    done: HashMap<u64, Result<DirScan, GenError>>,
+    stop: bool,
+}
+
+/// Most scanned dirs held before threads wait for the walk to catch up.
+const MAX_AHEAD: usize = 4096;
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            state: Mutex::new(PoolState {
+                next_id: 0,
+                queued: Vec::new(),
+                done: HashMap::new(),
+                stop: false,
+            }),
+            work: Condvar::new(),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panicking thread cannot leave the state half-changed: every change is one step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues jobs (the first on top); their ids, in the same order.
+    fn submit(&self, jobs: Vec<Job>) -> Vec<u64> {
+        let mut st = self.lock();
+        let first = st.next_id;
+        st.next_id += jobs.len() as u64;
+        let ids: Vec<u64> = (first..st.next_id).collect();
+        for (id, job) in ids.iter().zip(jobs).rev() {
+            st.queued.push((*id, job));
+        }
+        drop(st);
+        self.work.notify_all();
+        ids
+    }
+
+    /// The scan of job `id`: done by a thread, or done here if no thread has taken it yet.
+    fn obtain(&self, id: u64, scanner: &Scanner<'_>) -> Result<DirScan, GenError> {
+        let mut st = self.lock();
+        loop {
+            if let Some(result) = st.done.remove(&id) {
+                drop(st);
+                self.work.notify_all();
+                return result;
+            }
+            if let Some(at) = st.queued.iter().rposition(|(j, _)| *j == id) {
+                let (_, job) = st.queued.remove(at);
+                drop(st);
+                return scanner.scan_dir(&job);
+            }
+            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A worker thread's loop.
+    fn work(&self, scanner: &Scanner<'_>) {
+        let mut st = self.lock();
+        loop {
+            if st.stop {
+                return;
+            }
+            if st.done.len() < MAX_AHEAD {
+                if let Some((id, job)) = st.queued.pop() {
+                    drop(st);
+                    let result = scanner.scan_dir(&job);
+                    st = self.lock();
+                    st.done.insert(id, result);
+                    self.ready.notify_all();
+                    continue;
+                }
+            }
+            st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.work.notify_all();
+    }
+}
+
 struct Scanner<'a> {
     root: PathBuf,
     own: Option<OwnList>,
@@ -252,8 +377,7 @@ impl Scanner<'_> {
         let mut w = self.writer(file, output)?;
         let mut sums = Vec::new();
         let mut count = 0u64;
-        let mut rel = Vec::with_capacity(256);
-        self.walk(&self.root, &mut rel, false, notes, &mut |e, sum| {
+        self.walk(&self.root, b"", false, notes, &mut |e, sum| {
             count += 1;
             if let Some(s) = sum {
                 sums.push(s);
@@ -269,79 +393,153 @@ impl Scanner<'_> {
     }
 
     /// Walks `dir` (at `rel` under the tree) depth first, children sorted, calling `emit` for
-    /// every listed entry before its own children.
+    /// every listed entry before its own children. The stat calls, which are most of the cost,
+    /// run on a few threads ahead of the walk (see [`Pool`]); `emit` and the notes see entries
+    /// in list order, on this thread.
     fn walk(
         &self,
         dir: &Path,
-        rel: &mut Vec<u8>,
+        rel: &[u8],
         restricted: bool,
         notes: &mut dyn Write,
         emit: &mut dyn FnMut(EntryRef<'_>, Option<Sum>) -> io::Result<()>,
     ) -> Result<(), GenError> {
-        let read = match fs::read_dir(dir) {
-            Ok(r) => r,
-            // Removed while we walked: whatever it held is gone too.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(failed(format!("cannot read '{}': {e}", show(dir)))),
-        };
-        let mut children = Vec::new();
-        for entry in read {
-            let entry = entry.map_err(|e| failed(format!("cannot read '{}': {e}", show(dir))))?;
-            children.push(entry);
-        }
-        children.sort_unstable_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        let base = rel.len();
-        for child in children {
-            let name = child.file_name();
-            let name = name.as_bytes();
-            if base > 0 {
-                rel.push(b'/');
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let pool = Pool::new();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| pool.work(self));
             }
-            rel.extend_from_slice(name);
-            let result = (|| {
-                let lstat = match child.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        return Err(failed(format!(
-                            "cannot stat '{}': {e}",
-                            show(&child.path())
-                        )))
-                    }
-                };
-                let path = child.path();
-                let Some(found) = self.classify(&path, rel, name, &lstat, restricted, notes)?
-                else {
-                    return Ok(());
-                };
-                let sum = if found.checksum {
-                    Some((rel.clone(), sha1_hex(&path)?))
-                } else {
-                    None
-                };
-                let entry = EntryRef {
-                    mtime: found.mtime,
-                    kind: found.kind,
-                    access: found.access,
-                    size: found.size,
-                    path: rel,
-                };
-                emit(entry, sum).map_err(|e| failed(format!("cannot write the list: {e}")))?;
-                if found.descend {
-                    self.walk(&path, rel, restricted || found.closed, notes, emit)?;
-                }
-                Ok(())
-            })();
-            rel.truncate(base);
-            result?;
+            let top = pool.submit(vec![Job {
+                dir: dir.to_owned(),
+                rel: rel.to_vec(),
+                restricted,
+            }]);
+            let result = self.consume(&pool, top[0], dir, rel, notes, emit);
+            pool.stop();
+            result
+        })
+    }
+
+    /// Emits one scanned dir's children and, depth first, what lies below them.
+    fn consume(
+        &self,
+        pool: &Pool,
+        id: u64,
+        dir: &Path,
+        rel: &[u8],
+        notes: &mut dyn Write,
+        emit: &mut dyn FnMut(EntryRef<'_>, Option<Sum>) -> io::Result<()>,
+    ) -> Result<(), GenError> {
+        let scan = pool.obtain(id, self)?;
+        let _ = notes.write_all(&scan.notes);
+        let base = rel.len();
+        let child_path = |name: &[u8]| {
+            let mut p = Vec::with_capacity(base + 1 + name.len());
+            p.extend_from_slice(rel);
+            if base > 0 {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            p
+        };
+        // Queue the subdirs at once, so the workers can scan them while we emit.
+        let mut subdirs = Vec::new();
+        let mut jobs = Vec::new();
+        for c in scan.children.iter().filter(|c| c.found.descend) {
+            let sub = dir.join(OsStr::from_bytes(&c.name));
+            jobs.push(Job {
+                dir: sub.clone(),
+                rel: child_path(&c.name),
+                restricted: scan.restricted || c.found.closed,
+            });
+            subdirs.push(sub);
+        }
+        let mut subdirs = pool.submit(jobs).into_iter().zip(subdirs);
+        let mut path = rel.to_vec();
+        for child in scan.children {
+            path.truncate(base);
+            if base > 0 {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&child.name);
+            let f = &child.found;
+            let entry = EntryRef {
+                mtime: f.mtime,
+                kind: f.kind,
+                access: f.access,
+                size: f.size,
+                path: &path,
+            };
+            let sum = child.sum.map(|hex| (path.clone(), hex));
+            emit(entry, sum).map_err(|e| failed(format!("cannot write the list: {e}")))?;
+            if f.descend {
+                let (id, sub) = subdirs.next().expect("one job per subdir");
+                self.consume(pool, id, &sub, &path, notes, emit)?;
+            }
         }
         Ok(())
     }
 
-    /// Applies the skip rules to one name; `None` when it is not listed (nor anything below).
+    /// Reads one dir and classifies its children (the work a [`Pool`] thread does).
+    fn scan_dir(&self, job: &Job) -> Result<DirScan, GenError> {
+        let dir = &job.dir;
+        let mut scan = DirScan {
+            children: Vec::new(),
+            notes: Vec::new(),
+            restricted: job.restricted,
+        };
+        let read = match fs::read_dir(dir) {
+            Ok(r) => r,
+            // Removed while we walked: whatever it held is gone too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
+            Err(e) => return Err(failed(format!("cannot read '{}': {e}", show(dir)))),
+        };
+        let mut entries = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(|e| failed(format!("cannot read '{}': {e}", show(dir))))?;
+            entries.push(entry);
+        }
+        entries.sort_unstable_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        let mut rel = job.rel.clone();
+        let base = rel.len();
+        for entry in entries {
+            let name = entry.file_name().into_vec();
+            rel.truncate(base);
+            if base > 0 {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            let lstat = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(failed(format!(
+                        "cannot stat '{}': {e}",
+                        show(&entry.path())
+                    )))
+                }
+            };
+            let Some(found) =
+                self.classify(dir, &rel, &name, &lstat, job.restricted, &mut scan.notes)?
+            else {
+                continue;
+            };
+            let sum = if found.checksum {
+                Some(sha1_hex(&dir.join(OsStr::from_bytes(&name)))?)
+            } else {
+                None
+            };
+            scan.children.push(Child { name, found, sum });
+        }
+        Ok(scan)
+    }
+
+    /// Applies the skip rules to `name` in `dir`; `None` when it is not listed (nor anything
+    /// below it).
     fn classify(
         &self,
-        path: &Path,
+        dir: &Path,
         rel: &[u8],
         name: &[u8],
         lstat: &Metadata,
@@ -371,7 +569,7 @@ impl Scanner<'_> {
         // Readability is judged on what a client would get: a symlink's target. A symlink
         // whose target cannot be stat'ed would only give clients an error: skipped.
         let target = if is_link {
-            match fs::metadata(path) {
+            match fs::metadata(dir.join(OsStr::from_bytes(name))) {
                 Ok(m) => Some(m),
                 Err(_) => {
                     let _ = writeln!(
@@ -535,9 +733,14 @@ impl Scanner<'_> {
                 let rel = parts[..depth].join(&b'/');
                 let path = self.root.join(OsStr::from_bytes(&rel));
                 let found = match fs::symlink_metadata(&path) {
-                    Ok(lstat) => {
-                        self.classify(&path, &rel, parts[depth - 1], &lstat, restricted, notes)?
-                    }
+                    Ok(lstat) => self.classify(
+                        parent_dir(&path),
+                        &rel,
+                        parts[depth - 1],
+                        &lstat,
+                        restricted,
+                        notes,
+                    )?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(failed(format!("cannot stat '{}': {e}", show(&path)))),
                 };
@@ -594,26 +797,21 @@ impl Scanner<'_> {
             Err(e) => return Err(failed(format!("cannot stat '{}': {e}", show(&path)))),
         };
         if let Some(lstat) = lstat {
-            if let Some(f) = self.classify(&path, &rel, &name, &lstat, restricted, notes)? {
+            if let Some(f) =
+                self.classify(parent_dir(&path), &rel, &name, &lstat, restricted, notes)?
+            {
                 if f.checksum {
                     sums.push((rel.clone(), sha1_hex(&path)?));
                 }
                 entries.push(fresh(&rel, &f));
                 if f.descend {
-                    let mut cursor = rel.clone();
-                    self.walk(
-                        &path,
-                        &mut cursor,
-                        restricted || f.closed,
-                        notes,
-                        &mut |e, s| {
-                            entries.push(e.to_owned());
-                            if let Some(s) = s {
-                                sums.push(s);
-                            }
-                            Ok(())
-                        },
-                    )?;
+                    self.walk(&path, &rel, restricted || f.closed, notes, &mut |e, s| {
+                        entries.push(e.to_owned());
+                        if let Some(s) = s {
+                            sums.push(s);
+                        }
+                        Ok(())
+                    })?;
                 }
             }
         }
@@ -623,6 +821,11 @@ impl Scanner<'_> {
             sums,
         })
     }
+}
+
+/// The dir holding `path` (which is below the tree's top, so it has one).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(path)
 }
 
 fn fresh(rel: &[u8], f: &Found) -> format::Entry {
