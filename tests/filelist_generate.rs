@@ -3,6 +3,8 @@
 //! Modes are set explicitly, so the tests hold when run as root (the generator reads modes; it
 //! does not rely on permission checks).
 
+#![cfg(feature = "master")]
+
 use std::fs::{self, File};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

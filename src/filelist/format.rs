@@ -195,6 +195,16 @@ pub enum Item<'a> {
     Checksum(ChecksumRef<'a>),
 }
 
+/// An item with its line, as [`Reader::next_record`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub item: Item<'a>,
+    /// The line as read, without its newline.
+    pub line: &'a [u8],
+    /// Its line number, from 1.
+    pub number: u64,
+}
+
 /// Why a list was refused. Line numbers start at 1.
 #[derive(Debug)]
 pub enum ListError {
@@ -417,12 +427,13 @@ impl<R: BufRead> Reader<R> {
     /// The next entry or checksum; `None` after `[End]` and the end of input. After an error,
     /// every further call returns `None`: a refused list is refused as a whole.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, ListError> {
-        Ok(self.next_with_line()?.map(|(item, _)| item))
+        Ok(self.next_record()?.map(|r| r.item))
     }
 
-    /// Like [`Reader::next_item`], also giving the item's line as read (without its newline),
-    /// so a caller that keeps an entry unchanged can copy it without formatting it again.
-    pub fn next_with_line(&mut self) -> Result<Option<(Item<'_>, &[u8])>, ListError> {
+    /// Like [`Reader::next_item`], with the item's line as read (without its newline), so a
+    /// caller that keeps an entry unchanged can copy it without formatting it again, and its
+    /// line number.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, ListError> {
         match self.advance() {
             Ok(true) => {}
             Ok(false) => return Ok(None),
@@ -440,7 +451,11 @@ impl<R: BufRead> Reader<R> {
             _ => unreachable!("advance yields items only inside a section"),
         };
         match parsed {
-            Ok(item) => Ok(Some((item, line))),
+            Ok(item) => Ok(Some(Record {
+                item,
+                line,
+                number: self.line_no,
+            })),
             Err(problem) => {
                 self.state = State::Done;
                 Err(ListError::Format {

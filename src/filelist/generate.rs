@@ -648,16 +648,15 @@ impl Scanner<'_> {
         let mut old_sums: Vec<Sum> = Vec::new();
         let io_err = |e: io::Error| write_failed(output, e);
         loop {
-            let item = match reader.next_with_line() {
+            let item = match reader.next_record() {
                 Ok(i) => i,
                 Err(e) => return Ok(Err(format!("the previous list does not parse ({e})"))),
             };
-            match item {
-                Some((Item::Entry(e), line)) => {
+            match item.map(|r| (r.item, r.line, r.number)) {
+                Some((Item::Entry(e), line, number)) => {
                     if !prev.is_empty() && cmp_paths(&prev, e.path).is_ge() {
                         return Ok(Err(format!(
-                            "the previous list is not in list order at line {}",
-                            reader.line_number()
+                            "the previous list is not in list order at line {number}"
                         )));
                     }
                     prev.clear();
@@ -689,7 +688,7 @@ impl Scanner<'_> {
                         count += 1;
                     }
                 }
-                Some((Item::Checksum(c), _)) => {
+                Some((Item::Checksum(c), _, _)) => {
                     let kept = c.algo == Algo::Sha1
                         && !patches.iter().any(|p| p.covers(c.path))
                         && self

@@ -68,6 +68,7 @@ impl AtomicFile {
     }
 
     /// Whether `name` is a temporary name of a file called `final_name`.
+    #[cfg(feature = "master")]
     pub(crate) fn is_temp_name(name: &[u8], final_name: &[u8]) -> bool {
         name.strip_prefix(b".")
             .and_then(|r| r.strip_prefix(final_name))
@@ -91,6 +92,7 @@ impl AtomicFile {
         })
     }
 
+    #[cfg(feature = "master")]
     pub(crate) fn tmp_path(&self) -> &Path {
         &self.tmp
     }
@@ -154,6 +156,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "master")]
     fn temp_names_are_recognised() {
         let t = AtomicFile::temp_path(Path::new("/x/list"));
         let name = t.file_name().unwrap().to_string_lossy().into_owned();
