@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! filelist-tree DIR NFILES          # a fresh tree of NFILES files under DIR
-//! filelist-tree --touch DIR/SUB N   # change N files in SUB: rewrite half, add half
+//! filelist-tree --touch DIR/SUB N   # a publish of N changes in SUB: a third of them
+//!                                   # rewritten, a third removed, the rest new
 //! ```
 //! The layout is shaped like a distribution's: `arch<i>/group<j>/pkg<k>/` leaf dirs of 100
 //! files (`*.rpm` of a few bytes), a `repodata/repomd.xml` per group, and a symlink per group,
@@ -67,7 +68,8 @@ fn build(root: &Path, files: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// A publish into one dir: half the files rewritten (new size and mtime), half new.
+/// A publish into one dir: `n` changes, a third rewrites (new size and mtime), a third
+/// removals, the rest new files. Names of earlier rounds' new files are reused.
 fn touch(dir: &Path, n: usize) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
@@ -75,11 +77,23 @@ fn touch(dir: &Path, n: usize) -> io::Result<()> {
         .map(|e| e.path())
         .collect();
     names.sort();
-    for p in names.iter().take(n / 2) {
-        fs::write(p, b"rebuilt package")?;
+    let (rewrite, remove) = (n / 3, n / 3);
+    if names.len() < rewrite + remove {
+        eprintln!(
+            "error: {} holds fewer than {} files",
+            dir.display(),
+            rewrite + remove
+        );
+        std::process::exit(2);
     }
-    for i in 0..n - n / 2 {
-        fs::write(dir.join(format!("new-{i:04}.rpm")), b"new")?;
+    for p in &names[..rewrite] {
+        fs::write(p, format!("rebuilt at {:?}", std::time::SystemTime::now()))?;
+    }
+    for p in &names[names.len() - remove..] {
+        fs::remove_file(p)?;
+    }
+    for i in 0..n - rewrite - remove {
+        fs::write(dir.join(format!("added-{i:04}.rpm")), b"new")?;
     }
     Ok(())
 }

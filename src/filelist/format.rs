@@ -341,7 +341,8 @@ impl fmt::Display for PathProblem {
     }
 }
 
-/// Checks a relative path as the format requires (see the module docs).
+/// Checks a relative path as the format requires (see the module docs). One pass: every
+/// line of a list goes through here.
 pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.is_empty() {
         return Err(PathProblem::Empty);
@@ -352,23 +353,29 @@ pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.len() > MAX_PATH_LEN {
         return Err(PathProblem::TooLong);
     }
-    for component in path.split(|&b| b == b'/') {
-        match component {
-            b"" => return Err(PathProblem::EmptyComponent),
-            b"." => return Err(PathProblem::DotComponent),
-            b".." => return Err(PathProblem::DotDotComponent),
-            c if c.len() > MAX_NAME_LEN => return Err(PathProblem::NameTooLong),
-            _ => {}
-        }
-    }
-    for &b in path {
+    let mut start = 0;
+    for (i, &b) in path.iter().enumerate() {
         match b {
+            b'/' => {
+                check_component(&path[start..i])?;
+                start = i + 1;
+            }
             0 => return Err(PathProblem::Nul),
             b'\t' | b'\n' => return Err(PathProblem::Separator),
             _ => {}
         }
     }
-    Ok(())
+    check_component(&path[start..])
+}
+
+fn check_component(c: &[u8]) -> Result<(), PathProblem> {
+    match c {
+        b"" => Err(PathProblem::EmptyComponent),
+        b"." => Err(PathProblem::DotComponent),
+        b".." => Err(PathProblem::DotDotComponent),
+        c if c.len() > MAX_NAME_LEN => Err(PathProblem::NameTooLong),
+        _ => Ok(()),
+    }
 }
 
 /// Where the reader is.
