@@ -69,7 +69,8 @@ fn build(root: &Path, files: usize) -> io::Result<()> {
 }
 
 /// A publish into one dir: `n` changes, a third rewrites (new size and mtime), a third
-/// removals, the rest new files. Names of earlier rounds' new files are reused.
+/// removals, the rest new files (named for this round, so every round adds new entries and
+/// the dir keeps about its size).
 fn touch(dir: &Path, n: usize) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
@@ -92,8 +93,11 @@ fn touch(dir: &Path, n: usize) -> io::Result<()> {
     for p in &names[names.len() - remove..] {
         fs::remove_file(p)?;
     }
+    let round = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     for i in 0..n - rewrite - remove {
-        fs::write(dir.join(format!("added-{i:04}.rpm")), b"new")?;
+        fs::write(dir.join(format!("added-{round}-{i:04}.rpm")), b"new")?;
     }
     Ok(())
 }
