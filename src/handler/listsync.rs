@@ -70,10 +70,11 @@ pub fn fetch(cfg: &Config, m: &Module, md: &ModuleDir, p: &Prepared) -> Result<(
 
 /// Makes the fetched list the baseline after a good plain run of the whole module (a list that
 /// does not validate is not adopted).
-pub fn adopt(cfg: &Config, m: &Module, md: &ModuleDir) {
+pub fn adopt(cfg: &Config, m: &Module, md: &ModuleDir, p: &Prepared) {
     let baseline = md.path(BASELINE);
-    if let Err(e) = plan::write_baseline(&baseline, &md.path(FETCHED), None, &baseline) {
-        log_event(cfg, m, "filelist-invalid", &e.to_string());
+    match plan::write_baseline(&baseline, &md.path(FETCHED), None, &baseline) {
+        Ok(()) => publish_list(cfg, m, md, p),
+        Err(e) => log_event(cfg, m, "filelist-invalid", &e.to_string()),
     }
 }
 
@@ -90,7 +91,7 @@ pub fn target(
         // No baseline yet: a plain rsync, after which the fetched list describes the mirror.
         let run = sync::plain_target(cfg, m, md, p, dir);
         if run.ok && dir.is_none() {
-            adopt(cfg, m, md);
+            adopt(cfg, m, md, p);
         }
         return with_note(run, "no file-list baseline yet");
     }
@@ -115,7 +116,7 @@ pub fn target(
                 }
                 let run = sync::plain_target(cfg, m, md, p, dir);
                 if run.ok && dir.is_none() {
-                    adopt(cfg, m, md);
+                    adopt(cfg, m, md, p);
                 }
                 return with_note(run, &e.to_string());
             }
@@ -133,10 +134,8 @@ pub fn target(
         },
     };
     if plan.unchanged {
-        if dir.is_none() {
-            // Dir pushes may have moved the baseline without publishing the list.
-            publish_list(cfg, m, md, p);
-        }
+        // In case an earlier publish failed: a no-op when the published copy is current.
+        publish_list(cfg, m, md, p);
         return TargetRun {
             target: name.to_owned(),
             kind: Kind::Null,
@@ -148,13 +147,13 @@ pub fn target(
     }
     let run = apply(cfg, m, md, p, dir);
     if run.ok {
-        if dir.is_none() {
-            publish_list(cfg, m, md, p);
-        }
-        if let Err(e) = plan::write_baseline(&baseline, &md.path(FETCHED), dir, &baseline) {
-            // The next run then is a plain rsync that makes a new baseline.
-            log_event(cfg, m, "filelist-invalid", &e.to_string());
-            let _ = fs::remove_file(&baseline);
+        match plan::write_baseline(&baseline, &md.path(FETCHED), dir, &baseline) {
+            Ok(()) => publish_list(cfg, m, md, p),
+            Err(e) => {
+                // The next run then is a plain rsync that makes a new baseline.
+                log_event(cfg, m, "filelist-invalid", &e.to_string());
+                let _ = fs::remove_file(&baseline);
+            }
         }
     }
     run
@@ -340,14 +339,17 @@ fn delete_listed(dest: &OwnedFd, list: &std::path::Path, own: &[Vec<u8>]) -> io:
     Ok(removed)
 }
 
-/// A good run of the whole module installs the list it applied into dest, last: mirrors that
-/// pull from this one (a hub's leaves) then fetch a list that matches its tree. A copy with
-/// the same size and time is left alone (the list may be large, and null runs are frequent).
+/// After a good run the baseline (what this mirror now carries: for a dir push the fetched
+/// entries inside the dir and the old ones outside) is installed into dest as the module's
+/// list, last: mirrors that pull from this one (a hub's leaves) fetch a list that matches its
+/// tree, after a dir push too. A copy with the same size and time is left alone (the list may
+/// be large, and null runs are frequent).
 fn publish_list(cfg: &Config, m: &Module, md: &ModuleDir, p: &Prepared) {
     if let Some(list) = &m.filelist {
-        let fetched = md.path(FETCHED);
+        let fetched = md.path(BASELINE);
+        // The copy keeps the baseline's time to the nanosecond; a new baseline has a new one.
         let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| {
-            a.st_size == b.st_size && a.st_mtime == b.st_mtime
+            a.st_size == b.st_size && a.st_mtime == b.st_mtime && a.st_mtime_nsec == b.st_mtime_nsec
         };
         let current = rustix::fs::statat(
             &p.dest,

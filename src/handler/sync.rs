@@ -82,7 +82,7 @@ pub fn execute(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> Run
                     (Some(Ok(())), true) => {
                         let run = plain_target(cfg, m, md, &p, target.as_ref());
                         if run.ok && target.is_none() {
-                            listsync::adopt(cfg, m, md);
+                            listsync::adopt(cfg, m, md, &p);
                         }
                         run
                     }
