@@ -6,12 +6,14 @@
 //! - [`session`]: one bounded SSH exchange with one mirror.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`logging`]: stderr logging that a mirror cannot flood.
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
 pub mod cli;
 pub mod commands;
 pub mod known_hosts;
+pub mod logging;
 pub mod registry;
 pub mod report;
 pub mod scheduler;
