@@ -1,6 +1,8 @@
 //! Master-side fan-out: registry, SSH sessions, scheduler, report.
 //!
 //! - [`registry`]: `mirrors.toml` parsing and validation.
+//! - [`protocol`]: what each kind of mirror (mirrorpush handler, Debian's ftpsync) is sent, and
+//!   what its answer means.
 //! - [`select`]: which mirrors a command applies to.
 //! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
 //! - [`session`]: one bounded SSH exchange with one mirror.
@@ -14,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod known_hosts;
 pub mod logging;
+pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod scheduler;
