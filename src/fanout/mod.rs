@@ -8,12 +8,14 @@
 //! - [`session`]: one bounded SSH exchange with one mirror.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`json`]: JSON Lines that are safe on a terminal whatever a mirror sent.
 //! - [`logging`]: stderr logging that a mirror cannot flood.
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
 pub mod cli;
 pub mod commands;
+pub mod json;
 pub mod known_hosts;
 pub mod logging;
 pub mod protocol;
