@@ -5,9 +5,13 @@
 //! in one temp dir; every process started is stopped by pid when the [`Lab`] is dropped, together
 //! with any process (detached handler runner, rsync) whose command line names the lab dir.
 //!
-//! When run as root, each sshd (and so every handler it runs) starts in a private mount namespace
-//! with the system directories bind-mounted read-only: a handler bug fed hostile input in a test
-//! cannot damage the machine.
+//! When run as root, the mirrors log in as a dedicated unprivileged account, exactly as the README
+//! tells a mirror admin to set one up (shell `/bin/sh`, password `*`, dest and state owned by it):
+//! the lab creates one account per lab (`mpl-<pid>-<n>`, HOME under the lab dir) and removes it at
+//! the end, together with any account a killed test run left behind. Each sshd (and so every
+//! handler it runs) starts in a private mount namespace with the system directories bind-mounted
+//! read-only: a handler bug fed hostile input in a test cannot damage the machine. Without root
+//! the lab logs in as the current user.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -16,8 +20,10 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +34,9 @@ const READ_ONLY_DIRS: &[&str] = &[
     "/srv", "/home", "/root", "/var", "/work",
 ];
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lab accounts are named `mpl-<pid of the test process>-<n>`.
+const ACCOUNT_PREFIX: &str = "mpl-";
+static ACCOUNTS_MADE: AtomicU32 = AtomicU32::new(0);
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -79,7 +88,14 @@ impl LabMirror {
 /// (kept when `MIRRORPUSH_LAB_KEEP` is set, for debugging).
 pub struct Lab {
     pub root: PathBuf,
+    /// The account the mirrors' sshd logs in as (and the registry's `user`).
     pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// The account's HOME (`<root>/home`), owned by it.
+    pub home: PathBuf,
+    /// The lab created the account and removes it when dropped.
+    created_account: bool,
     /// Client private key (its public half is in every mirror's authorized_keys).
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
@@ -107,12 +123,40 @@ impl Lab {
         }
         let rsync_bin = find_in_path("rsync").ok_or_else(|| other("rsync missing".into()))?;
         let root = make_temp_root()?;
+        let home = root.join("home");
+        fs::create_dir(&home)?;
+        let (user, created_account) = if is_root() {
+            remove_stale_accounts();
+            match create_account(&home) {
+                Ok(name) => (name, true),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&root);
+                    return Err(e);
+                }
+            }
+        } else {
+            (current_user()?, false)
+        };
+        let (uid, gid) = match account_ids(&user) {
+            Ok(ids) => ids,
+            Err(e) => {
+                if created_account {
+                    remove_account(&user);
+                }
+                let _ = fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
         let mut lab = Lab {
             identity: root.join("client_key"),
             known_hosts: root.join("known_hosts"),
             registry: root.join("mirrors.toml"),
             root,
-            user: current_user()?,
+            user,
+            uid,
+            gid,
+            home,
+            created_account,
             rsync_port: 0,
             rsync_bin,
             mirrors: Vec::new(),
@@ -120,6 +164,7 @@ impl Lab {
             children: Vec::new(),
         };
         // From here on, Drop cleans up whatever was started if a step fails.
+        lab.give_to_account(&lab.home)?;
         keygen(&lab.identity)?;
         lab.start_upstream()?;
         let client_pub = fs::read_to_string(lab.identity.with_extension("pub"))?;
@@ -237,6 +282,45 @@ impl Lab {
         trees_equal(&self.upstream_dir(module), &self.mirrors[i].dest(module))
     }
 
+    /// `program` set up to run as the lab account (uid, gid, no supplementary groups, HOME), as
+    /// a mirror admin runs the handler locally: `runuser -u mirrorpush -- mirrorpush-handler ...`.
+    pub fn command_as_account(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.user)
+            .env("LOGNAME", &self.user);
+        if is_root() {
+            cmd.uid(self.uid).gid(self.gid);
+        }
+        cmd
+    }
+
+    /// Makes `path` (a file or directory, not recursively) belong to the lab account.
+    pub fn give_to_account(&self, path: &Path) -> io::Result<()> {
+        if is_root() {
+            std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and its missing parents, each owned by the lab account.
+    pub fn create_dir_for_account(&self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut p = dir;
+        while !p.exists() {
+            missing.push(p.to_path_buf());
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
+            }
+        }
+        for d in missing.iter().rev() {
+            fs::create_dir(d)?;
+            self.give_to_account(d)?;
+        }
+        Ok(())
+    }
+
     fn start_upstream(&mut self) -> io::Result<()> {
         let dir = self.root.join("upstream");
         fs::create_dir_all(&dir)?;
@@ -284,8 +368,11 @@ impl Lab {
             name,
             dir,
         };
+        // What a sync writes belongs to the account, as the README's set-up makes it.
+        self.create_dir_for_account(&mirror.state_dir)?;
+        fs::set_permissions(&mirror.state_dir, fs::Permissions::from_mode(0o750))?;
         for module in &self.opts.modules {
-            fs::create_dir_all(mirror.dest(module))?;
+            self.create_dir_for_account(&mirror.dest(module))?;
         }
         fs::write(
             &mirror.authorized_keys,
@@ -309,8 +396,9 @@ impl Lab {
             // sshd's privilege-separation dir; Debian creates it only when the service starts.
             fs::create_dir_all("/run/sshd")?;
         }
+        let user = self.user.clone();
         let port = self.spawn_listener("sshd", |port| {
-            let _ = fs::write(&sshd_config, sshd_config_text(port, &hk, &ak));
+            let _ = fs::write(&sshd_config, sshd_config_text(port, &hk, &ak, &user));
             if isolate {
                 isolated_sshd(&root, &sshd_config, &log)
             } else {
@@ -411,11 +499,18 @@ impl Drop for Lab {
         }
         // Two passes: a runner killed between passes cannot start new rsyncs afterwards.
         for _ in 0..2 {
-            for pid in self.stray_pids() {
+            let mut pids = self.stray_pids();
+            if self.created_account {
+                pids.extend(pids_of_uid(self.uid));
+            }
+            for pid in pids {
                 // SAFETY: kill(2) with a pid read from /proc and a valid signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             sleep(Duration::from_millis(50));
+        }
+        if self.created_account {
+            remove_account(&self.user);
         }
         if std::env::var_os("MIRRORPUSH_LAB_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.root);
@@ -423,10 +518,124 @@ impl Drop for Lab {
     }
 }
 
-fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path) -> String {
+/// Creates this lab's account: a system account with shell `/bin/sh` and password `*`, as the
+/// README sets up `mirrorpush`. Retried: parallel tests may hold the passwd lock for a moment.
+fn create_account(home: &Path) -> io::Result<String> {
+    let n = ACCOUNTS_MADE.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{ACCOUNT_PREFIX}{}-{n}", std::process::id());
+    let mut last = String::new();
+    for attempt in 0..10 {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/bin/sh",
+            ])
+            .args([
+                "--password",
+                "*",
+                "--comment",
+                "mirrorpush lab",
+                "--home-dir",
+            ])
+            .arg(home)
+            .arg(&name)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| other(format!("cannot run useradd: {e}")))?;
+        if out.status.success() {
+            return Ok(name);
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        sleep(Duration::from_millis(100 * (attempt + 1)));
+    }
+    Err(other(format!("useradd {name} failed: {last}")))
+}
+
+fn remove_account(name: &str) {
+    for attempt in 0..10 {
+        let ok = Command::new("userdel")
+            .arg(name)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        sleep(Duration::from_millis(100 * (attempt + 1)));
+    }
+}
+
+/// Removes lab accounts whose test process is gone (a run killed before its labs were dropped).
+fn remove_stale_accounts() {
+    let Ok(passwd) = fs::read_to_string("/etc/passwd") else {
+        return;
+    };
+    for line in passwd.lines() {
+        let name = line.split(':').next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(ACCOUNT_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                if let Ok((uid, _)) = account_ids(name) {
+                    for p in pids_of_uid(uid) {
+                        // SAFETY: kill(2) with a pid read from /proc.
+                        unsafe { libc::kill(p, libc::SIGKILL) };
+                    }
+                }
+                remove_account(name);
+            }
+        }
+    }
+}
+
+fn account_ids(name: &str) -> io::Result<(u32, u32)> {
+    let id = |flag: &str| -> io::Result<u32> {
+        let out = Command::new("id").arg(flag).arg(name).output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| other(format!("cannot tell the ids of account {name}")))
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+/// Every process whose real uid is `uid`.
+fn pids_of_uid(uid: u32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+                    == Some(uid)
+            })
+        })
+        .collect()
+}
+
+fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path, user: &str) -> String {
+    let root_login = if user == "root" {
+        "forced-commands-only"
+    } else {
+        "no"
+    };
     format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
-         AuthorizedKeysFile {}\nPermitRootLogin forced-commands-only\nUsePAM no\nStrictModes no\n\
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nAllowUsers {user}\n\
+         AuthorizedKeysFile {}\nPermitRootLogin {root_login}\nUsePAM no\nStrictModes no\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
          DisableForwarding yes\nPermitTTY no\nLogLevel VERBOSE\nMaxStartups 1000:30:1000\n\
          MaxSessions 10\nUseDNS no\n",

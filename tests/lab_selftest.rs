@@ -87,8 +87,14 @@ fn lab_stops_every_process_it_started() {
             .is_empty())
     );
     let port = lab.mirrors[0].port;
+    let user = lab.user.clone();
+    let created = unsafe { libc::geteuid() } == 0;
     drop(lab);
     assert!(!root.exists());
+    if created {
+        let known = Command::new("id").arg(&user).output().unwrap();
+        assert!(!known.status.success(), "account {user} left behind");
+    }
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert_eq!(running(&root), "", "processes left behind");
 }
@@ -97,7 +103,7 @@ fn lab_stops_every_process_it_started() {
 fn handlers_run_with_read_only_system_dirs_when_root() {
     let scripts = tempfile::tempdir().unwrap();
     let probe = forced_command(scripts.path(), "probe", "#!/bin/sh\nif touch /etc/mirrorpush-lab-probe 2>/dev/null; then rm -f /etc/mirrorpush-lab-probe; echo writable; else echo read-only; fi\n\
-         touch \"$(dirname \"$2\")/lab-writable\" && echo lab-ok\n");
+         touch \"$(dirname \"$2\")/state/lab-writable\" && echo lab-ok\nid -un\n");
     let lab = Lab::start(LabOptions {
         handler_bin: probe,
         ..Default::default()
@@ -107,10 +113,13 @@ fn handlers_run_with_read_only_system_dirs_when_root() {
     let text = String::from_utf8_lossy(&out.stdout);
     let is_root = unsafe { libc::geteuid() } == 0;
     if is_root {
-        assert_eq!(text, "read-only\nlab-ok\n");
+        // As root the mirrors log in as the lab's own unprivileged account, never as root.
+        assert_eq!(text, format!("read-only\nlab-ok\n{}\n", lab.user));
+        assert!(lab.user.starts_with("mpl-"), "{}", lab.user);
+        assert_ne!(lab.uid, 0);
     } else {
         // Without root there is no mount namespace, and /etc is not ours to write anyway.
-        assert!(text.ends_with("lab-ok\n"), "{text}");
+        assert!(text.contains("lab-ok\n"), "{text}");
     }
-    assert!(lab.mirrors[0].dir.join("lab-writable").exists());
+    assert!(lab.mirrors[0].state_dir.join("lab-writable").exists());
 }

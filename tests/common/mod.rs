@@ -40,9 +40,10 @@ pub fn ssh(lab: &Lab, command: &str) -> (i32, String, String) {
     run(lab.ssh(0, command))
 }
 
-/// The handler run locally (admin mode) against mirror 0's config.
+/// The handler run locally (admin mode) against mirror 0's config, as the mirror account
+/// (`runuser -u <account> -- mirrorpush-handler ...`, as the README tells admins).
 pub fn local(lab: &Lab, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"));
+    let mut cmd = lab.command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"));
     cmd.arg("--config")
         .arg(&lab.mirrors[0].handler_config)
         .args(args)
@@ -89,7 +90,7 @@ pub struct Wrapper {
 
 pub fn wrapper(lab: &Lab, gate_open: bool) -> Wrapper {
     let dir = lab.root.join("wrapper");
-    std::fs::create_dir_all(&dir).unwrap();
+    lab.create_dir_for_account(&dir).unwrap();
     let w = Wrapper {
         path: dir.join("rsync-wrapper"),
         gate: dir.join("gate"),
