@@ -219,7 +219,10 @@ fn channels_a_mirror_opens_towards_the_master_are_refused() {
 #[test]
 fn a_stall_after_the_session_is_up_is_not_retried() {
     for (mode, expected) in [
-        (Mode::StallChannelOpen, "with the SSH session up, before the request was sent"),
+        (
+            Mode::StallChannelOpen,
+            "with the SSH session up, before the request was sent",
+        ),
         (Mode::StallAfterExec, "waiting for the handler's answer"),
     ] {
         let mirror = start(mode);
@@ -231,7 +234,11 @@ fn a_stall_after_the_session_is_up_is_not_retried() {
         assert!(error.contains(expected), "{mode:?}: {error}");
         // One attempt, one connection: retries are for failures before the session is up.
         assert_eq!(m["attempts"], 1, "{mode:?}: {m}");
-        assert_eq!(mirror.shared.connections.load(Ordering::SeqCst), 1, "{mode:?}");
+        assert_eq!(
+            mirror.shared.connections.load(Ordering::SeqCst),
+            1,
+            "{mode:?}"
+        );
         assert_eq!(summary["failed"], 1);
     }
 }

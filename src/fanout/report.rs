@@ -88,13 +88,13 @@ impl MirrorReport {
             return;
         }
         let said = match self.answer {
-            Some(a) => format!("answered {a}"),
-            None => "answered without saying it synced".to_owned(),
+            Some(a) => format!("answered {a}, not synced"),
+            None => format!("answered {:?}, not synced", self.message),
         };
         self.warning = if later_stages {
             Some(format!(
-                "{said}, not synced, and later stages have started: they may pull from it before \
-                 it has the content (run its module in wait mode and set wait = true)"
+                "{said}, and later stages have started: they may pull from it before it has the \
+                 content (run its module in wait mode and set wait = true)"
             ))
         } else if expects_synced {
             Some(format!(
