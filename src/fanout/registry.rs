@@ -22,7 +22,7 @@ use crate::request::ModuleName;
 pub const DEFAULT_REGISTRY: &str = "/etc/mirrorpush/mirrors.toml";
 const DEFAULT_USER: &str = "mirrorpush";
 const DEFAULT_PORT: u16 = 22;
-const DEFAULT_KNOWN_HOSTS: &str = "/etc/mirrorpush/known_hosts";
+pub const DEFAULT_KNOWN_HOSTS: &str = "/etc/mirrorpush/known_hosts";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_CONCURRENCY: usize = 64;
