@@ -34,15 +34,15 @@ scenario() {
         echo "==> $scen run $run: $n mirrors answering synced after $after ms" >&2
         start_server "$scen" "$REL/examples/simfleet" --dir "$OUT/$scen" --mirrors "$n" \
             --delay-ms "$RTT" --answer synced --answer-after "$after" --seed "$run" \
-            --threads "${SIM_THREADS:-1}"
+            --threads "${SIM_THREADS:-1}" --answer-log "$OUT/runs/$scen.$run.answered"
         cp "$OUT/$scen/answers.tsv" "$OUT/runs/$scen.$run.answers.tsv"
         local result
         result=$(python3 benches/waitsample.py "$OUT/runs/$scen.$run.samples.tsv" \
             "$OUT/runs/$scen.$run.out" -- \
             "$REL/mirrorpush" --registry "$OUT/$scen/mirrors.toml" push --json \
             --concurrency "$n" fedora 2>"$OUT/runs/$scen.$run.err")
-        echo "$scen $n $after $run $result" >>"$OUT/runs.tsv"
         stop_server
+        echo "$scen $n $after $run $result" >>"$OUT/runs.tsv"
     done
     echo "load after $scen: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 }

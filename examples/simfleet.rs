@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! simfleet --dir DIR [--mirrors N] [--delay-ms D] [--concurrency C] [--threads T] [--conn-log F]
-//!          [--trace F] [--answer WORD] [--answer-after MIN-MAX] [--seed S]
+//!          [--trace F] [--answer WORD] [--answer-after MIN-MAX] [--seed S] [--answer-log F]
 //! ```
 //! It writes into DIR: `host_key` (ssh-keygen, shared by every endpoint), `client_key` (the one
 //! key accepted; reused if present), `mirrors.toml` (the master's registry), `known_hosts`,
@@ -17,7 +17,9 @@
 //! answer_after_ms` per endpoint), then prints `ready` and serves until stdin closes or
 //! SIGTERM/SIGINT. With `--conn-log F` it appends one line per connection:
 //! `<ms from accept to the client's EOF> <client->server chunks> <server->client chunks>`;
-//! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`).
+//! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`); with
+//! `--answer-log F` one line per delayed answer: `<port> <CLOCK_MONOTONIC ms when it was sent>`,
+//! the clock a benchmark on the same machine reads too.
 //!
 //! Delay model (`--delay-ms D`, D = one round-trip time): a delay line in front of each session.
 //! Every chunk read from the client is handed to the server D/2 after it arrived, and every
@@ -51,7 +53,8 @@ mod fleet {
 
     const USAGE: &str = "usage: simfleet --dir DIR [--mirrors N] [--delay-ms D] \
                          [--concurrency C] [--threads T] [--conn-log FILE] [--trace FILE] \
-                         [--answer WORD] [--answer-after MIN_MS-MAX_MS] [--seed S]";
+                         [--answer WORD] [--answer-after MIN_MS-MAX_MS] [--seed S] \
+                         [--answer-log FILE]";
 
     struct Args {
         dir: PathBuf,
@@ -66,6 +69,7 @@ mod fleet {
         /// Each endpoint answers after its own delay, uniform in this range (ms).
         answer_after: (u64, u64),
         seed: u64,
+        answer_log: Option<PathBuf>,
     }
 
     fn parse_args() -> Result<Args, String> {
@@ -79,6 +83,7 @@ mod fleet {
         let mut answer = "accepted".to_owned();
         let mut answer_after = (0, 0);
         let mut seed = 1u64;
+        let mut answer_log = None;
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -101,6 +106,7 @@ mod fleet {
                     }
                 }
                 "--seed" => seed = num(value()?)?,
+                "--answer-log" => answer_log = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => return Err(USAGE.into()),
                 _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
             }
@@ -119,7 +125,20 @@ mod fleet {
             answer,
             answer_after,
             seed,
+            answer_log,
         })
+    }
+
+    /// CLOCK_MONOTONIC in ms: `Instant` has no absolute value, and the benchmark compares these
+    /// with its own readings of the same clock.
+    fn monotonic_ms() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
     }
 
     /// Endpoint `i`'s answer delay: uniform in `range`, the same for a given seed and `i`
@@ -186,6 +205,7 @@ mod fleet {
             execs: AtomicU64::new(0),
             log: args.conn_log.as_ref().map(|p| spawn_conn_log(p.clone())),
             trace: args.trace.as_ref().map(|p| spawn_conn_log(p.clone())),
+            answers: args.answer_log.as_ref().map(|p| spawn_conn_log(p.clone())),
         });
 
         let mut listeners = Vec::with_capacity(args.mirrors);
@@ -233,7 +253,7 @@ mod fleet {
             shared.accepted.load(Ordering::Relaxed),
             shared.execs.load(Ordering::Relaxed)
         );
-        for log in shared.log.iter().chain(shared.trace.iter()) {
+        for log in shared.log.iter().chain(&shared.trace).chain(&shared.answers) {
             // Let the log writer drain what is queued.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = log.send(LogMsg::Flush(tx));
@@ -336,6 +356,8 @@ mod fleet {
         execs: AtomicU64,
         log: Option<mpsc::UnboundedSender<LogMsg>>,
         trace: Option<mpsc::UnboundedSender<LogMsg>>,
+        /// `--answer-log`: when each delayed answer went out.
+        answers: Option<mpsc::UnboundedSender<LogMsg>>,
     }
 
     enum LogMsg {
@@ -383,6 +405,7 @@ mod fleet {
             shared: shared.clone(),
             exec: false,
             answer_after,
+            port: sock.local_addr().map(|a| a.port()).unwrap_or(0),
         };
         let start = Instant::now();
         if delay.is_zero() {
@@ -496,6 +519,8 @@ mod fleet {
         exec: bool,
         /// Zero: answer at once (detach mode). Otherwise hold the session this long first.
         answer_after: Duration,
+        /// The endpoint's port, which names it in `--answer-log`.
+        port: u16,
     }
 
     impl Conn {
@@ -554,9 +579,14 @@ mod fleet {
                 if !self.answer_after.is_zero() {
                     // Wait mode: the session stays open (and answers keepalives) until then.
                     let (handle, after) = (session.handle(), self.answer_after);
-                    let answer = self.shared.answer.clone();
+                    let (answer, log, port) =
+                        (self.shared.answer.clone(), self.shared.answers.clone(), self.port);
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
+                        if let Some(log) = log {
+                            let at = monotonic_ms();
+                            let _ = log.send(LogMsg::Line(format!("{port} {at:.1}\n")));
+                        }
                         let _ = handle.data(channel, answer).await;
                         let _ = handle.exit_status_request(channel, 0).await;
                         let _ = handle.eof(channel).await;
