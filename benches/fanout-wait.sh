@@ -8,6 +8,9 @@
 #   benches/fanout-wait.sh
 #   WAIT_N=1000 WAIT_RUNS=3 WAIT_RTT=0 benches/fanout-wait.sh
 #
+# The push runs with -v: its first debug line ("stage starts", timestamped) anchors its
+# started_ms/elapsed_ms on the clock of simfleet's --answer-log (a few thousand debug lines in
+# all, a few ms of CPU).
 # Scenarios (concurrency = N, registry timeout 5m, keepalive_interval at its default 15s):
 #   wait-N1          one mirror answering after 10 s: the baseline for memory per session
 #   wait-uniform     N mirrors answering after 1-60 s (uniform, seed = run number): accuracy
@@ -39,7 +42,7 @@ scenario() {
         local result
         result=$(python3 benches/waitsample.py "$OUT/runs/$scen.$run.samples.tsv" \
             "$OUT/runs/$scen.$run.out" -- \
-            "$REL/mirrorpush" --registry "$OUT/$scen/mirrors.toml" push --json \
+            "$REL/mirrorpush" -v --registry "$OUT/$scen/mirrors.toml" push --json \
             --concurrency "$n" fedora 2>"$OUT/runs/$scen.$run.err")
         stop_server
         echo "$scen $n $after $run $result" >>"$OUT/runs.tsv"

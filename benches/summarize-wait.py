@@ -13,6 +13,7 @@ delays (runs/SCEN.RUN.answers.tsv). Prints markdown:
 """
 import json
 import statistics
+from datetime import datetime
 import sys
 from pathlib import Path
 
@@ -113,10 +114,11 @@ def main():
 
     print("Propagation line against the simulated mirrors. The line's time runs from the start "
           "of the push to the last synced answer; the truth is when the last simulated mirror "
-          "sent its answer (simfleet's --answer-log, CLOCK_MONOTONIC, against the same clock read "
-          "when the push was started; the master's own start is a few ms later, so the error is "
-          "a few ms too high at most). Per mirror: when the master got the answer (push start + "
-          "started_ms + elapsed_ms) minus when the mirror sent it. Delay: the simulated sync.")
+          "sent its answer (simfleet's --answer-log), counted from the same start (the "
+          "timestamp of the master's `stage starts` debug line, taken right after the instant "
+          "started_ms counts from; both clocks are the machine's, microsecond resolution). Per "
+          "mirror: when the master got the answer (start + started_ms + elapsed_ms) minus when "
+          "the mirror sent it. Delay: the simulated sync time.")
     print()
     print("| scenario | run | synced | propagation line | slowest delay ms | last answer sent, ms after start | "
           "line's time ms | line minus truth ms | answer to report per mirror ms: median / min / max |")
@@ -127,7 +129,7 @@ def main():
         for r in rs:
             d = delays(out, scen, r["run"])
             mirrors, summary = report(out, scen, r["run"])
-            start = float((out / "runs" / f"{scen}.{r['run']}.samples.tsv.start").read_text())
+            start = push_start(out, scen, r["run"])
             sent = answered(out, scen, r["run"])
             ports = {m["port"]: m for m in mirrors.values()}
             lag = sorted(start + m["started_ms"] + m["elapsed_ms"] - sent[p]
@@ -141,8 +143,17 @@ def main():
                   f"{within - truth:.0f} | {med(lag):.1f} / {lag[0]:.1f} / {lag[-1]:.1f} |")
 
 
+def push_start(out, scen, run):
+    """Unix ms of the master's `stage starts` debug line (stderr of the -v push)."""
+    for line in (out / "runs" / f"{scen}.{run}.err").read_text().splitlines():
+        if "stage starts" in line:
+            stamp = line.split()[0].replace("Z", "+00:00")
+            return datetime.fromisoformat(stamp).timestamp() * 1000
+    raise SystemExit(f"{scen} run {run}: no 'stage starts' line in the master's stderr")
+
+
 def answered(out, scen, run):
-    """port -> CLOCK_MONOTONIC ms when the simulated mirror sent its answer."""
+    """port -> Unix ms when the simulated mirror sent its answer."""
     sent = {}
     for line in (out / "runs" / f"{scen}.{run}.answered").read_text().splitlines():
         port, ms = line.split()

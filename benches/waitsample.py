@@ -6,8 +6,7 @@
 Every 0.2 s: seconds since start, the command's CPU so far (user+sys, /proc/PID/stat), its RSS
 (VmRSS, KiB) and how many lines it has written to STDOUT_FILE (with `push --json`: mirrors that
 have answered). At the end one line on stdout: `wall_s cpu_s maxrss_kib exit_code`, the CPU and
-peak RSS from wait4(2), like examples/rusage.rs. SAMPLES_TSV.start holds CLOCK_MONOTONIC (ms)
-when the command was started, for comparison with simfleet's --answer-log.
+peak RSS from wait4(2), like examples/rusage.rs.
 """
 import os
 import sys
@@ -35,8 +34,6 @@ def main():
     samples_path, stdout_path, cmd = sys.argv[1], sys.argv[2], sys.argv[4:]
     clk = os.sysconf("SC_CLK_TCK")
     start = time.monotonic()
-    with open(samples_path + ".start", "w") as f:
-        f.write(f"{time.clock_gettime(time.CLOCK_MONOTONIC) * 1000:.1f}\n")
     with open(stdout_path, "wb") as out:
         pid = os.fork()
         if pid == 0:

@@ -18,8 +18,8 @@
 //! SIGTERM/SIGINT. With `--conn-log F` it appends one line per connection:
 //! `<ms from accept to the client's EOF> <client->server chunks> <server->client chunks>`;
 //! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`); with
-//! `--answer-log F` one line per delayed answer: `<port> <CLOCK_MONOTONIC ms when it was sent>`,
-//! the clock a benchmark on the same machine reads too.
+//! `--answer-log F` one line per delayed answer: `<port> <Unix time in ms when it was sent>`, to
+//! compare with the master's own timestamps on the same machine.
 //!
 //! Delay model (`--delay-ms D`, D = one round-trip time): a delay line in front of each session.
 //! Every chunk read from the client is handed to the server D/2 after it arrived, and every
@@ -129,16 +129,12 @@ mod fleet {
         })
     }
 
-    /// CLOCK_MONOTONIC in ms: `Instant` has no absolute value, and the benchmark compares these
-    /// with its own readings of the same clock.
-    fn monotonic_ms() -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+    /// Unix time in ms: the clock of the master's log timestamps, which the benchmark compares
+    /// these with (`Instant` has no absolute value).
+    fn unix_ms() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     }
 
     /// Endpoint `i`'s answer delay: uniform in `range`, the same for a given seed and `i`
@@ -253,7 +249,12 @@ mod fleet {
             shared.accepted.load(Ordering::Relaxed),
             shared.execs.load(Ordering::Relaxed)
         );
-        for log in shared.log.iter().chain(&shared.trace).chain(&shared.answers) {
+        for log in shared
+            .log
+            .iter()
+            .chain(&shared.trace)
+            .chain(&shared.answers)
+        {
             // Let the log writer drain what is queued.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = log.send(LogMsg::Flush(tx));
@@ -579,12 +580,15 @@ mod fleet {
                 if !self.answer_after.is_zero() {
                     // Wait mode: the session stays open (and answers keepalives) until then.
                     let (handle, after) = (session.handle(), self.answer_after);
-                    let (answer, log, port) =
-                        (self.shared.answer.clone(), self.shared.answers.clone(), self.port);
+                    let (answer, log, port) = (
+                        self.shared.answer.clone(),
+                        self.shared.answers.clone(),
+                        self.port,
+                    );
                     tokio::spawn(async move {
                         tokio::time::sleep(after).await;
                         if let Some(log) = log {
-                            let at = monotonic_ms();
+                            let at = unix_ms();
                             let _ = log.send(LogMsg::Line(format!("{port} {at:.1}\n")));
                         }
                         let _ = handle.data(channel, answer).await;

@@ -51,9 +51,12 @@ pub async fn run(
                 let task = t.clone();
                 let id = set
                     .spawn(async move {
+                        // The session's own start: with many spawned at once, a task may start
+                        // a little after its spawn, and started_ms + elapsed_ms must be when its
+                        // answer arrived (the propagation line is built from them).
                         let begun = Instant::now();
                         let outcome = session::push(&task).await;
-                        (outcome, begun.elapsed())
+                        (outcome, begun, begun.elapsed())
                     })
                     .id();
                 running.insert(id, (t, Instant::now()));
@@ -61,8 +64,8 @@ pub async fn run(
             tokio::select! {
                 joined = set.join_next_with_id() => match joined {
                     None => break,
-                    Some(Ok((id, (outcome, elapsed)))) => {
-                        if let Some((t, begun)) = running.remove(&id) {
+                    Some(Ok((id, (outcome, begun, elapsed)))) => {
+                        if let Some((t, _)) = running.remove(&id) {
                             reporter.finished(report(&t, outcome, elapsed, begun));
                         }
                     }
