@@ -322,7 +322,29 @@ impl Lab {
     }
 
     fn start_upstream(&mut self) -> io::Result<()> {
-        let dir = self.root.join("upstream");
+        let mut modules = Vec::new();
+        for module in &self.opts.modules {
+            let path = self.upstream_dir(module);
+            seed_tree(&path)?;
+            modules.push((module.clone(), path));
+        }
+        self.rsync_port = self.start_daemon("upstream", &modules)?;
+        Ok(())
+    }
+
+    /// The origin daemon's log: one `rsync on <module>/ from ...` line per client run.
+    pub fn upstream_log(&self) -> PathBuf {
+        self.root.join("upstream").join("rsyncd.log")
+    }
+
+    /// Starts another `rsync --daemon` serving `modules` (name, path), e.g. a hub's tree for
+    /// its leaves; returns its port. Its log is `<root>/<name>/rsyncd.log`.
+    pub fn serve(&mut self, name: &str, modules: &[(String, PathBuf)]) -> io::Result<u16> {
+        self.start_daemon(name, modules)
+    }
+
+    fn start_daemon(&mut self, name: &str, modules: &[(String, PathBuf)]) -> io::Result<u16> {
+        let dir = self.root.join(name);
         fs::create_dir_all(&dir)?;
         let mut conf = String::from("use chroot = no\nread only = yes\nnumbers = yes\n");
         if is_root() {
@@ -330,15 +352,13 @@ impl Lab {
             conf.push_str("uid = 0\ngid = 0\n");
         }
         let _ = writeln!(conf, "log file = {}", dir.join("rsyncd.log").display());
-        for module in &self.opts.modules {
-            let path = self.upstream_dir(module);
-            seed_tree(&path)?;
+        for (module, path) in modules {
             let _ = writeln!(conf, "\n[{module}]\npath = {}", path.display());
         }
         let conf_path = dir.join("rsyncd.conf");
         fs::write(&conf_path, conf)?;
         let rsync = self.rsync_bin.clone();
-        self.rsync_port = self.spawn_listener("rsync --daemon", |port| {
+        self.spawn_listener("rsync --daemon", |port| {
             let mut cmd = Command::new(&rsync);
             cmd.arg("--daemon")
                 .arg("--no-detach")
@@ -346,8 +366,7 @@ impl Lab {
                 .arg(format!("--port={port}"))
                 .arg("--address=127.0.0.1");
             cmd
-        })?;
-        Ok(())
+        })
     }
 
     fn start_mirror(&mut self, i: usize, client_pub: &str) -> io::Result<()> {
@@ -627,20 +646,54 @@ fn pids_of_uid(uid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// The `Match User mirrorpush` block of the README's "Setting up a mirror", verbatim: the lab's
+/// mirrors are set up exactly as the README tells a mirror admin.
+const README: &str = include_str!("../README.md");
+
+/// The README's Match block for `user`, with the lab's authorized_keys file.
+fn readme_match_block(user: &str, authorized_keys: &Path) -> io::Result<String> {
+    let start = README
+        .find("   Match User mirrorpush\n")
+        .ok_or_else(|| other("README.md has no `Match User mirrorpush` block".into()))?;
+    let block = &README[start..];
+    let end = block
+        .find("   ```")
+        .ok_or_else(|| other("README.md's Match block is not closed".into()))?;
+    let mut out = String::new();
+    for line in block[..end].lines() {
+        let line = line.strip_prefix("   ").unwrap_or(line);
+        let line = match line.trim_start() {
+            l if l.starts_with("AuthorizedKeysFile ") => {
+                format!("    AuthorizedKeysFile {}", authorized_keys.display())
+            }
+            _ if line.starts_with("Match User ") => format!("Match User {user}"),
+            _ => line.to_owned(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 fn sshd_config_text(port: u16, host_key: &Path, authorized_keys: &Path, user: &str) -> String {
     let root_login = if user == "root" {
         "forced-commands-only"
     } else {
         "no"
     };
+    let block = readme_match_block(user, authorized_keys).unwrap_or_else(|e| {
+        // A README without the block is a bug the lab must show, not hide.
+        format!(
+            "# {e}\nMatch User {user}\n    AuthorizedKeysFile {}\n",
+            authorized_keys.display()
+        )
+    });
     format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nAllowUsers {user}\n\
-         AuthorizedKeysFile {}\nPermitRootLogin {root_login}\nUsePAM no\nStrictModes no\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-         DisableForwarding yes\nPermitTTY no\nLogLevel VERBOSE\nMaxStartups 1000:30:1000\n\
-         MaxSessions 10\nUseDNS no\n",
+         PermitRootLogin {root_login}\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+         LogLevel VERBOSE\nMaxStartups 1000:30:1000\nMaxSessions 10\nUseDNS no\n\
+         AuthorizedKeysFile none\n\n{block}",
         host_key.display(),
-        authorized_keys.display()
     )
 }
 
@@ -752,7 +805,8 @@ fn list_tree(root: &Path) -> io::Result<Vec<TreeEntry>> {
     Ok(out)
 }
 
-fn keygen(path: &Path) -> io::Result<()> {
+/// An ed25519 key pair at `path` and `path.pub`, without a passphrase.
+pub fn keygen(path: &Path) -> io::Result<()> {
     let status = Command::new("/usr/bin/ssh-keygen")
         .args([
             "-q",
@@ -832,4 +886,23 @@ fn current_user() -> io::Result<String> {
 
 fn other(msg: String) -> io::Error {
     io::Error::other(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lab_uses_the_readmes_match_block() {
+        let b = readme_match_block("mpl-1-0", Path::new("/lab/ak")).unwrap();
+        assert!(b.starts_with("Match User mpl-1-0\n"), "{b}");
+        assert!(b.contains("    AuthorizedKeysFile /lab/ak\n"), "{b}");
+        for key in [
+            "DisableForwarding yes",
+            "PermitTTY no",
+            "AuthenticationMethods publickey",
+        ] {
+            assert!(b.contains(key), "{b}");
+        }
+    }
 }

@@ -104,6 +104,8 @@ fn every_class_of_bad_input_is_refused_as_malformed_and_logged_escaped() {
         "check",
         "__run fedora",
         "'sync' fedora",
+        // a quote that would close the logged value and forge fields after it
+        "sync fedora\" verdict=accepted key=\"trusted-master",
         &long,
     ];
     let raw: Vec<&[u8]> = vec![
@@ -143,6 +145,12 @@ fn every_class_of_bad_input_is_refused_as_malformed_and_logged_escaped() {
     // One line per request: client text can neither split nor forge a line.
     assert_eq!(log.lines().count(), requests, "{log}");
     assert!(log.lines().all(|l| l.contains("verdict=refused")), "{log}");
+    // Every quote in the log is the handler's own: one logfmt field can never become two.
+    assert!(log.lines().all(|l| l.matches('"').count() == 8), "{log}");
+    assert!(
+        log.contains("request=\"sync fedora\\x22 verdict=accepted key=\\x22trusted-master\""),
+        "{log}"
+    );
     assert!(
         log.contains("request=\"sync fedora\\x0async fedora\""),
         "{log}"
@@ -164,10 +172,10 @@ fn status_and_check_report_the_last_run() {
     let (code, out, err) = local(&lab, &["check"]);
     assert_eq!(code, 0, "{err}");
 
-    // Local mode (timers, admins) syncs in the foreground even for a detach module, with the
-    // same grammar as over SSH.
+    // Local mode (timers, admins) waits for its sync even for a detach module (running it in
+    // the foreground when no runner is active), with the same grammar as over SSH.
     let (code, out2, err) = local(&lab, &["sync", "fedora", "development"]);
-    assert_eq!((code, out2.as_str()), (0, "done"), "{err}");
+    assert_eq!((code, out2.as_str()), (0, "synced"), "{err}");
     let dest = lab.mirrors[0].dest("fedora");
     assert!(dest.join("development/rawhide/COMPOSE_ID").exists());
     assert_eq!(local(&lab, &["sync", "fedora", "../etc"]).0, 64);
@@ -229,7 +237,8 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
     let lab = lab("wait");
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+    let status = lab
+        .command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"))
         .arg("--config")
         .arg(&lab.mirrors[0].handler_config)
         .env("SSH_CONNECTION", "127.0.0.1 40000 127.0.0.1 22")
@@ -238,11 +247,14 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(lab.in_sync(0, "fedora"));
+    // The waiter saw nobody left to answer; the runner, detached, still brings the content.
+    assert!(lab.wait_until(LONG, || lab.in_sync(0, "fedora")
+        && common::queue_idle(&lab)));
 
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush-handler"))
+    let status = lab
+        .command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"))
         .arg("--config")
         .arg(&lab.mirrors[0].handler_config)
         .arg("status")
@@ -250,4 +262,24 @@ fn a_client_that_hung_up_before_the_answer_gets_no_panic() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn both_binaries_print_the_same_version() {
+    let version = |bin: &str, flag: &str| {
+        let out = std::process::Command::new(bin).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{bin} {flag}");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (name, v) = text.split_once(' ').unwrap();
+        (name.to_owned(), v.to_owned())
+    };
+    let handler = env!("CARGO_BIN_EXE_mirrorpush-handler");
+    let master = env!("CARGO_BIN_EXE_mirrorpush");
+    assert_eq!(version(handler, "--version").0, "mirrorpush-handler");
+    assert_eq!(version(handler, "--version"), version(handler, "-V"));
+    assert_eq!(
+        version(handler, "--version").1,
+        version(master, "--version").1
+    );
+    assert_eq!(version(master, "--version").1, env!("CARGO_PKG_VERSION"));
 }

@@ -4,6 +4,7 @@
 use clap::Parser;
 use mirrorpush::fanout::cli::{Cli, Command};
 use mirrorpush::fanout::commands::{self, PushArgs};
+use mirrorpush::filelist::generate;
 
 fn main() {
     let cli = Cli::parse();
@@ -14,6 +15,21 @@ fn main() {
             commands::list(&cli.registry, module.as_deref(), &tags, json)
         }
         Command::Check => commands::check(&cli.registry),
+        Command::Filelist {
+            output,
+            checksums,
+            changed,
+            tree,
+        } => {
+            use std::os::unix::ffi::OsStringExt;
+            let opts = generate::Options {
+                tree,
+                output,
+                checksum_names: checksums.into_iter().map(OsStringExt::into_vec).collect(),
+                changed: changed.into_iter().map(OsStringExt::into_vec).collect(),
+            };
+            generate::main(&opts)
+        }
         Command::Push {
             dry_run,
             json,

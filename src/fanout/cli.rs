@@ -1,6 +1,7 @@
 //! The master's command line (README, "Using mirrorpush"), in the library so that the man page
 //! and shell completions are generated from the same definitions (`examples/gen-assets.rs`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -72,4 +73,36 @@ pub enum Command {
     },
     /// Validate the registry, key files and known_hosts entries. Connects to nobody.
     Check,
+    /// Write a tree's file list, for mirrors that sync by file list. Connects to nobody.
+    #[command(
+        long_about = "Write a tree's file list, for mirrors that sync by file list. \
+Connects to nobody; the registry is not read.\n\n\
+The list (fullfiletimelist-<name of TREE>, in TREE) holds every entry of the tree with its \
+time, type and size, in the format of Fedora's create-filelist, which quick-fedora-mirror \
+reads too. A mirror whose module sets `filelist` fetches this one file, and when it changed, \
+transfers only the entries that changed: run this after every publish, before \
+`mirrorpush push`. The list is written to a temporary file and renamed into place, and left \
+alone (its mtime too) when its content did not change.\n\n\
+Skipped: the list itself, `.~tmp~` and `.nfs*` entries, entries that are not group-readable, \
+dangling symlinks. Symlinks are listed as links, never followed. Types are marked `-` when \
+not world-readable and `*` when inside a dir that is not.\n\n\
+Exit status: 0 written or unchanged, 1 the scan or the write failed, 2 bad input \
+(the previous list is left as it was)."
+    )]
+    Filelist {
+        /// Write the list here instead of TREE/fullfiletimelist-<name of TREE>.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Put the SHA1 of every file with this name, at any depth, in the list's
+        /// [Checksums SHA1] section (repeatable; Fedora uses repomd.xml).
+        #[arg(long = "checksum", value_name = "NAME")]
+        checksums: Vec<OsString>,
+        /// Rescan only this dir, relative to TREE (repeatable), and keep the previous list's
+        /// entries elsewhere; the dir's parents are refreshed too. Without a usable previous
+        /// list the whole tree is scanned, and a note on stderr says so.
+        #[arg(long = "changed", value_name = "DIR")]
+        changed: Vec<OsString>,
+        /// The module's top directory.
+        tree: PathBuf,
+    },
 }

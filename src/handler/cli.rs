@@ -1,9 +1,12 @@
 //! Hand-parsed argv (the handler takes no clap: it must start in a few ms).
 //!
-//! `mirrorpush-handler [--config F] [--key LABEL] [sync <module> [dir] | status [--json] | check]`
+//! `mirrorpush-handler [--config F] [--key LABEL] [sync [--full] <module> [dir] | status [--json]
+//! | check | --version]`
 //! Without a verb the request comes from `SSH_ORIGINAL_COMMAND` (forced-command mode); with a
-//! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always runs in the
-//! foreground (a systemd unit would kill a detached runner with its cgroup). A verb together
+//! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always waits for the run
+//! that covers it, running it in the foreground when no runner is active (a systemd unit would
+//! kill a detached runner with its cgroup). `--full` forces a plain rsync where the module
+//! has a file list, repairing drift the lists cannot see. A verb together
 //! with `SSH_ORIGINAL_COMMAND` is a misconfigured forced command (exit 78). There is also
 //! the hidden `__run <module>`, which is what a detached runner executes. argv is written by
 //! the admin (authorized_keys) or by the handler itself, never by the client, so the hidden verb
@@ -15,22 +18,33 @@ use std::path::PathBuf;
 
 use super::config::DEFAULT_CONFIG;
 
-pub const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync <module> [dir] | status [--json] | check]";
+pub const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | --version]";
 pub const RUN_VERB: &str = "__run";
+pub const DOWNSTREAM_VERB: &str = "__downstream";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
     /// No verb: the request comes from `SSH_ORIGINAL_COMMAND`.
     Forced,
-    /// `sync <module> [dir]`, re-joined as raw request bytes so the one grammar validates it.
-    Sync(Vec<u8>),
+    /// `sync [--full] <module> [dir]`, re-joined as raw request bytes so the one grammar
+    /// validates it.
+    Sync {
+        raw: Vec<u8>,
+        full: bool,
+    },
     Status {
         json: bool,
     },
     Check,
     Help,
+    Version,
     /// Hidden: the detached runner for one module.
     Run(String),
+    /// Hidden: a hub's detached push of `targets` of a module to its downstream mirrors.
+    Downstream {
+        module: String,
+        targets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,18 +91,33 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let verb = match rest.as_slice() {
         [] => Verb::Forced,
         [b"sync", words @ ..] if !words.is_empty() => {
+            let (full, words) = match words {
+                [b"--full", rest @ ..] => (true, rest),
+                _ => (false, words),
+            };
+            if words.is_empty() {
+                return Err(USAGE.to_owned());
+            }
             let mut raw = b"sync".to_vec();
             for w in words {
                 raw.push(b' ');
                 raw.extend_from_slice(w);
             }
-            Verb::Sync(raw)
+            Verb::Sync { raw, full }
         }
         [b"status"] => Verb::Status { json: false },
         [b"status", b"--json"] => Verb::Status { json: true },
         [b"check"] => Verb::Check,
         [b"--help" | b"-h" | b"help"] => Verb::Help,
+        [b"--version" | b"-V"] => Verb::Version,
         [b"__run", module] => Verb::Run(String::from_utf8_lossy(module).into_owned()),
+        [b"__downstream", module, targets @ ..] if !targets.is_empty() => Verb::Downstream {
+            module: String::from_utf8_lossy(module).into_owned(),
+            targets: targets
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect(),
+        },
         _ => return Err(USAGE.to_owned()),
     };
     Ok(Invocation { config, key, verb })
@@ -111,8 +140,20 @@ mod tests {
         assert_eq!(p(&[]).unwrap().config, PathBuf::from(DEFAULT_CONFIG));
         assert_eq!(
             p(&["--config=/y", "sync", "fedora", "a/b"]).unwrap().verb,
-            Verb::Sync(b"sync fedora a/b".to_vec())
+            Verb::Sync {
+                raw: b"sync fedora a/b".to_vec(),
+                full: false
+            }
         );
+        assert_eq!(
+            p(&["sync", "--full", "fedora"]).unwrap().verb,
+            Verb::Sync {
+                raw: b"sync fedora".to_vec(),
+                full: true
+            }
+        );
+        assert_eq!(p(&["--version"]).unwrap().verb, Verb::Version);
+        assert_eq!(p(&["-V"]).unwrap().verb, Verb::Version);
         assert_eq!(
             p(&["status", "--json"]).unwrap().verb,
             Verb::Status { json: true }
@@ -126,6 +167,7 @@ mod tests {
         for bad in [
             &["--config"][..],
             &["sync"],
+            &["sync", "--full"],
             &["status", "--xml"],
             &["frobnicate"],
             &["check", "extra"],

@@ -1,5 +1,5 @@
-//! The handler config (`handler.toml`, DESIGN.md section 3): parsed strictly, every error names
-//! the file, the line and the key, so an admin can fix it without guessing.
+//! The handler config (`handler.toml`): parsed strictly, every error names the file, the line and
+//! the key, so an admin can fix it without guessing.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::request::ModuleName;
+use crate::request::{ModuleName, RelDir};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mirrorpush/handler.toml";
 /// The only PATH rsync (and anything it starts) ever sees.
@@ -17,6 +17,8 @@ pub const SAFE_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const DEFAULT_STATE_DIR: &str = "/var/lib/mirrorpush";
 const DEFAULT_RSYNC: &str = "/usr/bin/rsync";
+/// ftpsync's cap on deletions per run (its stage 2 runs rsync with `--max-delete=40000`).
+pub const DEFAULT_MAX_DELETE: u64 = 40_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -34,9 +36,28 @@ pub struct Module {
     pub allow_dirs: bool,
     pub rsync_args: Vec<String>,
     pub timeout: Duration,
+    /// File-list sync: the list's path under `source` (e.g. `fullfiletimelist-fedora`).
+    pub filelist: Option<RelDir>,
+    /// A run that would delete more entries than this is refused (file lists) or stopped by
+    /// rsync (`--max-delete`).
+    pub max_delete: u64,
+    /// Two-stage sync: rsync filter patterns that land after everything else, before deletes.
+    pub last: Vec<String>,
+    /// Debian-style trace file under `dest`, written after each good full run.
+    pub trace: Option<RelDir>,
+    /// Epoch-seconds file under `dest`, written at the same moment.
+    pub lastsync: Option<RelDir>,
+    /// Hub: the registry of downstream mirrors to push after a run that changed something.
+    pub downstream: Option<PathBuf>,
 }
 
 impl Module {
+    /// The files under `dest` the handler itself writes, which rsync must neither overwrite
+    /// nor delete.
+    pub fn own_files(&self) -> Vec<&RelDir> {
+        self.trace.iter().chain(self.lastsync.iter()).collect()
+    }
+
     /// rsync daemon sources (`rsync://` or `host::module`) get a connect timeout.
     pub fn is_daemon_source(&self) -> bool {
         self.source.starts_with("rsync://") || self.source.contains("::")
@@ -48,6 +69,9 @@ pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
     pub rsync: PathBuf,
+    /// The `mirrorpush` master binary a hub runs for downstream pushes; `None`: the one beside
+    /// the handler's own binary.
+    pub mirrorpush: Option<PathBuf>,
     pub modules: BTreeMap<String, Module>,
 }
 
@@ -66,6 +90,7 @@ impl std::fmt::Display for ConfigError {
 struct RawConfig {
     state_dir: Option<Spanned<String>>,
     rsync: Option<Spanned<String>>,
+    mirrorpush: Option<Spanned<String>>,
     #[serde(default)]
     modules: BTreeMap<Spanned<String>, RawModule>,
 }
@@ -79,6 +104,39 @@ struct RawModule {
     allow_dirs: Option<bool>,
     rsync_args: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
+    filelist: Option<Spanned<String>>,
+    max_delete: Option<Spanned<i64>>,
+    last: Option<Spanned<Vec<String>>>,
+    trace: Option<Spanned<String>>,
+    lastsync: Option<Spanned<String>>,
+    downstream: Option<Spanned<String>>,
+}
+
+/// The state dir a config file names, read leniently: for logging a refusal when the config
+/// itself is broken. Its `state_dir` line if one can be read, else the default.
+pub fn state_dir_hint(path: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let from_toml = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("state_dir")?.as_str().map(PathBuf::from));
+    // A file that is not TOML any more may still hold an intact `state_dir = "..."` line.
+    let from_line = || {
+        text.lines().find_map(|l| {
+            let v = l
+                .trim()
+                .strip_prefix("state_dir")?
+                .trim()
+                .strip_prefix('=')?;
+            Some(PathBuf::from(
+                v.trim().strip_prefix('"')?.strip_suffix('"')?,
+            ))
+        })
+    };
+    from_toml
+        .or_else(from_line)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
 /// Reads and validates the config file.
@@ -100,6 +158,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Some(r) => ctx.absolute(r, "rsync")?,
         None => PathBuf::from(DEFAULT_RSYNC),
     };
+    let mirrorpush = match &raw.mirrorpush {
+        Some(m) => Some(ctx.absolute(m, "mirrorpush")?),
+        None => None,
+    };
     let mut modules = BTreeMap::new();
     for (name, m) in raw.modules {
         let module = ctx.module(&name, m)?;
@@ -109,6 +171,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         state_dir,
         rsync,
+        mirrorpush,
         modules,
     })
 }
@@ -209,16 +272,10 @@ impl Ctx<'_> {
         let rsync_args = match m.rsync_args {
             None => Vec::new(),
             Some(args) => {
-                // Before `--`, a word without a dash would become an extra source path.
-                if let Some(bad) = args
-                    .get_ref()
-                    .iter()
-                    .find(|a| !a.starts_with('-') || *a == "--")
-                {
-                    return Err(self.at(
-                        args.span(),
-                        format!("'rsync_args' in {table}: '{bad}' is not an option (options start with '-'; '--' is added by the handler)"),
-                    ));
+                for a in args.get_ref() {
+                    if let Err(why) = check_rsync_arg(a) {
+                        return Err(self.at(args.span(), format!("'rsync_args' in {table}: {why}")));
+                    }
                 }
                 args.into_inner()
             }
@@ -241,6 +298,49 @@ impl Ctx<'_> {
                 }
             },
         };
+        let filelist = self.rel_path(m.filelist.as_ref(), "filelist", &table)?;
+        let trace = self.rel_path(m.trace.as_ref(), "trace", &table)?;
+        let lastsync = self.rel_path(m.lastsync.as_ref(), "lastsync", &table)?;
+        if let (Some(t), Some(l)) = (&trace, &lastsync) {
+            if t == l {
+                return Err(self.at(
+                    m.lastsync.as_ref().map_or(0..0, Spanned::span),
+                    format!("'trace' and 'lastsync' in {table} name the same file"),
+                ));
+            }
+        }
+        let max_delete = match &m.max_delete {
+            None => DEFAULT_MAX_DELETE,
+            Some(v) => u64::try_from(*v.get_ref()).map_err(|_| {
+                self.at(
+                    v.span(),
+                    format!("'max_delete' in {table} must not be negative"),
+                )
+            })?,
+        };
+        let last = match m.last {
+            None => Vec::new(),
+            Some(patterns) => {
+                let bad = patterns
+                    .get_ref()
+                    .iter()
+                    .find(|p| p.is_empty() || p.bytes().any(|b| b.is_ascii_control()));
+                if let Some(bad) = bad {
+                    return Err(self.at(
+                        patterns.span(),
+                        format!(
+                            "'last' in {table}: {:?} is not an rsync pattern (empty, or holds control characters)",
+                            bad
+                        ),
+                    ));
+                }
+                patterns.into_inner()
+            }
+        };
+        let downstream = match &m.downstream {
+            Some(d) => Some(self.absolute(d, "downstream")?),
+            None => None,
+        };
         Ok(Module {
             name: module_name,
             source,
@@ -249,6 +349,32 @@ impl Ctx<'_> {
             allow_dirs: m.allow_dirs.unwrap_or(true),
             rsync_args,
             timeout,
+            filelist,
+            max_delete,
+            last,
+            trace,
+            lastsync,
+            downstream,
+        })
+    }
+
+    /// A path relative to the module's top (`filelist`, `trace`, `lastsync`): the same rules
+    /// as a pushed dir, so it can never leave the tree.
+    fn rel_path(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        table: &str,
+    ) -> Result<Option<RelDir>, ConfigError> {
+        let Some(v) = value else { return Ok(None) };
+        RelDir::parse(v.get_ref()).map(Some).map_err(|e| {
+            self.at(
+                v.span(),
+                format!(
+                    "'{key}' in {table} must be a relative path inside the module ('{}' {e})",
+                    crate::request::escape_bytes(v.get_ref().as_bytes())
+                ),
+            )
         })
     }
 
@@ -273,6 +399,90 @@ impl Ctx<'_> {
             format!("{v}/")
         })
     }
+}
+
+/// Long options of rsync that would undo the handler's rules: the upstream's owners, groups,
+/// devices, special files, ACLs or modes arriving on the mirror; symlinked dirs on the mirror
+/// being followed; rsync starting other programs or writing outside `dest`; the handler's own
+/// options being overridden.
+const DENIED_LONG: &[&str] = &[
+    "--archive",
+    "--devices",
+    "--specials",
+    "--copy-devices",
+    "--write-devices",
+    "--owner",
+    "--group",
+    "--super",
+    "--fake-super",
+    "--chown",
+    "--usermap",
+    "--groupmap",
+    "--chmod",
+    "--acls",
+    "--xattrs",
+    "--keep-dirlinks",
+    "--copy-unsafe-links",
+    "--munge-links",
+    "--rsh",
+    "--rsync-path",
+    "--files-from",
+    "--from0",
+    "--remove-source-files",
+    "--log-file",
+    "--write-batch",
+    "--only-write-batch",
+    "--read-batch",
+    "--daemon",
+    "--server",
+    "--sender",
+    "--config",
+    "--dry-run",
+    "--list-only",
+    "--itemize-changes",
+    "--out-format",
+    "--info",
+    "--delete-missing-args",
+    "--max-delete",
+];
+/// The short forms: -a (implies -D -o -g), -D, -o, -g, -A, -X, -K, -e, -n, -i.
+const DENIED_SHORT: &[u8] = b"aDogAXKeni";
+/// Short options that take an argument: the rest of a cluster after one of these is its value.
+const SHORT_WITH_ARG: &[u8] = b"BTfM";
+
+/// Ok when an admin's rsync option keeps the handler's guarantees.
+pub fn check_rsync_arg(a: &str) -> Result<(), String> {
+    // Before `--`, a word without a dash would become an extra source path.
+    if !a.starts_with('-') || a == "--" || a == "-" {
+        return Err(format!(
+            "'{a}' is not an option (options start with '-'; '--' is added by the handler)"
+        ));
+    }
+    if a.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("{a:?} holds control characters"));
+    }
+    if let Some(long) = a.strip_prefix("--") {
+        let name = long.split('=').next().unwrap_or(long);
+        let name = format!("--{name}");
+        if DENIED_LONG.contains(&name.as_str()) {
+            return Err(format!(
+                "'{name}' is not allowed: the handler sets modes, owners, deletes and logging itself, and keeps devices, special files and other programs out of the mirror"
+            ));
+        }
+        return Ok(());
+    }
+    for &c in a.as_bytes()[1..].iter() {
+        if DENIED_SHORT.contains(&c) {
+            return Err(format!(
+                "'-{}' (in '{a}') is not allowed: the handler sets modes, owners, deletes and logging itself, and keeps devices, special files and other programs out of the mirror",
+                c as char
+            ));
+        }
+        if SHORT_WITH_ARG.contains(&c) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,6 +519,111 @@ dest = "/srv/mirror/fedora"
         .unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/mirrorpush"));
         assert_eq!(c.rsync, PathBuf::from("/usr/bin/rsync"));
+    }
+
+    #[test]
+    fn rsync_args_that_undo_the_rules_are_refused() {
+        for bad in [
+            "-a",
+            "-avz",
+            "--archive",
+            "-D",
+            "--devices",
+            "--specials",
+            "-o",
+            "--owner",
+            "-g",
+            "--chmod=F777",
+            "--super",
+            "-K",
+            "--keep-dirlinks",
+            "-e",
+            "--rsh=ssh",
+            "--rsync-path=x",
+            "-X",
+            "--acls",
+            "--log-file=/etc/x",
+            "--files-from=/x",
+            "--max-delete=9",
+            "/etc",
+            "--",
+            "-",
+        ] {
+            assert!(check_rsync_arg(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "--bwlimit=40M",
+            "-H",
+            "-v",
+            "--hard-links",
+            "--exclude=/x",
+            "-f- /x",
+            "-Bfoo",
+            "--no-motd",
+            "--contimeout=5",
+            "--password-file=/etc/m.secret",
+            "-z",
+        ] {
+            assert!(check_rsync_arg(good).is_ok(), "{good}");
+        }
+        let e = err(&format!("{GOOD}rsync_args = [\"-avH\"]\n"));
+        assert!(e.contains("line 6") && e.contains("'-a'"), "{e}");
+    }
+
+    #[test]
+    fn new_keys_parse_and_validate() {
+        let c = parse(
+            Path::new("/h"),
+            &format!(
+                "{GOOD}filelist = \"fullfiletimelist-fedora\"\nmax_delete = 10\nlast = [\"repodata/\"]\n\
+                 trace = \"project/trace/m.example.net\"\nlastsync = \"lastsync\"\n\
+                 downstream = \"/etc/mirrorpush/downstream.toml\"\n"
+            ),
+        )
+        .unwrap();
+        let m = &c.modules["fedora"];
+        assert_eq!(
+            m.filelist.as_ref().unwrap().as_str(),
+            "fullfiletimelist-fedora"
+        );
+        assert_eq!(
+            (m.max_delete, m.last.as_slice()),
+            (10, &["repodata/".to_owned()][..])
+        );
+        assert_eq!(m.own_files().len(), 2);
+        assert_eq!(
+            parse(Path::new("/h"), GOOD).unwrap().modules["fedora"].max_delete,
+            40_000
+        );
+        for (bad, what) in [
+            ("trace = \"../x\"", "'trace'"),
+            ("trace = \"/abs\"", "'trace'"),
+            ("filelist = \"a//b\"", "'filelist'"),
+            ("max_delete = -1", "'max_delete'"),
+            ("last = [\"\"]", "'last'"),
+            ("downstream = \"rel.toml\"", "'downstream'"),
+        ] {
+            let e = err(&format!("{GOOD}{bad}\n"));
+            assert!(e.contains("line 6") && e.contains(what), "{bad}: {e}");
+        }
+        let e = err(&format!("{GOOD}trace = \"x\"\nlastsync = \"x\"\n"));
+        assert!(e.contains("line 7") && e.contains("same file"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_config_still_names_its_state_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("h.toml");
+        std::fs::write(&p, "state_dir = \"/var/lib/x\"\n[modules.a]\nbogus = 1\n").unwrap();
+        assert_eq!(state_dir_hint(&p), PathBuf::from("/var/lib/x"));
+        std::fs::write(&p, "state_dir = \"/var/lib/y\"\n[[[ not toml\n").unwrap();
+        assert_eq!(state_dir_hint(&p), PathBuf::from("/var/lib/y"));
+        std::fs::write(&p, "state_dir = \"relative\"\n").unwrap();
+        assert_eq!(state_dir_hint(&p), PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(
+            state_dir_hint(&t.path().join("missing")),
+            PathBuf::from(DEFAULT_STATE_DIR)
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! `<state_dir>/handler.log`: one line per request and per run. Every client-supplied or
-//! admin-supplied text goes through `escape_bytes`, so nothing can forge or split a line.
+//! `<state_dir>/handler.log`: one line per request and per run, logfmt style
+//! (`key="value"`). Every client-supplied or admin-supplied text goes through [`field`], which
+//! escapes control bytes, non-ASCII, `\` and `"`, so nothing can split a line or close a quoted
+//! value and append fields of its own (`verdict=accepted` inside a refused request).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -33,6 +35,7 @@ impl Client {
                     .collect()
             })
             .unwrap_or_default();
+        let fields: Vec<String> = fields.iter().map(|f| f.replace('"', "\\x22")).collect();
         let (addr, ip) = match fields.as_slice() {
             [ip, port] if !ip.is_empty() => (format!("{ip} {port}"), ip.clone()),
             _ => ("local".to_owned(), "local".to_owned()),
@@ -40,9 +43,15 @@ impl Client {
         Client {
             addr,
             ip,
-            key: escape_bytes(key.unwrap_or("-").as_bytes()),
+            key: field(key.unwrap_or("-").as_bytes()),
         }
     }
+}
+
+/// A value for inside `"..."`: printable ASCII only, with `\`, `"` and everything else as
+/// `\xNN`.
+pub fn field(raw: &[u8]) -> String {
+    escape_bytes(raw).replace('"', "\\x22")
 }
 
 pub fn now() -> String {
@@ -60,8 +69,8 @@ pub fn request_line(client: &Client, verdict: &str, raw: &[u8], reason: &str) ->
         now(),
         client.addr,
         client.key,
-        escape_bytes(raw),
-        escape_bytes(reason.as_bytes())
+        field(raw),
+        field(reason.as_bytes())
     )
 }
 
@@ -86,9 +95,23 @@ mod tests {
             ip: "10.0.0.1".into(),
             key: "master".into(),
         };
-        let l = request_line(&c, "refused", b"sync a\n2020 verdict=accepted \"", "bad");
+        let l = request_line(
+            &c,
+            "refused",
+            b"sync a\n2020 \" verdict=accepted key=\"trusted-master",
+            "bad",
+        );
         assert_eq!(l.matches('\n').count(), 1);
         assert!(l.ends_with("reason=\"bad\"\n"));
-        assert!(l.contains("request=\"sync a\\x0a2020 verdict=accepted \"\""));
+        assert!(
+            l.contains(
+                "request=\"sync a\\x0a2020 \\x22 verdict=accepted key=\\x22trusted-master\""
+            ),
+            "{l}"
+        );
+        // A logfmt reader sees exactly the handler's fields: every quote in the line is ours.
+        assert_eq!(l.matches('"').count(), 8, "{l}");
+        assert_eq!(l.matches("verdict=").count(), 2);
+        assert!(l.contains(" verdict=refused "));
     }
 }

@@ -1,17 +1,29 @@
-//! Mirror-side handler: the forced command that turns a validated `sync` request into an rsync
-//! run (DESIGN.md sections 2-4, 7). Synchronous and small: no tokio, no russh, no clap.
+//! Mirror-side handler: the forced command that turns a validated `sync` request into a run of
+//! the module's runner. Synchronous and small: no tokio, no russh, no clap.
 //!
-//! - [`cli`]: argv. [`config`]: handler.toml. [`queue`]: lock, pending, coalescing.
-//! - [`rsync`]: argv, version floor, timeout. [`runner`]: draining the queue.
-//! - [`status`]: last-run records and `status`. [`log`]: `handler.log`.
+//! - [`cli`]: argv. [`config`]: handler.toml. [`queue`]: lock, pending, coalescing, results.
+//! - [`runner`]: the one executor, draining the queue; [`sync`]: one batch; [`listsync`]: its
+//!   file-list runs; [`rsync`]: argv,
+//!   version floor, timeout, what changed; [`destdir`]: the mirror tree by fd; [`trace`]:
+//!   trace files; [`wait`]: waiting for the run that covers a request.
+//! - [`downstream`]: a hub passing pushes on. [`status`]: last-run records and `status`.
+//!   [`log`]: `handler.log`. [`check`]: `check`.
 
+pub mod check;
+pub mod child;
 pub mod cli;
 pub mod config;
+pub mod destdir;
+pub mod downstream;
+pub mod listsync;
 pub mod log;
 pub mod queue;
 pub mod rsync;
 pub mod runner;
 pub mod status;
+pub mod sync;
+pub mod trace;
+pub mod wait;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -20,7 +32,8 @@ use std::os::unix::ffi::OsStrExt;
 use cli::Verb;
 use config::{Config, Mode};
 use log::Client;
-use queue::{Entry, ModuleDir};
+use queue::{Entry, ModuleDir, ModuleLock};
+use wait::Waiter;
 
 use crate::request::Request;
 
@@ -64,7 +77,7 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     let original = std::env::var_os("SSH_ORIGINAL_COMMAND");
     match (&inv.verb, original) {
-        (Verb::Forced, Some(raw)) => request(&inv, raw.as_bytes(), true),
+        (Verb::Forced, Some(raw)) => request(&inv, raw.as_bytes(), true, false),
         (Verb::Forced, None) => {
             let f = fail(
                 EXIT_USAGE,
@@ -73,19 +86,31 @@ pub fn main(args: &[OsString]) -> i32 {
             refuse_and_log(&inv, b"", &f, true)
         }
         // Under a forced command the request must come from the client's command only.
-        (_, Some(_)) => report(&fail(
-            EXIT_CONFIG,
-            "the forced command must not name a verb (remove it from authorized_keys)",
-        )),
-        (Verb::Sync(raw), None) => request(&inv, raw, false),
+        (_, Some(raw)) => {
+            let f = fail(
+                EXIT_CONFIG,
+                "the forced command must not name a verb (remove it from authorized_keys)",
+            );
+            refuse_and_log(&inv, raw.as_bytes(), &f, true)
+        }
+        (Verb::Sync { raw, full }, None) => request(&inv, raw, false, *full),
         (Verb::Status { json }, None) => status_cmd(&inv, *json),
-        (Verb::Check, None) => check_cmd(&inv),
+        (Verb::Check, None) => check::run(&inv),
         (Verb::Help, None) => {
             say(cli::USAGE);
             EXIT_OK
         }
+        (Verb::Version, None) => {
+            say(&format!("mirrorpush-handler {}", env!("CARGO_PKG_VERSION")));
+            EXIT_OK
+        }
         (Verb::Run(module), None) => match config::load(&inv.config) {
             Ok(cfg) => runner::run_detached(&cfg, module),
+            Err(_) => EXIT_CONFIG,
+        },
+        (Verb::Downstream { module, targets }, None) => match config::load(&inv.config) {
+            Ok(_) if sync::running_as_root() => EXIT_NOPERM,
+            Ok(cfg) => downstream::run(&cfg, module, targets),
             Err(_) => EXIT_CONFIG,
         },
     }
@@ -105,7 +130,7 @@ fn load_config(inv: &cli::Invocation, remote: bool) -> Result<Config, Failure> {
     })
 }
 
-fn state_failure(cfg: &Config, e: &std::io::Error, remote: bool) -> Failure {
+fn state_failure(state_dir: &std::path::Path, e: &std::io::Error, remote: bool) -> Failure {
     if remote {
         fail(
             EXIT_TEMPFAIL,
@@ -114,97 +139,91 @@ fn state_failure(cfg: &Config, e: &std::io::Error, remote: bool) -> Failure {
     } else {
         fail(
             EXIT_TEMPFAIL,
-            format!("state dir {}: {e}", cfg.state_dir.display()),
+            format!("state dir {}: {e}", state_dir.display()),
         )
     }
 }
 
-/// Refuses before a request could be parsed; logs it when the config allows.
+/// Refuses before a request could be admitted, and logs it: with the config's state dir, or
+/// when the config is broken, the state dir it names (or the default), so that a push refused
+/// for a config error still leaves its line for the admin. As root nothing is written.
 fn refuse_and_log(inv: &cli::Invocation, raw: &[u8], f: &Failure, remote: bool) -> i32 {
-    if let Ok(cfg) = config::load(&inv.config) {
+    if sync::running_as_root() {
+        return report(f);
+    }
+    let (state_dir, reason) = match config::load(&inv.config) {
+        Ok(cfg) => (cfg.state_dir, f.message.clone()),
+        Err(e) => (config::state_dir_hint(&inv.config), e.0),
+    };
+    if state_dir.is_dir() {
         let client = Client::from_env(inv.key.as_deref());
-        let line = log::request_line(&client, "refused", raw, &f.message);
-        let logged =
-            queue::ensure_dir(&cfg.state_dir).and_then(|()| log::append(&cfg.state_dir, &line));
-        if let Err(e) = logged {
-            return report(&state_failure(&cfg, &e, remote));
+        let line = log::request_line(&client, "refused", raw, &reason);
+        if let Err(e) = log::append(&state_dir, &line) {
+            if f.code != EXIT_CONFIG {
+                return report(&state_failure(&state_dir, &e, remote));
+            }
         }
     }
     report(f)
 }
 
 /// A `sync` request from the client or a local caller.
-fn request(inv: &cli::Invocation, raw: &[u8], remote: bool) -> i32 {
+fn request(inv: &cli::Invocation, raw: &[u8], remote: bool, plain: bool) -> i32 {
     let cfg = match load_config(inv, remote) {
         Ok(c) => c,
-        Err(f) => return report(&f),
+        Err(f) => return refuse_and_log(inv, raw, &f, remote),
     };
+    if sync::running_as_root() {
+        // Before anything is written: state files made by root would lock the account out.
+        let module =
+            Request::parse(raw).map_or_else(|_| "<module>".to_owned(), |r| r.module.to_string());
+        return report(&fail(EXIT_NOPERM, sync::root_refusal(&module)));
+    }
     if let Err(e) = queue::ensure_dir(&cfg.state_dir) {
-        return report(&state_failure(&cfg, &e, remote));
+        return report(&state_failure(&cfg.state_dir, &e, remote));
     }
     let client = Client::from_env(inv.key.as_deref());
-    // Local mode (timers, admins) always syncs in the foreground: under a systemd unit a
-    // detached runner would be killed with the unit's cgroup as soon as we exit.
-    let outcome = admit(&cfg, raw, &client, remote, !remote);
+    let outcome = admit(&cfg, raw, &client, remote, plain);
     let (verdict, reason) = match &outcome {
-        Ok(a) => (a.verdict(), String::new()),
+        Ok(a) if !remote => ("accepted-local", a.note()),
+        Ok(a) if a.lock.is_none() && a.mode == Mode::Detach => ("queued", a.note()),
+        Ok(a) if a.mode == Mode::Wait => ("accepted-wait", a.note()),
+        Ok(a) => ("accepted", a.note()),
         Err(f) => ("refused", f.message.clone()),
     };
     if let Err(e) = log::append(
         &cfg.state_dir,
         &log::request_line(&client, verdict, raw, &reason),
     ) {
-        return report(&state_failure(&cfg, &e, remote));
+        return report(&state_failure(&cfg.state_dir, &e, remote));
     }
     match outcome {
         Err(f) => report(&f),
-        Ok(Admitted::Queued) => {
-            say("queued");
-            EXIT_OK
-        }
-        Ok(Admitted::Detach { module }) => match runner::spawn_detached(&cfg.path, &module) {
-            Ok(()) => {
-                say("accepted");
-                EXIT_OK
-            }
-            // The request stays pending; the next trigger's runner will take it.
-            Err(e) => report(&fail(
-                EXIT_TEMPFAIL,
-                if remote {
-                    "temporary failure: cannot start the sync".to_owned()
-                } else {
-                    format!("cannot start the runner: {e}")
-                },
-            )),
-        },
-        Ok(Admitted::Wait { module, lock }) => wait_run(&cfg, &module, lock, remote, false),
-        Ok(Admitted::Foreground { module, lock }) => wait_run(&cfg, &module, lock, remote, true),
+        Ok(a) => respond(&cfg, a, remote),
     }
 }
 
-enum Admitted {
-    Queued,
-    Detach {
-        module: String,
-    },
-    Wait {
-        module: String,
-        lock: queue::ModuleLock,
-    },
-    /// Local mode: run our batch and everything that queues up meanwhile, then exit.
-    Foreground {
-        module: String,
-        lock: queue::ModuleLock,
-    },
+/// A request that was recorded.
+struct Admitted {
+    module: String,
+    seq: u64,
+    /// The module lock, when no runner held it: the request is ours to start.
+    lock: Option<ModuleLock>,
+    mode: Mode,
+    /// The module's last run failed: said in detach answers so the master sees it.
+    last_failure: Option<String>,
 }
 
 impl Admitted {
-    fn verdict(&self) -> &'static str {
-        match self {
-            Admitted::Queued => "queued",
-            Admitted::Detach { .. } => "accepted",
-            Admitted::Wait { .. } | Admitted::Foreground { .. } => "accepted-wait",
-        }
+    fn note(&self) -> String {
+        format!("seq {}", self.seq)
+    }
+
+    fn suffix(&self) -> String {
+        self.last_failure
+            .as_ref()
+            .map(|f| format!(" (last run failed: {f})"))
+            .unwrap_or_default()
     }
 }
 
@@ -214,7 +233,7 @@ fn admit(
     raw: &[u8],
     client: &Client,
     remote: bool,
-    foreground: bool,
+    plain: bool,
 ) -> Result<Admitted, Failure> {
     let req =
         Request::parse(raw).map_err(|e| fail(EXIT_USAGE, format!("malformed request: {e}")))?;
@@ -229,90 +248,90 @@ fn admit(
                 format!("module '{}' does not accept dir syncs", req.module),
             ));
         }
-        match rsync::symlink_under(&m.dest, dir) {
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                return Err(fail(
-                    EXIT_NOPERM,
-                    format!("dir '{dir}' passes through a symlink on this mirror"),
-                ))
-            }
-            Err(e) => return Err(state_failure(cfg, &e, remote)),
+        if let Err(e) = destdir::check_dir(&m.dest, dir) {
+            return Err(if e.is_refusal() {
+                fail(EXIT_NOPERM, format!("dir '{dir}' refused: {e}"))
+            } else if remote {
+                fail(EXIT_TEMPFAIL, "temporary failure: cannot check the dir")
+            } else {
+                fail(EXIT_TEMPFAIL, format!("cannot check dir '{dir}': {e}"))
+            });
         }
     }
-    rsync::check_version(&cfg.rsync, &cfg.state_dir).map_err(|e| fail(EXIT_CONFIG, e))?;
+    rsync::check_version(&cfg.rsync, &cfg.state_dir, true).map_err(|e| fail(EXIT_CONFIG, e))?;
     let md = ModuleDir::create(&cfg.state_dir, req.module.as_str())
-        .map_err(|e| state_failure(cfg, &e, remote))?;
+        .map_err(|e| state_failure(&cfg.state_dir, &e, remote))?;
     let entry = Entry {
+        seq: 0,
         at: log::now(),
         dir: req.dir.as_ref().map(ToString::to_string),
         from: client.ip.clone(),
         key: client.key.clone(),
+        plain,
     };
     // Append first, then try the lock: see queue.rs for why this order loses nothing.
-    md.append(&entry)
-        .map_err(|e| state_failure(cfg, &e, remote))?;
-    let lock = md.try_lock().map_err(|e| state_failure(cfg, &e, remote))?;
-    let module = req.module.as_str().to_owned();
-    Ok(match (lock, m.mode) {
-        (None, _) => Admitted::Queued,
-        (Some(lock), _) if foreground => Admitted::Foreground { module, lock },
-        // Let go before spawning: the runner takes the lock itself.
-        (Some(_), Mode::Detach) => Admitted::Detach { module },
-        (Some(lock), Mode::Wait) => Admitted::Wait { module, lock },
+    let seq = md
+        .append(&entry)
+        .map_err(|e| state_failure(&cfg.state_dir, &e, remote))?;
+    let lock = md
+        .try_lock()
+        .map_err(|e| state_failure(&cfg.state_dir, &e, remote))?;
+    let last_failure = status::read(&md)
+        .filter(|r| !r.ok)
+        .map(|r| r.failure_summary());
+    Ok(Admitted {
+        module: req.module.as_str().to_owned(),
+        seq,
+        lock,
+        mode: m.mode,
+        last_failure,
     })
 }
 
-/// Wait mode: run one batch (ours and whatever was pending) in the foreground and report it;
-/// anything that arrives meanwhile goes to a detached runner.
-/// With `foreground` (local mode) the rest is drained here too instead of by a detached runner.
-fn wait_run(
-    cfg: &Config,
-    module: &str,
-    lock: queue::ModuleLock,
-    remote: bool,
-    foreground: bool,
-) -> i32 {
+/// Starts or waits for the run that covers an admitted request, and answers.
+fn respond(cfg: &Config, a: Admitted, remote: bool) -> i32 {
     let (Some(m), md) = (
-        cfg.modules.get(module),
-        ModuleDir::new(&cfg.state_dir, module),
+        cfg.modules.get(&a.module),
+        ModuleDir::new(&cfg.state_dir, &a.module),
     ) else {
-        return report(&fail(EXIT_NOPERM, format!("unknown module '{module}'")));
+        return report(&fail(EXIT_NOPERM, format!("unknown module '{}'", a.module)));
     };
-    let result = runner::run_next(cfg, m, &md);
-    if foreground {
-        // Later batches are other people's requests: their results go to status and the log.
-        let _ = runner::drain(cfg, m, &md, lock);
-    } else {
-        drop(lock);
-    }
-    if !foreground && md.has_pending() {
-        if let Err(e) = runner::spawn_detached(&cfg.path, module) {
-            let _ = log::append(
-                &cfg.state_dir,
-                &format!(
-                    "{} module={module} verdict=spawn-error detail=\"{}\"\n",
-                    log::now(),
-                    crate::request::escape_bytes(e.to_string().as_bytes())
-                ),
-            );
+    if !remote {
+        if let Some(lock) = a.lock {
+            runner::drain(cfg, m, &md, lock);
         }
+        return match md.covering(a.seq) {
+            Some(r) => wait::answer(&r),
+            None => wait::until_covered(cfg, m, &md, a.seq, Waiter::Local),
+        };
     }
-    match result {
-        Ok(Some(r)) if r.ok => {
-            say("done");
+    let suffix = a.suffix();
+    let started = match a.lock {
+        None => None,
+        Some(lock) => {
+            // Let go before spawning: the runner takes the lock itself.
+            drop(lock);
+            Some(runner::spawn_detached(&cfg.path, &a.module))
+        }
+    };
+    if let Some(Err(e)) = &started {
+        runner::log_event(cfg, m, "spawn-error", &e.to_string());
+        // The request stays pending; the next trigger's runner will take it.
+        return report(&fail(
+            EXIT_TEMPFAIL,
+            "temporary failure: cannot start the sync",
+        ));
+    }
+    match (a.mode, started) {
+        (Mode::Wait, _) => wait::until_covered(cfg, m, &md, a.seq, Waiter::Remote),
+        (Mode::Detach, Some(_)) => {
+            say(&format!("accepted{suffix}"));
             EXIT_OK
         }
-        Ok(Some(r)) => report(&fail(
-            EXIT_RSYNC_FAILED,
-            format!("sync failed: {}", r.result),
-        )),
-        // Another runner took our entry between our append and our lock: it is being handled.
-        Ok(None) => {
-            say("queued");
+        (Mode::Detach, None) => {
+            say(&format!("queued{suffix}"));
             EXIT_OK
         }
-        Err(e) => report(&state_failure(cfg, &e, remote)),
     }
 }
 
@@ -321,6 +340,7 @@ fn status_cmd(inv: &cli::Invocation, json: bool) -> i32 {
         Ok(c) => c,
         Err(f) => return report(&f),
     };
+    // Reads only: as root (or as anyone) `status` creates nothing.
     let all: Vec<status::ModuleStatus> = cfg
         .modules
         .keys()
@@ -329,6 +349,7 @@ fn status_cmd(inv: &cli::Invocation, json: bool) -> i32 {
             status::ModuleStatus {
                 module: name.clone(),
                 last_run: status::read(&md),
+                downstream: downstream::read(&md),
                 in_flight: md.inflight().unwrap_or_default(),
                 pending: md.pending().unwrap_or_default(),
             }
@@ -339,45 +360,5 @@ fn status_cmd(inv: &cli::Invocation, json: bool) -> i32 {
     } else {
         say(status::render_text(&all).trim_end_matches('\n'));
     }
-    EXIT_OK
-}
-
-fn check_cmd(inv: &cli::Invocation) -> i32 {
-    let cfg = match load_config(inv, false) {
-        Ok(c) => c,
-        Err(f) => return report(&f),
-    };
-    let probe = cfg.state_dir.join(".check");
-    let writable = queue::ensure_dir(&cfg.state_dir)
-        .and_then(|()| std::fs::write(&probe, b"ok"))
-        .and_then(|()| std::fs::remove_file(&probe));
-    if let Err(e) = writable {
-        return report(&state_failure(&cfg, &e, false));
-    }
-    for m in cfg.modules.values() {
-        if !m.dest.is_dir() {
-            return report(&fail(
-                EXIT_CONFIG,
-                format!(
-                    "{}: dest {} of module '{}' is not an existing directory",
-                    cfg.path.display(),
-                    m.dest.display(),
-                    m.name
-                ),
-            ));
-        }
-    }
-    let (a, b, c) = match rsync::check_version(&cfg.rsync, &cfg.state_dir) {
-        Ok(v) => v,
-        Err(e) => return report(&fail(EXIT_CONFIG, e)),
-    };
-    let names: Vec<&str> = cfg.modules.keys().map(String::as_str).collect();
-    say(&format!(
-        "ok: {} module(s) [{}], rsync {a}.{b}.{c} at {}, state dir {}",
-        names.len(),
-        names.join(", "),
-        cfg.rsync.display(),
-        cfg.state_dir.display()
-    ));
     EXIT_OK
 }

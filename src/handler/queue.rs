@@ -1,20 +1,29 @@
-//! Per-module state and the queue protocol (DESIGN.md section 4: one sync per module, no trigger
-//! lost, none run twice in parallel, nothing stale after kill -9).
+//! Per-module state and the queue protocol: one sync per module, no trigger lost, none run twice
+//! in parallel, nothing stale after kill -9, and a way for a waiting requester to learn the
+//! result of the run that covered its request.
 //!
-//! Layout under `<state_dir>/<module>/`:
+//! Layout under `<state_dir>/<module>/` (every file opened without following symlinks):
 //! - `lock`: flock held by the one runner; the kernel drops it when the runner dies.
-//! - `queue.lock`: short exclusive flock around every change to `pending`/`inflight`.
+//! - `queue.lock`: short exclusive flock around every change to the files below.
+//! - `seq`: the last request sequence number handed out (fixed width, rewritten in place).
 //! - `pending`: JSON lines, one per request not yet taken by a runner.
-//! - `inflight`: the batch the current runner took; a runner killed mid-sync leaves it behind and
-//!   the next runner merges it into its own batch.
+//! - `inflight`: the batch the current runner took; a runner killed mid-sync leaves it behind
+//!   and the next runner merges it into its own batch.
+//! - `results`: the outcome of the last [`RESULTS_KEPT`] batches, each with the highest request
+//!   number it covered. A batch takes everything pending, so a request numbered `n` is covered
+//!   by the first recorded batch whose number is at least `n`.
 //!
 //! Requesters append to `pending` first and only then try the module lock; a runner drains
 //! `pending` until empty, unlocks, and looks again. So a request is either seen by the runner
 //! holding the lock, or its requester gets the lock itself.
+//!
+//! An append that fails (disk full, quota) truncates `pending` back to its previous length, and
+//! the next append cuts off any torn tail a crash left, so an acknowledged request always sits
+//! on a line of its own: a reader never loses it to a torn neighbour.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,15 +32,30 @@ use crate::request::RelDir;
 
 /// How a full-module sync is named in status, logs and the runner's records.
 pub const FULL_SYNC: &str = "(all)";
+/// Past this size `pending` is collapsed into one full-sync request, which covers them all.
+pub const MAX_PENDING_BYTES: u64 = 256 * 1024;
+/// More distinct dirs than this in one batch run as one full sync instead.
+pub const MAX_DISTINCT_DIRS: usize = 64;
+/// Batch results kept for waiters.
+pub const RESULTS_KEPT: usize = 64;
+/// Most bytes read from a state file: far above what the bounds above allow.
+const READ_LIMIT: u64 = 4 * 1024 * 1024;
+const SEQ_WIDTH: usize = 20;
 
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Sequence number within the module (0 in records written before numbers existed).
+    #[serde(default)]
+    pub seq: u64,
     pub at: String,
     /// `None` is a full-module sync.
     pub dir: Option<String>,
     pub from: String,
     pub key: String,
+    /// Local `sync --full`: a plain rsync even where the module has a file list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain: bool,
 }
 
 impl Entry {
@@ -40,12 +64,49 @@ impl Entry {
     }
 }
 
+/// How one batch ended, as waiters read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// The highest request number in the batch: it covers every request up to this one.
+    pub seq: u64,
+    pub ok: bool,
+    pub result: String,
+    pub rsync_exit: Option<i32>,
+    pub end: String,
+}
+
 /// Creates a directory (0750) and its parents when missing.
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(dir)
+}
+
+/// Opens a state file for reading without following a symlink; `None` when missing.
+pub fn open_state_file(path: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) if f.metadata()?.is_file() => Ok(Some(f)),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a state file (bounded), without following a symlink; empty when missing.
+pub fn read_state_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if let Some(f) = open_state_file(path)? {
+        f.take(READ_LIMIT).read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 /// The state directory of one module.
@@ -67,6 +128,12 @@ impl ModuleDir {
     pub fn create(state_dir: &Path, module: &str) -> io::Result<ModuleDir> {
         let md = ModuleDir::new(state_dir, module);
         ensure_dir(&md.dir)?;
+        if fs::symlink_metadata(&md.dir)?.file_type().is_symlink() {
+            return Err(io::Error::other(format!(
+                "{} is a symlink",
+                md.dir.display()
+            )));
+        }
         Ok(md)
     }
 
@@ -74,13 +141,15 @@ impl ModuleDir {
         self.dir.join(name)
     }
 
-    fn open_rw(&self, name: &str) -> io::Result<File> {
+    /// Opens (creating) a state file read-write, never through a symlink.
+    pub fn open_rw(&self, name: &str) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(self.path(name))
     }
 
@@ -94,27 +163,76 @@ impl ModuleDir {
         }
     }
 
+    /// Whether a runner holds the module lock right now (probed by taking it for an instant).
+    pub fn runner_active(&self) -> io::Result<bool> {
+        Ok(self.try_lock()?.is_none())
+    }
+
     fn queue_lock(&self) -> io::Result<File> {
         let f = self.open_rw("queue.lock")?;
         f.lock()?;
         Ok(f)
     }
 
-    /// Records a request. Must happen before [`ModuleDir::try_lock`] (see the module docs).
-    pub fn append(&self, entry: &Entry) -> io::Result<()> {
-        let mut line = serde_json::to_string(entry).map_err(io::Error::other)?;
-        line.push('\n');
+    /// Records a request and returns its sequence number. Must happen before
+    /// [`ModuleDir::try_lock`] (see the module docs). On failure `pending` is as it was.
+    pub fn append(&self, entry: &Entry) -> io::Result<u64> {
         let _guard = self.queue_lock()?;
-        let mut f = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(self.path("pending"))?;
-        f.write_all(line.as_bytes())
+        let seq = self.next_seq()?;
+        let mut entry = entry.clone();
+        entry.seq = seq;
+        let mut f = self.open_rw("pending")?;
+        let len = f.metadata()?.len();
+        if len > MAX_PENDING_BYTES {
+            // Collapse: one full sync covers every request pending, this one included.
+            entry.dir = None;
+            write_entries_atomic(&self.path("pending"), &[entry])?;
+            return Ok(seq);
+        }
+        let keep = complete_lines_len(&mut f, len)?;
+        if keep != len {
+            // A torn tail: an append that failed or was killed, never acknowledged.
+            f.set_len(keep)?;
+        }
+        let mut line = serde_json::to_string(&entry).map_err(io::Error::other)?;
+        line.push('\n');
+        f.seek(SeekFrom::Start(keep))?;
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(keep);
+            return Err(e);
+        }
+        Ok(seq)
     }
 
-    /// Takes everything pending (plus a batch left in flight by a killed runner) as the next batch.
-    /// Only the lock holder calls this.
+    /// Hands out the next request number. The counter is rewritten in place at a fixed width,
+    /// so once it exists updating it needs no new disk space.
+    fn next_seq(&self) -> io::Result<u64> {
+        let f = self.open_rw("seq")?;
+        let mut buf = [0u8; SEQ_WIDTH];
+        let n = f.read_at(&mut buf, 0)?;
+        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        let last = match text.trim().parse::<u64>() {
+            Ok(v) => v,
+            // Missing or damaged: never hand out a number a waiter may already hold.
+            Err(_) => self.highest_known_seq(),
+        };
+        let next = last + 1;
+        f.write_all_at(format!("{next:0SEQ_WIDTH$}\n").as_bytes(), 0)?;
+        Ok(next)
+    }
+
+    fn highest_known_seq(&self) -> u64 {
+        let entries = [self.pending(), self.inflight()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.seq);
+        let results = self.results().into_iter().map(|r| r.seq);
+        entries.chain(results).max().unwrap_or(0)
+    }
+
+    /// Takes everything pending (plus a batch left in flight by a killed runner) as the next
+    /// batch. Only the lock holder calls this.
     pub fn take(&self) -> io::Result<Vec<Entry>> {
         let _guard = self.queue_lock()?;
         let mut batch = read_entries(&self.path("inflight"))?;
@@ -125,21 +243,44 @@ impl ModuleDir {
         batch.extend(pending);
         // inflight first, atomically; then empty pending. A kill in between only duplicates.
         write_entries_atomic(&self.path("inflight"), &batch)?;
-        File::create(self.path("pending"))?;
+        self.open_rw("pending")?.set_len(0)?;
         Ok(batch)
     }
 
-    /// The batch ran (or was recorded as failed): forget it.
-    pub fn finish(&self) -> io::Result<()> {
+    /// The batch ran: record its result for waiters and forget it.
+    pub fn finish(&self, result: &BatchResult) -> io::Result<()> {
         let _guard = self.queue_lock()?;
+        let mut results = self.results();
+        results.push(result.clone());
+        let skip = results.len().saturating_sub(RESULTS_KEPT);
+        let mut text = String::new();
+        for r in &results[skip..] {
+            text.push_str(&serde_json::to_string(r).map_err(io::Error::other)?);
+            text.push('\n');
+        }
+        write_atomic(&self.path("results"), text.as_bytes())?;
         match fs::remove_file(self.path("inflight")) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
+    /// Recorded batch results, oldest first.
+    pub fn results(&self) -> Vec<BatchResult> {
+        let bytes = read_state_file(&self.path("results")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The result of the run that covered request `seq`, once it has ended.
+    pub fn covering(&self, seq: u64) -> Option<BatchResult> {
+        self.results().into_iter().find(|r| r.seq >= seq)
+    }
+
     pub fn has_pending(&self) -> bool {
-        fs::metadata(self.path("pending")).is_ok_and(|m| m.len() > 0)
+        fs::symlink_metadata(self.path("pending")).is_ok_and(|m| m.is_file() && m.len() > 0)
     }
 
     pub fn pending(&self) -> io::Result<Vec<Entry>> {
@@ -151,15 +292,29 @@ impl ModuleDir {
     }
 }
 
+/// The length of `f` up to and including its last newline (all of it when it ends in one).
+fn complete_lines_len(f: &mut File, len: u64) -> io::Result<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(len);
+    }
+    let mut bytes = Vec::new();
+    f.seek(SeekFrom::Start(0))?;
+    f.take(len).read_to_end(&mut bytes)?;
+    Ok(bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p as u64 + 1))
+}
+
 /// Reads JSON lines; a missing file is empty, a torn or invalid line is skipped.
 fn read_entries(path: &Path) -> io::Result<Vec<Entry>> {
-    let mut text = String::new();
-    match File::open(path) {
-        Ok(mut f) => f.read_to_string(&mut text)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(text
+    let bytes = read_state_file(path)?;
+    Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
         .filter(|e| e.dir.as_deref().is_none_or(|d| RelDir::parse(d).is_ok()))
@@ -176,26 +331,36 @@ fn write_entries_atomic(path: &Path, entries: &[Entry]) -> io::Result<()> {
 }
 
 /// Writes via a temp file and rename, so readers see the old or the new file, never half.
+/// The temp file is created exclusively (never through a planted symlink); rename replaces a
+/// symlink at `path` rather than following it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // Per-process temp name: concurrent writers (e.g. of the rsync version cache) never share one.
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
-/// What a batch means: `[None]` for a full sync (it swallows every dir), else the dirs that are
-/// not inside another requested dir, sorted, each once.
+/// What a batch means: `[None]` for a full sync (it swallows every dir, and so do more than
+/// [`MAX_DISTINCT_DIRS`] dirs), else the dirs that are not inside another requested dir, each
+/// once, sorted by component. O(n log n) in the batch size.
 pub fn coalesce(batch: &[Entry]) -> Vec<Option<RelDir>> {
-    let mut dirs = Vec::new();
+    let mut dirs = Vec::with_capacity(batch.len());
     for e in batch {
         match e.dir.as_deref().map(RelDir::parse) {
             None => return vec![None],
@@ -203,13 +368,19 @@ pub fn coalesce(batch: &[Entry]) -> Vec<Option<RelDir>> {
             Some(Err(_)) => {} // read_entries already dropped these
         }
     }
-    dirs.sort();
-    dirs.dedup();
-    let keep: Vec<RelDir> = dirs
-        .iter()
-        .filter(|d| !dirs.iter().any(|o| o != *d && d.is_within(o)))
-        .cloned()
-        .collect();
+    // Component order puts every dir right after its ancestors (`a`, `a/b`, `a-c`), so one
+    // pass that compares with the last kept dir drops everything nested.
+    dirs.sort_by(|a, b| a.components().cmp(b.components()));
+    let mut keep: Vec<RelDir> = Vec::new();
+    for d in dirs {
+        if keep.last().is_some_and(|k| d.is_within(k)) {
+            continue;
+        }
+        keep.push(d);
+        if keep.len() > MAX_DISTINCT_DIRS {
+            return vec![None];
+        }
+    }
     keep.into_iter().map(Some).collect()
 }
 
@@ -219,10 +390,12 @@ mod tests {
 
     fn e(dir: Option<&str>) -> Entry {
         Entry {
+            seq: 0,
             at: "t".into(),
             dir: dir.map(str::to_owned),
             from: "local".into(),
             key: "-".into(),
+            plain: false,
         }
     }
 
@@ -243,30 +416,120 @@ mod tests {
         let b = [
             e(Some("a/b/c")),
             e(Some("ab")),
+            e(Some("a-c/x")),
             e(Some("a")),
             e(Some("x/y")),
             e(Some("x/y")),
             e(Some("a/b")),
         ];
-        assert_eq!(names(coalesce(&b)), ["a", "ab", "x/y"]);
+        assert_eq!(names(coalesce(&b)), ["a", "a-c/x", "ab", "x/y"]);
         assert!(coalesce(&[]).is_empty());
+    }
+
+    #[test]
+    fn too_many_distinct_dirs_become_one_full_sync() {
+        let many: Vec<Entry> = (0..40_000).map(|i| e(Some(&format!("d{i}/x")))).collect();
+        assert_eq!(names(coalesce(&many)), ["(all)"]);
+        let few: Vec<Entry> = (0..MAX_DISTINCT_DIRS)
+            .map(|i| e(Some(&format!("d{i}"))))
+            .collect();
+        assert_eq!(coalesce(&few).len(), MAX_DISTINCT_DIRS);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn coalescing_matches_the_obvious_quadratic_rule(
+            raw in proptest::collection::vec("[ab]{1,2}(/[ab-]{1,2}){0,3}", 0..30)
+        ) {
+            let batch: Vec<Entry> = raw.iter().map(|d| e(Some(d))).collect();
+            let mut dirs: Vec<RelDir> = raw.iter().filter_map(|d| RelDir::parse(d).ok()).collect();
+            dirs.sort();
+            dirs.dedup();
+            let mut expected: Vec<String> = dirs
+                .iter()
+                .filter(|d| !dirs.iter().any(|o| o != *d && d.is_within(o)))
+                .map(ToString::to_string)
+                .collect();
+            expected.sort();
+            let mut got = names(coalesce(&batch));
+            got.sort();
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 
     #[test]
     fn append_take_finish_round_trip() {
         let tmp = tempfile::tempdir().unwrap();
         let md = ModuleDir::create(tmp.path(), "m").unwrap();
-        md.append(&e(Some("a"))).unwrap();
-        md.append(&e(None)).unwrap();
+        assert_eq!(md.append(&e(Some("a"))).unwrap(), 1);
+        assert_eq!(md.append(&e(None)).unwrap(), 2);
         assert!(md.has_pending());
         let batch = md.take().unwrap();
         assert_eq!(batch.len(), 2);
         assert!(!md.has_pending());
         // A runner killed here leaves inflight; the next take merges it with new requests.
-        md.append(&e(Some("b"))).unwrap();
-        assert_eq!(md.take().unwrap().len(), 3);
-        md.finish().unwrap();
+        assert_eq!(md.append(&e(Some("b"))).unwrap(), 3);
+        let batch = md.take().unwrap();
+        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(md.covering(1).is_none());
+        let r = BatchResult {
+            seq: 3,
+            ok: true,
+            result: "ok".into(),
+            rsync_exit: Some(0),
+            end: "t".into(),
+        };
+        md.finish(&r).unwrap();
         assert!(md.take().unwrap().is_empty());
+        assert_eq!(md.covering(2), Some(r.clone()));
+        assert_eq!(md.covering(4), None);
+    }
+
+    #[test]
+    fn a_torn_tail_never_swallows_the_next_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = ModuleDir::create(tmp.path(), "m").unwrap();
+        md.append(&e(Some("a"))).unwrap();
+        // What a failed or killed append leaves: half a record, no newline.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(md.path("pending"))
+            .unwrap();
+        f.write_all(br#"{"seq":9,"at":"t","dir":"to"#).unwrap();
+        md.append(&e(Some("b"))).unwrap();
+        let dirs: Vec<String> = md.pending().unwrap().iter().map(Entry::target).collect();
+        assert_eq!(dirs, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_overflowing_queue_collapses_into_one_full_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = ModuleDir::create(tmp.path(), "m").unwrap();
+        let long = "d".repeat(120);
+        let mut last = 0;
+        while md.path("pending").metadata().map_or(0, |m| m.len()) <= MAX_PENDING_BYTES {
+            last = md.append(&e(Some(&format!("{long}/{last}")))).unwrap();
+        }
+        let seq = md.append(&e(Some("x"))).unwrap();
+        assert_eq!(seq, last + 1);
+        let pending = md.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].dir.clone(), pending[0].seq), (None, seq));
+    }
+
+    #[test]
+    fn state_files_are_never_opened_through_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md = ModuleDir::create(tmp.path(), "m").unwrap();
+        let target = tmp.path().join("victim");
+        fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, md.path("pending")).unwrap();
+        assert!(md.append(&e(None)).is_err());
+        assert!(md.pending().is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        std::os::unix::fs::symlink(&target, md.path("status.json")).unwrap();
+        write_atomic(&md.path("status.json"), b"new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
     }
 
     #[test]
@@ -276,7 +539,9 @@ mod tests {
         let held = md.try_lock().unwrap();
         assert!(held.is_some());
         assert!(md.try_lock().unwrap().is_none());
+        assert!(md.runner_active().unwrap());
         drop(held);
+        assert!(!md.runner_active().unwrap());
         assert!(md.try_lock().unwrap().is_some());
     }
 }

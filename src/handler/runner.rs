@@ -1,35 +1,60 @@
-//! The runner: holds a module's lock, drains its queue batch by batch, runs rsync, records
-//! status. It runs detached (hidden verb `__run`) or, in wait mode, in the requester itself.
+//! The runner: the one executor of a module's syncs. It holds the module lock, drains the queue
+//! batch by batch (each batch executed by [`super::sync`]), records every batch's result for
+//! waiters and status, and unlocks when nothing is pending. It runs detached from any SSH
+//! session (hidden verb `__run`), or in the foreground for a local `sync` (a systemd unit would
+//! kill a detached child with its cgroup).
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use super::cli::RUN_VERB;
 use super::config::{Config, Module, SAFE_PATH};
+use super::downstream;
 use super::log;
-use super::queue::{coalesce, Entry, ModuleDir, ModuleLock, FULL_SYNC};
+use super::queue::{BatchResult, ModuleDir, ModuleLock};
 use super::rsync::{self, PGID_FILE};
-use super::status::{self, RunRecord, TargetRun};
+use super::status::{self, RunRecord};
+use super::sync;
 
-pub const RSYNC_LOG: &str = "rsync.log";
+/// The handler binary to start runners with. After a package upgrade replaced the binary
+/// while this process ran, `/proc/self/exe` names a deleted file (`... (deleted)`): the new
+/// binary at the same path is used then, so requests queued across an upgrade still run.
+pub fn self_exe() -> PathBuf {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let Ok(link) = std::fs::read_link(&proc_exe) else {
+        return proc_exe;
+    };
+    match link.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        None => link,
+        Some(path) => {
+            let replaced = PathBuf::from(OsStr::from_bytes(path));
+            if replaced.is_file() {
+                replaced
+            } else {
+                // Removed, not replaced: the running image can still be executed.
+                proc_exe
+            }
+        }
+    }
+}
 
-/// Starts `current_exe --config <cfg> __run <module>` in its own session with /dev/null for
-/// stdio and no other fds, so sshd neither waits for it nor kills it when the session ends.
+/// Starts `<handler> --config <cfg> __run <module>`, detached.
 pub fn spawn_detached(config_path: &Path, module: &str) -> io::Result<()> {
-    let exe = std::env::current_exe()?;
     let config = std::path::absolute(config_path)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--config")
-        .arg(config)
-        .arg(RUN_VERB)
-        .arg(module)
-        .env_clear()
+    let mut cmd = Command::new(self_exe());
+    cmd.arg("--config").arg(config).arg(RUN_VERB).arg(module);
+    // Not waited for: the requester goes on and the runner is reparented when it exits.
+    detach(&mut cmd).spawn().map(drop)
+}
+
+/// Sets `cmd` up to run in its own session with a scrubbed environment, /dev/null for stdio
+/// and no other fds, so sshd neither waits for it nor kills it when the session ends.
+pub fn detach(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear()
         .env("PATH", SAFE_PATH)
         .env("LC_ALL", "C")
         .current_dir("/")
@@ -52,8 +77,7 @@ pub fn spawn_detached(config_path: &Path, module: &str) -> io::Result<()> {
             Ok(())
         });
     }
-    // Not waited for: the requester exits at once and the runner is reparented.
-    cmd.spawn().map(drop)
+    cmd
 }
 
 /// The hidden `__run <module>` verb. Exits quietly when another runner holds the lock: that
@@ -62,6 +86,9 @@ pub fn run_detached(cfg: &Config, module: &str) -> i32 {
     let Some(m) = cfg.modules.get(module) else {
         return super::EXIT_NOPERM;
     };
+    if sync::running_as_root() {
+        return super::EXIT_NOPERM;
+    }
     let md = match ModuleDir::create(&cfg.state_dir, module) {
         Ok(md) => md,
         Err(_) => return super::EXIT_TEMPFAIL,
@@ -70,7 +97,7 @@ pub fn run_detached(cfg: &Config, module: &str) -> i32 {
         Ok(Some(lock)) => drain(cfg, m, &md, lock),
         Ok(None) => super::EXIT_OK,
         Err(e) => {
-            runner_log(cfg, m, "lock-error", &e.to_string());
+            log_event(cfg, m, "lock-error", &e.to_string());
             super::EXIT_TEMPFAIL
         }
     }
@@ -86,7 +113,7 @@ pub fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    runner_log(cfg, m, "queue-error", &e.to_string());
+                    log_event(cfg, m, "queue-error", &e.to_string());
                     return super::EXIT_TEMPFAIL;
                 }
             }
@@ -106,132 +133,66 @@ pub fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 
 /// Takes and runs one batch; `None` when there was nothing to do. Caller holds the lock.
 pub fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<RunRecord>> {
     // A runner killed with -9 may have left rsync behind: it must be gone before we start one.
-    rsync::kill_leftover(&md.path(PGID_FILE));
+    rsync::kill_leftover(&md.path(PGID_FILE), &cfg.rsync);
     let batch = md.take()?;
     if batch.is_empty() {
         return Ok(None);
     }
-    let record = run_batch(cfg, m, md, &batch);
+    let record = sync::execute(cfg, m, md, &batch);
+    log_run(cfg, m, &record);
     if let Err(e) = status::write(md, &record) {
-        runner_log(cfg, m, "status-error", &e.to_string());
+        log_event(cfg, m, "status-error", &e.to_string());
     }
-    md.finish()?;
+    let covered = BatchResult {
+        seq: batch.iter().map(|e| e.seq).max().unwrap_or(0),
+        ok: record.ok,
+        result: record.result.clone(),
+        rsync_exit: record.rsync_exit,
+        end: record.end.clone(),
+    };
+    md.finish(&covered)?;
+    // Only now, with every waiter answered: a hub passes the push on.
+    if let Some(targets) = downstream::targets(m, &record) {
+        downstream::spawn(cfg, m, &targets);
+    }
     Ok(Some(record))
 }
 
-fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> RunRecord {
-    let started = Instant::now();
-    let start = log::now();
-    let mut runs = Vec::new();
-    match preflight(cfg, m, md) {
-        Err(msg) => runs.push(TargetRun {
-            target: FULL_SYNC.into(),
-            rsync_exit: None,
-            result: msg,
-        }),
-        Ok(log_file) => {
-            for target in coalesce(batch) {
-                let name = target
-                    .as_ref()
-                    .map_or_else(|| FULL_SYNC.to_owned(), |d| d.to_string());
-                // Checked again here: the tree may have changed since the request was accepted.
-                let refused = match &target {
-                    Some(d) => match rsync::symlink_under(&m.dest, d) {
-                        Ok(None) => None,
-                        Ok(Some(_)) => Some("refused: the dir passes through a symlink".to_owned()),
-                        Err(e) => Some(format!("refused: cannot check the dir: {e}")),
-                    },
-                    None => None,
-                };
-                let (rsync_exit, result) = match refused {
-                    Some(r) => (None, r),
-                    None => {
-                        let args: Vec<OsString> = rsync::args(m, target.as_ref());
-                        let o = rsync::run(
-                            &cfg.rsync,
-                            &args,
-                            &log_file,
-                            &md.path(PGID_FILE),
-                            m.timeout,
-                        );
-                        (o.exit_code(), o.describe())
-                    }
-                };
-                let ok = rsync_exit == Some(0);
-                runs.push(TargetRun {
-                    target: name,
-                    rsync_exit,
-                    result: if ok { "ok".into() } else { result },
-                });
-            }
-        }
-    }
-    let failed: Vec<&TargetRun> = runs.iter().filter(|r| r.rsync_exit != Some(0)).collect();
-    let result = match failed.first() {
-        None => "ok".to_owned(),
-        Some(f) if runs.len() == 1 => f.result.clone(),
-        Some(f) => format!(
-            "{} of {} runs failed; {}: {}",
-            failed.len(),
-            runs.len(),
-            f.target,
-            f.result
-        ),
-    };
-    let uniq = |f: fn(&Entry) -> &String| -> Vec<String> {
-        batch
-            .iter()
-            .map(f)
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    };
-    let record = RunRecord {
-        start,
-        end: log::now(),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        requests: batch.iter().map(Entry::target).collect(),
-        pushers: uniq(|e| &e.from),
-        keys: uniq(|e| &e.key),
-        ok: failed.is_empty(),
-        rsync_exit: failed.first().map_or(Some(0), |f| f.rsync_exit),
-        runs,
-        result,
-    };
-    let targets: Vec<&str> = record.runs.iter().map(|r| r.target.as_str()).collect();
-    runner_log(
+fn log_run(cfg: &Config, m: &Module, record: &RunRecord) {
+    let runs: Vec<String> = record
+        .runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} (+{} -{})",
+                r.kind.as_str(),
+                r.target,
+                r.changes.transferred,
+                r.changes.deleted
+            )
+        })
+        .collect();
+    log_event(
         cfg,
         m,
         if record.ok { "run-ok" } else { "run-failed" },
         &format!(
-            "{} request(s), ran {}: {}",
-            record.requests.len(),
-            targets.join(", "),
+            "{} request(s), ran {}; {} bytes received: {}",
+            record.requests_total,
+            runs.join(", "),
+            record.changes.bytes_received,
             record.result
         ),
     );
-    record
 }
 
-/// What must hold before any rsync starts; on success the (truncated) rsync log to write to.
-fn preflight(cfg: &Config, m: &Module, md: &ModuleDir) -> Result<File, String> {
-    if !m.dest.is_dir() {
-        return Err(format!(
-            "dest {} is not an existing directory",
-            m.dest.display()
-        ));
-    }
-    rsync::check_version(&cfg.rsync, &cfg.state_dir)?;
-    File::create(md.path(RSYNC_LOG)).map_err(|e| format!("cannot write rsync.log: {e}"))
-}
-
-fn runner_log(cfg: &Config, m: &Module, verdict: &str, detail: &str) {
+/// One line in handler.log about the module (not about a request).
+pub fn log_event(cfg: &Config, m: &Module, verdict: &str, detail: &str) {
     let line = format!(
         "{} module={} verdict={verdict} detail=\"{}\"\n",
         log::now(),
         m.name,
-        crate::request::escape_bytes(detail.as_bytes())
+        log::field(detail.as_bytes())
     );
     // Nobody to tell if this fails: the run's status.json still records the result.
     let _ = log::append(&cfg.state_dir, &line);

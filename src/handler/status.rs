@@ -4,17 +4,52 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::queue::{Entry, ModuleDir};
+use super::queue::{read_state_file, Entry, ModuleDir};
+use super::rsync::Changes;
 
 pub const STATUS_FILE: &str = "status.json";
+/// Most requests, pushers and keys a record lists (the rest are counted).
+pub const LISTED: usize = 100;
 
-/// One rsync invocation within a run.
+/// How a target was synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A plain rsync of the module or dir.
+    Full,
+    /// The file list changed: only the entries that changed were transferred or removed.
+    Filelist,
+    /// The file list was unchanged: nothing else ran.
+    Null,
+    /// The dir is gone upstream: it was removed here.
+    Removed,
+    /// Nothing ran (refused before rsync started).
+    None,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Filelist => "filelist",
+            Kind::Null => "null",
+            Kind::Removed => "removed",
+            Kind::None => "none",
+        }
+    }
+}
+
+/// One target (the module or a dir) within a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRun {
     /// `(all)` or the dir.
     pub target: String,
+    pub kind: Kind,
+    pub ok: bool,
     pub rsync_exit: Option<i32>,
     pub result: String,
+    #[serde(flatten)]
+    pub changes: Changes,
 }
 
 /// One run of a batch: what was asked, by whom, and how it ended.
@@ -23,8 +58,10 @@ pub struct RunRecord {
     pub start: String,
     pub end: String,
     pub duration_ms: u64,
-    /// Every request in the batch, `(all)` or a dir, in arrival order.
+    /// The batch's requests, `(all)` or a dir, in arrival order (at most [`LISTED`]).
     pub requests: Vec<String>,
+    /// How many requests the batch held.
+    pub requests_total: usize,
     pub pushers: Vec<String>,
     pub keys: Vec<String>,
     pub runs: Vec<TargetRun>,
@@ -32,10 +69,25 @@ pub struct RunRecord {
     /// The first failing rsync exit code, else 0 (null if rsync never ran to an exit code).
     pub rsync_exit: Option<i32>,
     pub result: String,
+    /// Totals over the runs.
+    #[serde(flatten)]
+    pub changes: Changes,
+    /// A trace (or lastsync) file was written after this run.
+    pub trace_written: bool,
+}
+
+impl RunRecord {
+    /// For an answer: `rsync code 5 at <end>`, or the result text when rsync had no exit code.
+    pub fn failure_summary(&self) -> String {
+        match self.rsync_exit {
+            Some(code) if code != 0 => format!("rsync code {code} at {}", self.end),
+            _ => format!("{} at {}", self.result, self.end),
+        }
+    }
 }
 
 pub fn read(md: &ModuleDir) -> Option<RunRecord> {
-    let bytes = std::fs::read(md.path(STATUS_FILE)).ok()?;
+    let bytes = read_state_file(&md.path(STATUS_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -49,6 +101,8 @@ pub fn write(md: &ModuleDir, r: &RunRecord) -> std::io::Result<()> {
 pub struct ModuleStatus {
     pub module: String,
     pub last_run: Option<RunRecord>,
+    /// A hub's last push to its downstream mirrors.
+    pub downstream: Option<super::downstream::Record>,
     /// The batch a runner took and has not finished: running now, or interrupted and merged
     /// into the next run.
     pub in_flight: Vec<Entry>,
@@ -84,10 +138,44 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
                 ));
                 let _ = writeln!(out, "  last run:  {} .. {} ({took})", r.start, r.end);
                 let _ = writeln!(out, "  result:    {}", r.result);
-                let _ = writeln!(out, "  requests:  {}", r.requests.join(", "));
+                for t in &r.runs {
+                    let _ = writeln!(
+                        out,
+                        "  run:       {} {}: {} transferred, {} deleted, {} bytes received",
+                        t.kind.as_str(),
+                        t.target,
+                        t.changes.transferred,
+                        t.changes.deleted,
+                        t.changes.bytes_received
+                    );
+                }
+                let more = r.requests_total.saturating_sub(r.requests.len());
+                let more = if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "  requests:  {}{more}", r.requests.join(", "));
                 let _ = writeln!(out, "  pushers:   {}", r.pushers.join(", "));
                 let _ = writeln!(out, "  keys:      {}", r.keys.join(", "));
             }
+        }
+        if let Some(d) = &m.downstream {
+            let (mirrors, ok, failed) = d.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
+                (a + p.mirrors, b + p.ok, c + p.failed)
+            });
+            let _ = writeln!(
+                out,
+                "  downstream: {} .. {}: {} push(es) to {mirrors} mirror(s), {ok} ok, {failed} failed{}",
+                d.start,
+                d.end,
+                d.pushes.len(),
+                d.pushes
+                    .iter()
+                    .find_map(|p| p.error.as_deref())
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
         }
         let _ = writeln!(out, "  in flight: {}", targets(&m.in_flight));
         let _ = writeln!(out, "  pending:   {}", targets(&m.pending));
@@ -101,10 +189,12 @@ mod tests {
 
     fn sample() -> Vec<ModuleStatus> {
         let e = Entry {
+            seq: 1,
             at: "2025-01-01T00:00:00Z".into(),
             dir: Some("a/b".into()),
             from: "10.0.0.1".into(),
             key: "master".into(),
+            plain: false,
         };
         vec![
             ModuleStatus {
@@ -114,23 +204,35 @@ mod tests {
                     end: "2025-01-01T00:01:05Z".into(),
                     duration_ms: 65_000,
                     requests: vec!["(all)".into(), "a/b".into()],
+                    requests_total: 2,
                     pushers: vec!["10.0.0.1".into()],
                     keys: vec!["master".into()],
                     runs: vec![TargetRun {
                         target: "(all)".into(),
+                        kind: Kind::Full,
+                        ok: false,
                         rsync_exit: Some(23),
                         result: "rsync failed with exit code 23".into(),
+                        changes: Changes {
+                            transferred: 3,
+                            deleted: 1,
+                            bytes_received: 99,
+                        },
                     }],
                     ok: false,
                     rsync_exit: Some(23),
                     result: "rsync failed with exit code 23".into(),
+                    changes: Changes::default(),
+                    trace_written: false,
                 }),
+                downstream: None,
                 in_flight: vec![],
                 pending: vec![e],
             },
             ModuleStatus {
                 module: "idle".into(),
                 last_run: None,
+                downstream: None,
                 in_flight: vec![],
                 pending: vec![],
             },
@@ -151,6 +253,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("  pending:   1 (a/b)\n"), "{t}");
+        assert!(
+            t.contains("  run:       full (all): 3 transferred, 1 deleted, 99 bytes received\n"),
+            "{t}"
+        );
         assert!(t.contains("idle:\n  last run:  never\n"), "{t}");
     }
 
@@ -161,6 +267,10 @@ mod tests {
         assert_eq!(m["module"], "fedora");
         assert_eq!(m["last_run"]["rsync_exit"], 23);
         assert_eq!(m["last_run"]["ok"], false);
+        assert_eq!(m["last_run"]["runs"][0]["kind"], "full");
+        assert_eq!(m["last_run"]["runs"][0]["transferred"], 3);
+        assert_eq!(m["last_run"]["runs"][0]["deleted"], 1);
+        assert_eq!(m["last_run"]["runs"][0]["bytes_received"], 99);
         assert_eq!(m["pending"][0]["dir"], "a/b");
         assert!(v["modules"][1]["last_run"].is_null());
     }

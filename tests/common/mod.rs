@@ -123,3 +123,37 @@ pub fn wrapper(lab: &Lab, gate_open: bool) -> Wrapper {
     std::fs::set_permissions(&w.path, std::fs::Permissions::from_mode(0o755)).unwrap();
     w
 }
+
+/// Mirror 0's `status --json`, run as the mirror account.
+pub fn status_json(lab: &Lab) -> serde_json::Value {
+    let (code, out, err) = local(lab, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The pid of the detached runner serving `config`, if one is running.
+pub fn runner_pid(config: &Path) -> Option<i32> {
+    let config = config.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        (args.contains(&&b"__run"[..]) && args.contains(&config)).then_some(pid)
+    })
+}
+
+/// Whether a live (not zombie) process runs whose command line names the lab dir and
+/// `needle` (e.g. `__run`, `__downstream`, a mirror's config).
+pub fn lab_process_running(lab: &Lab, needle: &[u8]) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        let has = |w: &[u8]| cmd.windows(w.len()).any(|x| x == w);
+        let root = lab.root.as_os_str().as_encoded_bytes();
+        !zombie && has(root) && has(needle)
+    })
+}

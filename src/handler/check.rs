@@ -1,0 +1,223 @@
+//! `mirrorpush-handler check`: tests what a sync needs, not only that the config parses: the
+//! state dir is writable, every `dest` is a safe directory the account can write, rsync is new
+//! enough, and the upstream answers (a bounded listing of the source, and of the file list
+//! where one is configured). As root it only reads: it creates nothing and checks that the
+//! account owning the state dir could write what it must.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+use super::config::{Config, Module};
+use super::{
+    child, cli, config, destdir, queue, rsync, say, sync, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL,
+};
+
+/// Wall-clock bound of one upstream probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One thing `check` found wrong: exit code and the line after `error: `.
+struct Problem(i32, String);
+
+pub fn run(inv: &cli::Invocation) -> i32 {
+    let cfg = match config::load(&inv.config) {
+        Ok(c) => c,
+        Err(e) => return super::report(&super::fail(EXIT_CONFIG, e.0)),
+    };
+    let as_root = sync::running_as_root();
+    let mut problems = Vec::new();
+    let account = state_dir(&cfg, as_root, &mut problems);
+    let version = match rsync::check_version(&cfg.rsync, &cfg.state_dir, !as_root) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(Problem(EXIT_CONFIG, e));
+            None
+        }
+    };
+    for m in cfg.modules.values() {
+        dest(&cfg, m, account, &mut problems);
+        if version.is_some() {
+            upstream(&cfg, m, &mut problems);
+        }
+        if let Err(e) = super::downstream::check(&cfg, m) {
+            problems.push(Problem(EXIT_CONFIG, e));
+        }
+    }
+    for p in &problems {
+        let _ = super::report(&super::fail(p.0, p.1.clone()));
+    }
+    if let Some(worst) = problems.iter().map(|p| p.0).max() {
+        return worst;
+    }
+    let names: Vec<&str> = cfg.modules.keys().map(String::as_str).collect();
+    let (a, b, c) = version.unwrap_or_default();
+    say(&format!(
+        "ok: {} module(s) [{}], rsync {a}.{b}.{c} at {}, state dir {}{}",
+        names.len(),
+        names.join(", "),
+        cfg.rsync.display(),
+        cfg.state_dir.display(),
+        if as_root {
+            " (checked as root: read only)"
+        } else {
+            ""
+        }
+    ));
+    EXIT_OK
+}
+
+/// Checks the state dir; returns the uid that syncs (ours, or as root the dir's owner).
+fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option<u32> {
+    let dir = &cfg.state_dir;
+    if as_root {
+        return match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() && m.uid() != 0 => Some(m.uid()),
+            Ok(m) if m.is_dir() => {
+                problems.push(Problem(
+                    EXIT_TEMPFAIL,
+                    format!(
+                        "state dir {} is owned by root: the mirror account cannot write it (chown -R mirrorpush: {})",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ));
+                None
+            }
+            Ok(_) => {
+                problems.push(Problem(
+                    EXIT_TEMPFAIL,
+                    format!("state dir {} is not a directory", dir.display()),
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(Problem(
+                    EXIT_TEMPFAIL,
+                    format!("state dir {}: {e}", dir.display()),
+                ));
+                None
+            }
+        };
+    }
+    let probe = dir.join(format!(".check.{}", std::process::id()));
+    let writable = queue::ensure_dir(dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+        })
+        .and_then(|_| std::fs::remove_file(&probe));
+    if let Err(e) = writable {
+        problems.push(Problem(
+            EXIT_TEMPFAIL,
+            format!("state dir {} is not writable: {e}", dir.display()),
+        ));
+    }
+    Some(rustix::process::geteuid().as_raw())
+}
+
+fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Problem>) {
+    let shown = format!(
+        "{}: dest {} of module '{}'",
+        cfg.path.display(),
+        m.dest.display(),
+        m.name
+    );
+    let as_root = sync::running_as_root();
+    let uid = account.unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    let fd = match destdir::open_dest_for(&m.dest, uid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            problems.push(Problem(EXIT_CONFIG, format!("{shown}: {e}")));
+            return;
+        }
+    };
+    if as_root {
+        // Read only: the account must own dest and have write permission on it.
+        let ok =
+            rfs::fstat(&fd).is_ok_and(|st| Some(st.st_uid) == account && st.st_mode & 0o200 != 0);
+        if !ok {
+            problems.push(Problem(
+                EXIT_CONFIG,
+                format!(
+                    "{shown} is not owned and writable by the account that owns the state dir (uid {})",
+                    account.map_or_else(|| "?".to_owned(), |u| u.to_string())
+                ),
+            ));
+        }
+        return;
+    }
+    let probe = format!(".mirrorpush-check.{}", std::process::id());
+    match rfs::openat(
+        &fd,
+        probe.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(_) => {
+            let _ = rfs::unlinkat(&fd, probe.as_str(), AtFlags::empty());
+        }
+        Err(e) => problems.push(Problem(
+            EXIT_CONFIG,
+            format!("{shown} is not writable by this account: {e}"),
+        )),
+    }
+}
+
+/// The upstream answers: the source lists, and so does the file list where one is configured.
+fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Problem>) {
+    let mut sources = vec![m.source.clone()];
+    if let Some(list) = &m.filelist {
+        sources.push(format!("{}{list}", m.source));
+    }
+    for source in sources {
+        if let Err(why) = list_source(&cfg.rsync, m, &source) {
+            problems.push(Problem(
+                EXIT_CONFIG,
+                format!(
+                    "module '{}': upstream {source} cannot be listed: {why}",
+                    m.name
+                ),
+            ));
+        }
+    }
+}
+
+/// `rsync --list-only` of one source (no recursion), bounded in time.
+fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
+    let mut cmd = Command::new(rsync);
+    cmd.arg("--list-only").arg("--no-motd").arg("--timeout=30");
+    if m.is_daemon_source() {
+        cmd.arg("--contimeout=10");
+    }
+    // The admin's options may be needed to reach the upstream (e.g. --password-file).
+    cmd.args(&m.rsync_args).arg("--").arg(source);
+    child::scrubbed(&mut cmd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut running = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
+    let stderr = child::drain(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PROBE_TIMEOUT) {
+        Some(s) => s.map_err(|e| e.to_string())?,
+        None => {
+            return Err(format!(
+                "no answer within {}",
+                humantime::format_duration(PROBE_TIMEOUT)
+            ))
+        }
+    };
+    let text = stderr.join().unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    let said = child::first_line(&text, &["@ERROR", "rsync:"]).unwrap_or_default();
+    Err(format!(
+        "rsync exit {}{}{said}",
+        status.code().unwrap_or(-1),
+        if said.is_empty() { "" } else { ": " },
+    ))
+}

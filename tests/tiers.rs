@@ -1,0 +1,278 @@
+//! Tiered networks through the real lab: a hub passes the push on to its own downstream mirrors,
+//! which pull from the hub; nothing new stops at the hub; a cycle ends.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::LONG;
+use mirrorpush::lab::{keygen, Lab, LabOptions};
+
+const HANDLER: &str = env!("CARGO_BIN_EXE_mirrorpush-handler");
+
+fn start(mirrors: usize, mode: &str) -> Lab {
+    Lab::start(LabOptions {
+        mirrors,
+        handler_bin: HANDLER.into(),
+        mode: mode.into(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// A key pair, known_hosts and registry that mirror `from` uses to push mirrors `to`, all
+/// readable by the mirror account; each target authorizes the key (labelled `from`'s name).
+fn downstream_registry(lab: &Lab, from: usize, to: &[usize]) -> PathBuf {
+    let dir = lab.root.join(format!("{}-push", lab.mirrors[from].name));
+    lab.create_dir_for_account(&dir).unwrap();
+    let key = dir.join("id_ed25519");
+    keygen(&key).unwrap();
+    lab.give_to_account(&key).unwrap();
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let known_hosts = dir.join("known_hosts");
+    fs::copy(&lab.known_hosts, &known_hosts).unwrap();
+    let mut registry = format!(
+        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = \"1m\"\n",
+        lab.user,
+        key.display().to_string(),
+        known_hosts.display().to_string()
+    );
+    for &i in to {
+        let m = &lab.mirrors[i];
+        let _ = write!(
+            registry,
+            "\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = [\"fedora\"]\n",
+            m.name, m.port
+        );
+        let line = format!(
+            "restrict,command=\"{HANDLER} --config {} --key {}\" {}",
+            m.handler_config.display(),
+            lab.mirrors[from].name,
+            public.trim()
+        );
+        let mut keys = fs::read_to_string(&m.authorized_keys).unwrap();
+        keys.push_str(&line);
+        keys.push('\n');
+        fs::write(&m.authorized_keys, keys).unwrap();
+    }
+    let path = dir.join("downstream.toml");
+    fs::write(&path, registry).unwrap();
+    path
+}
+
+/// A master registry naming only mirror `i`.
+fn master_registry(lab: &Lab, i: usize) -> PathBuf {
+    let text = lab.registry_toml("");
+    let (head, _) = text.split_once("\n[[mirror]]").unwrap();
+    let m = &lab.mirrors[i];
+    let path = lab.root.join(format!("master-{}.toml", m.name));
+    fs::write(
+        &path,
+        format!(
+            "{head}\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = [\"fedora\"]\n",
+            m.name, m.port
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn push(registry: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(registry)
+        .args(["push", "fedora"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Client runs a daemon served for `module`, from its log.
+fn served(log: &Path) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("rsync on fedora/ from")
+        .count()
+}
+
+fn status(lab: &Lab, i: usize) -> serde_json::Value {
+    let mut cmd = lab.command_as_account(HANDLER);
+    cmd.arg("--config")
+        .arg(&lab.mirrors[i].handler_config)
+        .args(["status", "--json"]);
+    let (code, out, err) = common::run(cmd);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Neither a runner nor a downstream pusher of the lab is running, and nothing is queued.
+fn quiet(lab: &Lab) -> bool {
+    let busy = common::lab_process_running(lab, b"__run")
+        || common::lab_process_running(lab, b"__downstream");
+    !busy
+        && lab.mirrors.iter().all(|m| {
+            let s = m.state_dir.join("fedora");
+            fs::metadata(s.join("pending")).map_or(true, |p| p.len() == 0)
+                && !s.join("inflight").exists()
+        })
+}
+
+fn runs(lab: &Lab, i: usize) -> usize {
+    fs::read_to_string(lab.mirrors[i].state_dir.join("handler.log"))
+        .unwrap_or_default()
+        .matches("verdict=run-ok")
+        .count()
+}
+
+#[test]
+fn a_hub_passes_the_push_to_leaves_that_pull_from_it() {
+    let mut lab = start(3, "wait");
+    let hub_tree = lab.mirrors[0].dest("fedora");
+    let hub_port = lab.serve("hub", &[("fedora".into(), hub_tree)]).unwrap();
+    let hub_log = lab.root.join("hub").join("rsyncd.log");
+    let registry = downstream_registry(&lab, 0, &[1, 2]);
+    lab.write_handler_config(
+        0,
+        &lab.handler_toml(
+            0,
+            &format!("downstream = {:?}\n", registry.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let from_hub = format!("rsync://127.0.0.1:{hub_port}/fedora/");
+    for i in [1, 2] {
+        let text = lab
+            .handler_toml(i, "")
+            .replace(&lab.rsync_url("fedora"), &from_hub);
+        lab.write_handler_config(i, &text).unwrap();
+    }
+    let master = master_registry(&lab, 0);
+
+    // One push to the hub brings the origin's content to the leaves.
+    let out = push(&master);
+    assert!(out.contains("synced"), "{out}");
+    assert!(
+        lab.wait_until(LONG, || lab.in_sync(1, "fedora")
+            && lab.in_sync(2, "fedora")
+            && quiet(&lab)),
+        "leaves not in sync"
+    );
+    // The origin served the hub once; the leaves pulled from the hub.
+    assert_eq!(served(&lab.upstream_log()), 1);
+    assert_eq!(served(&hub_log), 2);
+    let hub = status(&lab, 0);
+    let d = &hub["modules"][0]["downstream"];
+    assert_eq!(d["ok"], true, "{hub}");
+    assert_eq!(d["pushes"][0]["mirrors"], 2, "{hub}");
+    let log = fs::read_to_string(lab.mirrors[0].state_dir.join("handler.log")).unwrap();
+    assert!(log.contains("verdict=downstream-ok"), "{log}");
+    assert_eq!(
+        status(&lab, 1)["modules"][0]["last_run"]["keys"][0],
+        "mirror1"
+    );
+
+    // Nothing new: the push reaches the hub and stops there.
+    let before = d["start"].clone();
+    let out = push(&master);
+    assert!(out.contains("synced"), "{out}");
+    assert!(lab.wait_until(LONG, || quiet(&lab)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(quiet(&lab));
+    assert_eq!(served(&lab.upstream_log()), 2);
+    assert_eq!(
+        served(&hub_log),
+        2,
+        "a push with nothing new went past the hub"
+    );
+    assert_eq!(status(&lab, 0)["modules"][0]["downstream"]["start"], before);
+    let last = &status(&lab, 0)["modules"][0]["last_run"];
+    assert_eq!(last["transferred"], 0, "{last}");
+
+    // New content upstream: it travels on again, as a dir push where the push named a dir.
+    fs::write(
+        lab.upstream_dir("fedora").join("updates/fresh.rpm"),
+        "fresh\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(&master)
+        .args(["push", "fedora", "updates"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(lab.wait_until(LONG, || lab.in_sync(1, "fedora")
+        && lab.in_sync(2, "fedora")
+        && quiet(&lab)));
+    let leaf = status(&lab, 1);
+    assert_eq!(
+        leaf["modules"][0]["last_run"]["requests"][0], "updates",
+        "{leaf}"
+    );
+}
+
+#[test]
+fn a_downstream_cycle_ends_after_a_bounded_number_of_runs() {
+    let lab = start(2, "wait");
+    let to_b = downstream_registry(&lab, 0, &[1]);
+    let to_a = downstream_registry(&lab, 1, &[0]);
+    for (i, reg) in [(0, &to_b), (1, &to_a)] {
+        lab.write_handler_config(
+            i,
+            &lab.handler_toml(
+                i,
+                &format!("downstream = {:?}\n", reg.display().to_string()),
+            ),
+        )
+        .unwrap();
+    }
+    push(&master_registry(&lab, 0));
+    // A changed, so it pushed B; B changed, so it pushed A; A had nothing new: the end.
+    assert!(lab.wait_until(LONG, || lab.in_sync(1, "fedora")
+        && runs(&lab, 0) >= 2
+        && quiet(&lab)));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(quiet(&lab));
+    assert_eq!((runs(&lab, 0), runs(&lab, 1)), (2, 1));
+}
+
+#[test]
+fn check_validates_the_downstream_registry() {
+    let lab = start(2, "detach");
+    let registry = downstream_registry(&lab, 0, &[1]);
+    let check = |lab: &Lab| {
+        let mut cmd = lab.command_as_account(HANDLER);
+        cmd.arg("--config")
+            .arg(&lab.mirrors[0].handler_config)
+            .arg("check");
+        common::run(cmd)
+    };
+    lab.write_handler_config(
+        0,
+        &lab.handler_toml(
+            0,
+            &format!("downstream = {:?}\n", registry.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = check(&lab);
+    assert_eq!(code, 0, "{out} {err}");
+    // A downstream mirror without a known host key: the hub's check says so.
+    fs::write(registry.with_file_name("known_hosts"), "").unwrap();
+    let (code, _, err) = check(&lab);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("downstream registry") && err.contains("host key"),
+        "{err}"
+    );
+}
