@@ -1,5 +1,5 @@
-//! The master's command line (DESIGN.md section 6), in the library so that the man page and
-//! shell completions can be generated from the same definitions (`examples/gen-assets.rs`).
+//! The master's command line (README, "Using mirrorpush"), in the library so that the man page
+//! and shell completions are generated from the same definitions (`examples/gen-assets.rs`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,11 +12,18 @@ use super::registry::DEFAULT_REGISTRY;
 #[command(
     name = "mirrorpush",
     version,
-    about = "Push sync requests to mirrors over SSH"
+    about = "Push sync requests to mirrors over SSH",
+    long_about = "Push sync requests to mirrors over SSH.\n\n\
+        mirrorpush connects to every mirror of its registry that carries a module and sends it a \
+        sync request over SSH, concurrently and stage by stage, then reports what each mirror \
+        answered: accepted or queued (a sync runs in the background), synced (the content is \
+        there), or why it failed. On a mirror, the request reaches mirrorpush-handler, the \
+        forced command of a restricted account, or Debian's ftpsync. Host keys are checked \
+        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts."
 )]
 pub struct Cli {
     /// The mirror registry.
-    #[arg(long, global = true, env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
+    #[arg(long, global = true, value_name = "FILE", env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
     pub registry: PathBuf,
     /// Debug logging on stderr (-vv: also the SSH library's).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -30,10 +37,10 @@ pub enum Command {
     /// Show the registered mirrors and what they would be sent. Connects to nobody.
     List {
         /// Only mirrors carrying this module.
-        #[arg(long)]
+        #[arg(long, value_name = "MODULE")]
         module: Option<String>,
         /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
+        #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
         /// JSON Lines output.
         #[arg(long)]
@@ -48,17 +55,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Only this mirror (repeatable).
-        #[arg(long = "mirror")]
+        #[arg(long = "mirror", value_name = "NAME")]
         mirrors: Vec<String>,
         /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
+        #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
         /// Most SSH sessions at once (default: the registry's `concurrency`).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
         concurrency: Option<u32>,
         /// The module to sync, as named in each mirror's handler.toml (e.g. `fedora`).
+        #[arg(value_name = "MODULE")]
         module: String,
-        /// Only this directory of the module, relative to its root (e.g. `updates/41`).
+        /// Only this directory of the module, relative to its root (e.g. `updates/41`; one
+        /// trailing `/` is dropped).
+        #[arg(value_name = "DIR")]
         dir: Option<String>,
     },
     /// Validate the registry, key files and known_hosts entries. Connects to nobody.
