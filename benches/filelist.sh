@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 TREES=${FL_TREES:-/tmp/mirrorpush-bench-trees}
 SIZES=${FL_SIZES:-100000 300000 1000000}
 PY=${FL_CREATE_FILELIST:-}
-CHANGED_DIR=arch0/group00/pkg00
+CHANGED_DIR=arch0/group10/pkg25
 bench_build
 bench_outdir filelist
 MP=$REL/mirrorpush

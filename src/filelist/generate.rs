@@ -498,13 +498,13 @@ impl Scanner<'_> {
         let mut entries = Vec::new();
         for entry in read {
             let entry = entry.map_err(|e| failed(format!("cannot read '{}': {e}", show(dir))))?;
-            entries.push(entry);
+            // The name once: `file_name()` allocates, so not in the sort's comparisons.
+            entries.push((entry.file_name().into_vec(), entry));
         }
-        entries.sort_unstable_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut rel = job.rel.clone();
         let base = rel.len();
-        for entry in entries {
-            let name = entry.file_name().into_vec();
+        for (name, entry) in entries {
             rel.truncate(base);
             if base > 0 {
                 rel.push(b'/');

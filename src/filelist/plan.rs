@@ -62,7 +62,7 @@ pub struct Plan {
     pub transfer: u64,
     /// Entries to delete: in the baseline (within the scope) but not in the fetched list.
     pub delete: u64,
-    /// Entries of the fetched list within the scope.
+    /// Entries of the fetched list within the scope (0 when unchanged: it is not read).
     pub entries: u64,
 }
 
