@@ -1,19 +1,25 @@
-//! The simulated fleet for the fan-out benchmarks (`benches/fanout-sim.sh`): N SSH endpoints on
-//! 127.0.0.1, each a russh server that accepts one public key and answers an `exec` of
-//! `sync ...` with stdout `accepted\n`, exit status 0, EOF and close: what a mirror's handler
-//! in detach mode answers, without sshd or the handler, so that what is measured is the
-//! client's own cost and its round trips over a (simulated) WAN.
+//! The simulated fleet for the fan-out benchmarks (`benches/fanout-sim.sh`,
+//! `benches/fanout-wait.sh`): N SSH endpoints on 127.0.0.1, each a russh server that accepts one
+//! public key and answers an `exec` of `sync ...` with stdout `accepted\n`, exit status 0, EOF
+//! and close: what a mirror's handler in detach mode answers, without sshd or the handler, so
+//! that what is measured is the client's own cost and its round trips over a (simulated) WAN.
+//! With `--answer synced --answer-after MIN-MAX` each endpoint answers like a handler in wait
+//! mode instead: `synced\n` after its own delay, drawn once per endpoint uniformly from MIN..MAX
+//! ms (`--seed`), so that the master holds N sessions waiting.
 //!
 //! ```text
 //! simfleet --dir DIR [--mirrors N] [--delay-ms D] [--concurrency C] [--threads T] [--conn-log F]
-//!          [--trace F]
+//!          [--trace F] [--answer WORD] [--answer-after MIN-MAX] [--seed S] [--answer-log F]
 //! ```
 //! It writes into DIR: `host_key` (ssh-keygen, shared by every endpoint), `client_key` (the one
-//! key accepted; reused if present), `mirrors.toml` (DESIGN section 5), `known_hosts`,
-//! `pssh_hosts` (`127.0.0.1:PORT` lines for parallel-ssh), then prints `ready` and serves until
-//! stdin closes or SIGTERM/SIGINT. With `--conn-log F` it appends one line per connection:
+//! key accepted; reused if present), `mirrors.toml` (the master's registry), `known_hosts`,
+//! `pssh_hosts` (`127.0.0.1:PORT` lines for parallel-ssh), `answers.tsv` (`name port
+//! answer_after_ms` per endpoint), then prints `ready` and serves until stdin closes or
+//! SIGTERM/SIGINT. With `--conn-log F` it appends one line per connection:
 //! `<ms from accept to the client's EOF> <client->server chunks> <server->client chunks>`;
-//! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`).
+//! with `--trace F` (delay > 0 only) one line per chunk the proxy relays (see `trace`); with
+//! `--answer-log F` one line per delayed answer: `<port> <Unix time in ms when it was sent>`, to
+//! compare with the master's own timestamps on the same machine.
 //!
 //! Delay model (`--delay-ms D`, D = one round-trip time): a delay line in front of each session.
 //! Every chunk read from the client is handed to the server D/2 after it arrived, and every
@@ -46,7 +52,9 @@ mod fleet {
     use tokio::time::Instant;
 
     const USAGE: &str = "usage: simfleet --dir DIR [--mirrors N] [--delay-ms D] \
-                         [--concurrency C] [--threads T] [--conn-log FILE] [--trace FILE]";
+                         [--concurrency C] [--threads T] [--conn-log FILE] [--trace FILE] \
+                         [--answer WORD] [--answer-after MIN_MS-MAX_MS] [--seed S] \
+                         [--answer-log FILE]";
 
     struct Args {
         dir: PathBuf,
@@ -56,6 +64,12 @@ mod fleet {
         threads: usize,
         conn_log: Option<PathBuf>,
         trace: Option<PathBuf>,
+        /// The first word of the answer (`accepted`, `synced`, ...).
+        answer: String,
+        /// Each endpoint answers after its own delay, uniform in this range (ms).
+        answer_after: (u64, u64),
+        seed: u64,
+        answer_log: Option<PathBuf>,
     }
 
     fn parse_args() -> Result<Args, String> {
@@ -66,6 +80,10 @@ mod fleet {
         let mut threads = 1usize;
         let mut conn_log = None;
         let mut trace = None;
+        let mut answer = "accepted".to_owned();
+        let mut answer_after = (0, 0);
+        let mut seed = 1u64;
+        let mut answer_log = None;
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
@@ -78,6 +96,17 @@ mod fleet {
                 "--threads" => threads = num(value()?)?.max(1) as usize,
                 "--conn-log" => conn_log = Some(PathBuf::from(value()?)),
                 "--trace" => trace = Some(PathBuf::from(value()?)),
+                "--answer" => answer = value()?,
+                "--answer-after" => {
+                    let v = value()?;
+                    let (lo, hi) = v.split_once('-').unwrap_or((&v, &v));
+                    answer_after = (num(lo.to_owned())?, num(hi.to_owned())?);
+                    if answer_after.0 > answer_after.1 {
+                        return Err(format!("--answer-after {v}: MIN is above MAX"));
+                    }
+                }
+                "--seed" => seed = num(value()?)?,
+                "--answer-log" => answer_log = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => return Err(USAGE.into()),
                 _ => return Err(format!("unknown argument {flag}\n{USAGE}")),
             }
@@ -93,7 +122,31 @@ mod fleet {
             threads,
             conn_log,
             trace,
+            answer,
+            answer_after,
+            seed,
+            answer_log,
         })
+    }
+
+    /// Unix time in ms: the clock of the master's log timestamps, which the benchmark compares
+    /// these with (`Instant` has no absolute value).
+    fn unix_ms() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// Endpoint `i`'s answer delay: uniform in `range`, the same for a given seed and `i`
+    /// (splitmix64), so that a benchmark can compare what the master reports with it.
+    fn answer_delay(range: (u64, u64), seed: u64, i: usize) -> Duration {
+        let mut z = seed
+            .wrapping_add(0x9e37_79b9_7f4a_7c15)
+            .wrapping_mul(i as u64 + 1);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        Duration::from_millis(range.0 + z % (range.1 - range.0 + 1))
     }
 
     pub fn main() -> Result<(), String> {
@@ -142,11 +195,13 @@ mod fleet {
 
         let config = Arc::new(server_config(host_key));
         let shared = Arc::new(Shared {
+            answer: format!("{}\n", args.answer).into_bytes(),
             allowed: client_pub,
             accepted: AtomicU64::new(0),
             execs: AtomicU64::new(0),
             log: args.conn_log.as_ref().map(|p| spawn_conn_log(p.clone())),
             trace: args.trace.as_ref().map(|p| spawn_conn_log(p.clone())),
+            answers: args.answer_log.as_ref().map(|p| spawn_conn_log(p.clone())),
         });
 
         let mut listeners = Vec::with_capacity(args.mirrors);
@@ -161,9 +216,12 @@ mod fleet {
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("local_addr: {e}"))?;
-        write_files(&dir, &args, &ports, &host_pub_line)?;
+        let delays: Vec<Duration> = (0..ports.len())
+            .map(|i| answer_delay(args.answer_after, args.seed, i))
+            .collect();
+        write_files(&dir, &args, &ports, &delays, &host_pub_line)?;
 
-        for listener in listeners {
+        for (listener, answer_after) in listeners.into_iter().zip(delays) {
             let (config, shared, delay) = (config.clone(), shared.clone(), args.delay);
             tokio::spawn(async move {
                 loop {
@@ -171,7 +229,7 @@ mod fleet {
                         Ok((sock, _)) => {
                             let id = shared.accepted.fetch_add(1, Ordering::Relaxed) + 1;
                             let (config, shared) = (config.clone(), shared.clone());
-                            tokio::spawn(serve(id, sock, config, shared, delay));
+                            tokio::spawn(serve(id, sock, config, shared, delay, answer_after));
                         }
                         Err(e) => {
                             // EMFILE and the like: say so, back off, keep serving.
@@ -191,7 +249,12 @@ mod fleet {
             shared.accepted.load(Ordering::Relaxed),
             shared.execs.load(Ordering::Relaxed)
         );
-        for log in shared.log.iter().chain(shared.trace.iter()) {
+        for log in shared
+            .log
+            .iter()
+            .chain(&shared.trace)
+            .chain(&shared.answers)
+        {
             // Let the log writer drain what is queued.
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = log.send(LogMsg::Flush(tx));
@@ -236,7 +299,13 @@ mod fleet {
         }
     }
 
-    fn write_files(dir: &Path, args: &Args, ports: &[u16], host_pub: &str) -> Result<(), String> {
+    fn write_files(
+        dir: &Path,
+        args: &Args,
+        ports: &[u16],
+        delays: &[Duration],
+        host_pub: &str,
+    ) -> Result<(), String> {
         let write = |name: &str, text: &str| {
             fs::write(dir.join(name), text)
                 .map_err(|e| format!("{}: {e}", dir.join(name).display()))
@@ -249,7 +318,9 @@ mod fleet {
             args.concurrency
         );
         let (mut known_hosts, mut pssh_hosts) = (String::new(), String::new());
-        for (i, port) in ports.iter().enumerate() {
+        let mut answers = String::new();
+        for (i, (port, after)) in ports.iter().zip(delays).enumerate() {
+            let _ = writeln!(answers, "sim{} {port} {}", i + 1, after.as_millis());
             let _ = write!(
                 registry,
                 "\n[[mirror]]\nname = \"sim{}\"\nhost = \"127.0.0.1\"\nport = {port}\nmodules = [\"fedora\"]\n",
@@ -260,6 +331,7 @@ mod fleet {
         }
         write("mirrors.toml", &registry)?;
         write("known_hosts", &known_hosts)?;
+        write("answers.tsv", &answers)?;
         write("pssh_hosts", &pssh_hosts)
     }
 
@@ -278,11 +350,15 @@ mod fleet {
     }
 
     struct Shared {
+        /// What every exec is answered on stdout.
+        answer: Vec<u8>,
         allowed: PublicKey,
         accepted: AtomicU64,
         execs: AtomicU64,
         log: Option<mpsc::UnboundedSender<LogMsg>>,
         trace: Option<mpsc::UnboundedSender<LogMsg>>,
+        /// `--answer-log`: when each delayed answer went out.
+        answers: Option<mpsc::UnboundedSender<LogMsg>>,
     }
 
     enum LogMsg {
@@ -323,11 +399,14 @@ mod fleet {
         config: Arc<server::Config>,
         shared: Arc<Shared>,
         delay: Duration,
+        answer_after: Duration,
     ) {
         let _ = sock.set_nodelay(true);
         let handler = Conn {
             shared: shared.clone(),
             exec: false,
+            answer_after,
+            port: sock.local_addr().map(|a| a.port()).unwrap_or(0),
         };
         let start = Instant::now();
         if delay.is_zero() {
@@ -439,6 +518,10 @@ mod fleet {
     struct Conn {
         shared: Arc<Shared>,
         exec: bool,
+        /// Zero: answer at once (detach mode). Otherwise hold the session this long first.
+        answer_after: Duration,
+        /// The endpoint's port, which names it in `--answer-log`.
+        port: u16,
     }
 
     impl Conn {
@@ -494,7 +577,28 @@ mod fleet {
             if data.starts_with(b"sync ") && !self.exec {
                 self.exec = true;
                 self.shared.execs.fetch_add(1, Ordering::Relaxed);
-                session.data(channel, &b"accepted\n"[..])?;
+                if !self.answer_after.is_zero() {
+                    // Wait mode: the session stays open (and answers keepalives) until then.
+                    let (handle, after) = (session.handle(), self.answer_after);
+                    let (answer, log, port) = (
+                        self.shared.answer.clone(),
+                        self.shared.answers.clone(),
+                        self.port,
+                    );
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        if let Some(log) = log {
+                            let at = unix_ms();
+                            let _ = log.send(LogMsg::Line(format!("{port} {at:.1}\n")));
+                        }
+                        let _ = handle.data(channel, answer).await;
+                        let _ = handle.exit_status_request(channel, 0).await;
+                        let _ = handle.eof(channel).await;
+                        let _ = handle.close(channel).await;
+                    });
+                    return Ok(());
+                }
+                session.data(channel, self.shared.answer.clone())?;
                 session.exit_status_request(channel, 0)?;
             } else {
                 session.extended_data(channel, 1, &b"error: refused\n"[..])?;

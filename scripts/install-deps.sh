@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the lab needs when it is missing: OpenSSH server and client, rsync (and systemd's
-# systemd-analyze with --units, for the unit checks). Debian/Ubuntu, as root.
+# Installs what the tests need when it is missing: OpenSSH server and client, rsync, Debian's
+# ftpsync (a lab mirror runs the real one), groff (the man page test formats the page), and
+# systemd's systemd-analyze with --units, for the unit checks. Debian/Ubuntu, as root.
 set -euo pipefail
 if ! command -v cargo >/dev/null; then
     echo "error: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.89" >&2
@@ -10,6 +11,8 @@ need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
+[ -x /usr/bin/ftpsync ] || need+=(ftpsync)
+command -v groff >/dev/null || need+=(groff-base)
 if [ "${1:-}" = "--units" ]; then
     command -v systemd-analyze >/dev/null || need+=(systemd)
 fi

@@ -108,10 +108,22 @@ fn full_push_brings_every_mirror_in_sync_and_reports_json() {
         assert_eq!(v["stage"], 1);
         assert_eq!(v["request"], "sync fedora");
         assert!(v["elapsed_ms"].is_u64());
+        // Detach mode: the handler accepted the push, the content is not there yet.
+        assert_eq!(v["answer"], "accepted", "{v}");
+        assert_eq!(v["protocol"], "mirrorpush");
+        // One stage, no `wait = true`: nothing to warn about.
+        assert!(v["warning"].is_null(), "{v}");
     }
     assert_eq!(summary["selected"], 3);
     assert_eq!(summary["ok"], 3);
     assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["accepted"], 3);
+    assert_eq!(summary["synced"], 0);
+    assert!(summary["synced_within_ms"].is_null());
+    assert_eq!(
+        summary["propagation"],
+        "0 of 3 mirror(s) reported synced; 3 accepted without reporting completion"
+    );
     for i in 0..3 {
         assert!(
             lab.wait_until(DEADLINE, || lab.in_sync(i, "fedora")),
@@ -131,12 +143,17 @@ fn full_push_brings_every_mirror_in_sync_and_reports_json() {
         );
     }
     assert!(text.contains("3 mirror(s): 3 ok, 0 failed"), "{text}");
+    assert!(
+        text.contains("0 of 3 mirror(s) reported synced; 3 accepted without reporting completion"),
+        "{text}"
+    );
 }
 
 #[test]
 fn dir_push_syncs_only_that_dir() {
     let lab = lab(2, "wait");
-    let dir = "updates/41";
+    // As a shell completes it: the master drops the one trailing slash before rendering.
+    let dir = "updates/41/";
     let out = mirrorpush(&lab.registry, &["push", "--json", "fedora", dir]);
     assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
     let (mirrors, _, _) = parse_json(&out);
@@ -178,6 +195,95 @@ fn stages_run_in_order() {
         );
     }
     assert_eq!(mirrors["late"]["stage"], 2);
+}
+
+/// A stage with later stages whose mirrors only accept the push (detach mode), and a mirror the
+/// registry marks `wait = true` that only accepts: each is flagged, in the report and the JSON,
+/// and `check` warned about the unmarked one up front. Warnings do not fail the push.
+#[test]
+fn mirrors_that_only_accept_where_completion_matters_are_flagged() {
+    let lab = lab(3, "detach");
+    let mut reg = defaults(&lab, "10s", "1m");
+    reg += &entry("hub", lab.mirrors[0].port, "");
+    reg += &entry("hub-marked", lab.mirrors[1].port, "wait = true");
+    reg += &entry("leaf", lab.mirrors[2].port, "stage = 2\nwait = true");
+    let path = write_registry(&lab, &reg);
+
+    let out = mirrorpush(&path, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0]
+            .starts_with("warning: mirror hub (stage 1) has later stages for module fedora (leaf)"),
+        "{text}"
+    );
+    assert!(text.contains("0 problem(s), 1 warning(s)"), "{text}");
+
+    let out = mirrorpush(&path, &["push", "--json", "fedora"]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let (m, _, summary) = parse_json(&out);
+    for name in ["hub", "hub-marked"] {
+        assert_eq!(m[name]["answer"], "accepted");
+        let w = m[name]["warning"].as_str().unwrap_or_default();
+        assert!(w.contains("later stages have started"), "{name}: {w}");
+    }
+    let w = m["leaf"]["warning"].as_str().unwrap_or_default();
+    assert!(
+        w.contains("the registry expects synced (wait = true)"),
+        "{w}"
+    );
+    assert_eq!(summary["warnings"], 3);
+    assert_eq!(summary["failed"], 0);
+
+    let out = mirrorpush(&path, &["push", "fedora"]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: hub (stage 1): answered accepted, not synced"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: leaf (stage 2): answered accepted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 mirror(s): 3 ok, 0 failed, 3 warning(s)"),
+        "{text}"
+    );
+}
+
+/// Wait mode: the handler answers `synced` once a run covering the push has ended, so the
+/// content is on the mirror when the master reports it, and the propagation line counts it.
+#[test]
+fn wait_mode_mirrors_answer_synced_and_the_summary_counts_them() {
+    let lab = lab(2, "wait");
+    let mut reg = defaults(&lab, "10s", "1m");
+    reg += &entry("hub", lab.mirrors[0].port, "wait = true");
+    reg += &entry("leaf", lab.mirrors[1].port, "stage = 2");
+    let path = write_registry(&lab, &reg);
+    let out = mirrorpush(&path, &["push", "--json", "fedora"]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let (m, _, summary) = parse_json(&out);
+    for (i, name) in ["hub", "leaf"].iter().enumerate() {
+        assert_eq!(m[*name]["answer"], "synced", "{}", m[*name]);
+        assert!(m[*name]["warning"].is_null(), "{}", m[*name]);
+        // Synced means on disk when the answer came.
+        assert!(
+            lab.in_sync(i, "fedora"),
+            "{name} answered synced before it was"
+        );
+    }
+    assert_eq!(summary["synced"], 2);
+    let within = summary["synced_within_ms"].as_u64().unwrap();
+    let leaf_end =
+        m["leaf"]["started_ms"].as_u64().unwrap() + m["leaf"]["elapsed_ms"].as_u64().unwrap();
+    assert_eq!(within, leaf_end);
+    assert!(summary["propagation"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 of 2 mirror(s) synced within "));
 }
 
 #[test]

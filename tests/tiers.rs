@@ -276,3 +276,78 @@ fn check_validates_the_downstream_registry() {
         "{err}"
     );
 }
+
+#[test]
+fn with_file_lists_a_hub_passes_dir_pushes_on_and_leaves_fetch_its_list() {
+    let mut lab = start(3, "wait");
+    let hub_port = lab
+        .serve("hub", &[("fedora".into(), lab.mirrors[0].dest("fedora"))])
+        .unwrap();
+    let registry = downstream_registry(&lab, 0, &[1, 2]);
+    let list = "filelist = \"fullfiletimelist-fedora\"\n";
+    lab.write_handler_config(
+        0,
+        &lab.handler_toml(
+            0,
+            &format!("{list}downstream = {:?}\n", registry.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let from_hub = format!("rsync://127.0.0.1:{hub_port}/fedora/");
+    for i in [1, 2] {
+        let text = lab
+            .handler_toml(i, list)
+            .replace(&lab.rsync_url("fedora"), &from_hub);
+        lab.write_handler_config(i, &text).unwrap();
+    }
+    let publish = |lab: &Lab| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+            .arg("filelist")
+            .arg(lab.upstream_dir("fedora"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    publish(&lab);
+    let master = master_registry(&lab, 0);
+    push(&master);
+    assert!(lab.wait_until(LONG, || lab.in_sync(1, "fedora")
+        && lab.in_sync(2, "fedora")
+        && quiet(&lab)));
+
+    // A publish in one dir, pushed as a dir push: hub and leaves move only that dir, by list.
+    fs::write(
+        lab.upstream_dir("fedora").join("updates/41/fresh.rpm"),
+        "fresh\n",
+    )
+    .unwrap();
+    publish(&lab);
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(&master)
+        .args(["push", "fedora", "updates"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in [1, 2] {
+        let fresh = lab.mirrors[i].dest("fedora").join("updates/41/fresh.rpm");
+        assert!(
+            lab.wait_until(LONG, || fresh.exists() && quiet(&lab)),
+            "leaf {i}"
+        );
+        let leaf = status(&lab, i);
+        let run = &leaf["modules"][0]["last_run"]["runs"][0];
+        assert_eq!(
+            (run["kind"].as_str(), run["target"].as_str()),
+            (Some("filelist"), Some("updates")),
+            "{leaf}"
+        );
+        assert_eq!(run["transferred"], 1, "{leaf}");
+    }
+    // The hub published what it carries: the leaves' trees and lists match the origin's.
+    assert!(lab.in_sync(0, "fedora") && lab.in_sync(1, "fedora") && lab.in_sync(2, "fedora"));
+}

@@ -1,30 +1,35 @@
-//! `mirrorpush`: the master-side driver (DESIGN.md section 6). Parsing and logging set-up only;
-//! the work is in `mirrorpush::fanout`.
-
-use std::io::IsTerminal;
+//! `mirrorpush`: the master-side driver (README, "Using mirrorpush"). Parsing and logging set-up
+//! only; the work is in `mirrorpush::fanout`.
 
 use clap::Parser;
 use mirrorpush::fanout::cli::{Cli, Command};
 use mirrorpush::fanout::commands::{self, PushArgs};
+use mirrorpush::filelist::generate;
 
 fn main() {
     let cli = Cli::parse();
-    let filter = match cli.verbose {
-        0 => "warn",
-        1 => "mirrorpush=debug,warn",
-        _ => "debug",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        // Plain text when stderr is a log file or the journal, colours only on a terminal.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Bounded whatever a mirror sends: the SSH library's own log is off below -vv.
+    mirrorpush::fanout::logging::init(cli.verbose);
     let code = match cli.command {
         Command::List { module, tags, json } => {
             commands::list(&cli.registry, module.as_deref(), &tags, json)
         }
         Command::Check => commands::check(&cli.registry),
+        Command::Filelist {
+            output,
+            checksums,
+            changed,
+            tree,
+        } => {
+            use std::os::unix::ffi::OsStringExt;
+            let opts = generate::Options {
+                tree,
+                output,
+                checksum_names: checksums.into_iter().map(OsStringExt::into_vec).collect(),
+                changed: changed.into_iter().map(OsStringExt::into_vec).collect(),
+            };
+            generate::main(&opts)
+        }
         Command::Push {
             dry_run,
             json,

@@ -1,6 +1,7 @@
-//! The master's command line (DESIGN.md section 6), in the library so that the man page and
-//! shell completions can be generated from the same definitions (`examples/gen-assets.rs`).
+//! The master's command line (README, "Using mirrorpush"), in the library so that the man page
+//! and shell completions are generated from the same definitions (`examples/gen-assets.rs`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -11,11 +12,18 @@ use super::registry::DEFAULT_REGISTRY;
 #[command(
     name = "mirrorpush",
     version,
-    about = "Push sync requests to mirrors over SSH"
+    about = "Push sync requests to mirrors over SSH",
+    long_about = "Push sync requests to mirrors over SSH.\n\n\
+        mirrorpush connects to every mirror of its registry that carries a module and sends it a \
+        sync request over SSH, concurrently and stage by stage, then reports what each mirror \
+        answered: accepted or queued (a sync runs in the background), synced (the content is \
+        there), or why it failed. On a mirror, the request reaches mirrorpush-handler, the \
+        forced command of a restricted account, or Debian's ftpsync. Host keys are checked \
+        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts."
 )]
 pub struct Cli {
     /// The mirror registry.
-    #[arg(long, global = true, env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
+    #[arg(long, global = true, value_name = "FILE", env = "MIRRORPUSH_REGISTRY", default_value = DEFAULT_REGISTRY)]
     pub registry: PathBuf,
     /// Debug logging on stderr (-vv: also the SSH library's).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -29,10 +37,10 @@ pub enum Command {
     /// Show the registered mirrors and what they would be sent. Connects to nobody.
     List {
         /// Only mirrors carrying this module.
-        #[arg(long)]
+        #[arg(long, value_name = "MODULE")]
         module: Option<String>,
         /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
+        #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
         /// JSON Lines output.
         #[arg(long)]
@@ -47,19 +55,54 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Only this mirror (repeatable).
-        #[arg(long = "mirror")]
+        #[arg(long = "mirror", value_name = "NAME")]
         mirrors: Vec<String>,
         /// Only mirrors with this tag (repeatable: any of them).
-        #[arg(long = "tag")]
+        #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
         /// Most SSH sessions at once (default: the registry's `concurrency`).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
         concurrency: Option<u32>,
         /// The module to sync, as named in each mirror's handler.toml (e.g. `fedora`).
+        #[arg(value_name = "MODULE")]
         module: String,
-        /// Only this directory of the module, relative to its root (e.g. `updates/41`).
+        /// Only this directory of the module, relative to its root (e.g. `updates/41`; one
+        /// trailing `/` is dropped).
+        #[arg(value_name = "DIR")]
         dir: Option<String>,
     },
     /// Validate the registry, key files and known_hosts entries. Connects to nobody.
     Check,
+    /// Write a tree's file list, for mirrors that sync by file list. Connects to nobody.
+    #[command(
+        long_about = "Write a tree's file list, for mirrors that sync by file list. \
+Connects to nobody; the registry is not read.\n\n\
+The list (fullfiletimelist-<name of TREE>, in TREE) holds every entry of the tree with its \
+time, type and size, in the format of Fedora's create-filelist, which quick-fedora-mirror \
+reads too. A mirror whose module sets `filelist` fetches this one file, and when it changed, \
+transfers only the entries that changed: run this after every publish, before \
+`mirrorpush push`. The list is written to a temporary file and renamed into place, and left \
+alone (its mtime too) when its content did not change.\n\n\
+Skipped: the list itself, `.~tmp~` and `.nfs*` entries, entries that are not group-readable, \
+dangling symlinks. Symlinks are listed as links, never followed. Types are marked `-` when \
+not world-readable and `*` when inside a dir that is not.\n\n\
+Exit status: 0 written or unchanged, 1 the scan or the write failed, 2 bad input \
+(the previous list is left as it was)."
+    )]
+    Filelist {
+        /// Write the list here instead of TREE/fullfiletimelist-<name of TREE>.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Put the SHA1 of every file with this name, at any depth, in the list's
+        /// [Checksums SHA1] section (repeatable; Fedora uses repomd.xml).
+        #[arg(long = "checksum", value_name = "NAME")]
+        checksums: Vec<OsString>,
+        /// Rescan only this dir, relative to TREE (repeatable), and keep the previous list's
+        /// entries elsewhere; the dir's parents are refreshed too. Without a usable previous
+        /// list the whole tree is scanned, and a note on stderr says so.
+        #[arg(long = "changed", value_name = "DIR")]
+        changed: Vec<OsString>,
+        /// The module's top directory.
+        tree: PathBuf,
+    },
 }

@@ -1,5 +1,7 @@
-//! The three commands of DESIGN.md section 6. Each returns the process exit code:
+//! The master's commands (README, "Using mirrorpush"). Each returns the process exit code:
 //! 0 all good, 1 some mirror failed (or a check found a problem), 2 usage or config error.
+//! Completion warnings (a mirror that only accepted where later stages depend on it) are
+//! printed but do not change the exit code: the push itself went through.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -8,7 +10,9 @@ use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 
+use super::json;
 use super::known_hosts::KnownHosts;
+use super::protocol::{Command, Protocol};
 use super::registry::{Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
@@ -67,7 +71,7 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         Err(code) => return code,
     };
     // The one grammar renders the request, so we can never send what a handler would refuse.
-    let request = match Request::new(&args.module, args.dir.as_deref()) {
+    let request = match Request::new(&args.module, args.dir.as_deref().map(typed_dir)) {
         Ok(r) => r,
         Err(e) => return usage(&format!("invalid request: {e}")),
     };
@@ -120,6 +124,13 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// A dir as typed on the master's command line: a shell completes `updates/41` to `updates/41/`,
+/// so exactly one trailing `/` is dropped. Nothing else is repaired, and the request sent never
+/// ends with `/` (the grammar refuses `updates/41//` and `/`).
+fn typed_dir(dir: &str) -> &str {
+    dir.strip_suffix('/').unwrap_or(dir)
 }
 
 /// Fds the master needs besides its sessions: stdio, the runtime's own, key and log files.
@@ -176,12 +187,7 @@ fn prepare(selected: &[&Mirror], request: &Request) -> Result<Vec<Target>, Strin
                 k
             }
         };
-        targets.push(Target {
-            mirror: (*m).clone(),
-            request: request.clone(),
-            known_hosts: kh,
-            key,
-        });
+        targets.push(Target::new((*m).clone(), request.clone(), kh, key));
     }
     Ok(targets)
 }
@@ -213,7 +219,9 @@ fn load_known_hosts(path: &Path, mirror: &str) -> Result<KnownHosts, String> {
 }
 
 /// `mirrorpush check`: the registry parses, and for every enabled mirror the identity and
-/// known_hosts files are readable and known_hosts lists the host. Connects to nobody.
+/// known_hosts files are readable and known_hosts lists the host (problems: exit 1). It also
+/// warns about mirrors whose completion matters but is not reported (see [`completion_warnings`];
+/// warnings alone exit 0). Connects to nobody.
 pub fn check(registry_path: &Path) -> i32 {
     let registry = match load(registry_path) {
         Ok(r) => r,
@@ -254,23 +262,62 @@ pub fn check(registry_path: &Path) -> i32 {
         }
     }
     problems.dedup();
+    let warnings = completion_warnings(&enabled);
     let mut out = std::io::stdout().lock();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
     }
+    for w in &warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
     let _ = writeln!(
         out,
-        "{}: {} mirror(s), {} enabled, {} problem(s)",
+        "{}: {} mirror(s), {} enabled, {} problem(s), {} warning(s)",
         registry.path.display(),
         registry.mirrors.len(),
         enabled.len(),
-        problems.len()
+        problems.len(),
+        warnings.len()
     );
     if problems.is_empty() {
         EXIT_OK
     } else {
         EXIT_FAILED
     }
+}
+
+/// Mirrors in a stage that has later stages for one of their modules, which do not report
+/// completion: a later stage may pull from them before they have the content. A mirror reports
+/// completion when the registry says `wait = true` (its handler runs the module in wait mode)
+/// or its protocol syncs in the foreground (ftpsync).
+pub fn completion_warnings(enabled: &[&Mirror]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for m in enabled {
+        if m.expects_synced() {
+            continue;
+        }
+        for module in &m.modules {
+            let later: Vec<&str> = enabled
+                .iter()
+                .filter(|o| o.stage > m.stage && o.carries(module))
+                .map(|o| o.name.as_str())
+                .collect();
+            if let Some(first) = later.first() {
+                let more = match later.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more", n - 1),
+                };
+                warnings.push(format!(
+                    "mirror {} (stage {}) has later stages for module {module} ({first}{more}) \
+                     but does not report completion: set wait = true once its handler runs \
+                     {module} in wait mode, or those stages may pull before it has the content",
+                    m.name, m.stage
+                ));
+                break;
+            }
+        }
+    }
+    warnings
 }
 
 fn load(path: &Path) -> Result<Registry, i32> {
@@ -287,26 +334,55 @@ fn usage(message: &str) -> i32 {
 /// those left out with the reason.
 fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) {
     let mut out = std::io::stdout().lock();
-    let request_for = |m: &Mirror| match request {
-        Some(r) => r.to_string(),
-        None => m
-            .modules
+    // Exactly what each mirror would be sent; without a module, the full push of each module.
+    let commands_for = |m: &Mirror| -> Vec<Command> {
+        match request {
+            Some(r) => vec![m.protocol.command(r)],
+            None => m
+                .modules
+                .iter()
+                .map(|module| {
+                    m.protocol.command(&Request {
+                        module: module.clone(),
+                        dir: None,
+                    })
+                })
+                .collect(),
+        }
+    };
+    let shown = |m: &Mirror| -> String {
+        commands_for(m)
             .iter()
-            .map(|module| format!("sync {module}"))
+            .map(|c| {
+                // ftpsync's command starts with a space (as runmirrors sends it): quote it.
+                let mut text = match m.protocol {
+                    Protocol::Mirrorpush => c.text.clone(),
+                    Protocol::Ftpsync { .. } => format!("ftpsync {:?}", c.text),
+                };
+                if let Some(note) = &c.note {
+                    text.push_str(&format!(" ({note})"));
+                }
+                text
+            })
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
     };
     if json {
         for c in choices {
             let m = c.mirror;
+            let selected = c.skipped.is_none();
+            let commands = commands_for(m);
             let v = serde_json::json!({
                 "mirror": m.name, "host": m.host, "port": m.port, "user": m.user,
                 "stage": m.stage, "tags": m.tags, "enabled": m.enabled,
                 "modules": m.modules.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
-                "selected": c.skipped.is_none(), "reason": c.skipped,
-                "request": c.skipped.is_none().then(|| request_for(m)),
+                "protocol": m.protocol.name(), "wait": m.wait,
+                "selected": selected, "reason": c.skipped,
+                "request": selected.then(|| commands.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
+                "requests": selected.then(|| commands.iter().map(|c| c.text.as_str()).collect::<Vec<_>>()),
+                "note": selected.then(|| commands.iter().find_map(|c| c.note.clone())).flatten(),
             });
-            let _ = writeln!(out, "{v}");
+            let _ = writeln!(out, "{}", json::line(&v));
         }
         return;
     }
@@ -333,7 +409,7 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
             m.user,
             m.stage,
             tags,
-            request_for(m)
+            shown(m)
         );
     }
     for c in choices.iter().filter(|c| c.skipped.is_some()) {
@@ -355,6 +431,63 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_trailing_slash_typed_on_the_command_line_is_dropped() {
+        assert_eq!(typed_dir("updates/41/"), "updates/41");
+        assert_eq!(typed_dir("updates/41"), "updates/41");
+        // Only one: the grammar still refuses what remains.
+        assert_eq!(typed_dir("updates/41//"), "updates/41/");
+        assert!(Request::new("fedora", Some(typed_dir("updates/41//"))).is_err());
+        assert!(Request::new("fedora", Some(typed_dir("/"))).is_err());
+        let r = Request::new("fedora", Some(typed_dir("updates/41/"))).unwrap();
+        assert_eq!(r.to_string(), "sync fedora updates/41");
+    }
+
+    #[test]
+    fn check_warns_about_stages_that_do_not_report_completion() {
+        let r = Registry::parse(
+            Path::new("m.toml"),
+            r#"
+[[mirror]]
+name = "hub"
+modules = ["fedora", "debian"]
+[[mirror]]
+name = "waiting-hub"
+modules = ["fedora"]
+wait = true
+[[mirror]]
+name = "ftp"
+modules = ["debian"]
+protocol = "ftpsync"
+[[mirror]]
+name = "leaf1"
+modules = ["fedora"]
+stage = 2
+[[mirror]]
+name = "leaf2"
+modules = ["fedora", "debian"]
+stage = 2
+[[mirror]]
+name = "other"
+modules = ["ubuntu"]
+"#,
+        )
+        .unwrap();
+        let enabled: Vec<&Mirror> = r.mirrors.iter().collect();
+        let w = completion_warnings(&enabled);
+        // Only "hub": waiting-hub says wait = true, ftpsync syncs in the foreground, the
+        // leaves are the last stage, "other" has no later stage for its module.
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "mirror hub (stage 1) has later stages for module fedora (leaf1 and 1 more)"
+            ),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("wait = true"), "{}", w[0]);
+    }
 
     #[test]
     fn sessions_fit_the_open_file_limit() {

@@ -1,17 +1,24 @@
 //! Master-side fan-out: registry, SSH sessions, scheduler, report.
 //!
 //! - [`registry`]: `mirrors.toml` parsing and validation.
+//! - [`protocol`]: what each kind of mirror (mirrorpush handler, Debian's ftpsync) is sent, and
+//!   what its answer means.
 //! - [`select`]: which mirrors a command applies to.
 //! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
 //! - [`session`]: one bounded SSH exchange with one mirror.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`json`]: JSON Lines that are safe on a terminal whatever a mirror sent.
+//! - [`logging`]: stderr logging that a mirror cannot flood.
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
 pub mod cli;
 pub mod commands;
+pub mod json;
 pub mod known_hosts;
+pub mod logging;
+pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod scheduler;

@@ -1,4 +1,5 @@
-//! The master registry (`mirrors.toml`, DESIGN.md section 5): which mirrors exist and how to reach them.
+//! The master registry (`mirrors.toml`, README "Master configuration: mirrors.toml"): which
+//! mirrors exist, how to reach them and how to push them.
 //!
 //! Parsing is strict: unknown keys, duplicate names, bad durations and bad module names are errors
 //! that name the file, the line and the key, because an operator has to find and fix them by hand.
@@ -14,16 +15,24 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::protocol::Protocol;
 use crate::request::ModuleName;
 
 /// Where the registry lives unless `--registry` or `MIRRORPUSH_REGISTRY` says otherwise.
 pub const DEFAULT_REGISTRY: &str = "/etc/mirrorpush/mirrors.toml";
 const DEFAULT_USER: &str = "mirrorpush";
 const DEFAULT_PORT: u16 = 22;
-const DEFAULT_KNOWN_HOSTS: &str = "/etc/mirrorpush/known_hosts";
+pub const DEFAULT_KNOWN_HOSTS: &str = "/etc/mirrorpush/known_hosts";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_CONCURRENCY: usize = 64;
+/// Often enough to keep NAT and firewall state alive, rare enough to cost nothing at 1000
+/// waiting sessions; a dead peer is noticed after about 4 intervals (3 unanswered, as OpenSSH's
+/// ServerAliveCountMax).
+const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// ftpsync archive names become a config file name (`ftpsync-<archive>.conf`) and are split
+/// into words by ftpsync's shell: letters, digits, `.`, `_` and `-` only.
+const MAX_ARCHIVE_LEN: usize = 64;
 
 /// A parsed, validated registry.
 #[derive(Debug, Clone)]
@@ -45,7 +54,13 @@ pub struct Mirror {
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// SSH keepalive period while a session is up (waits for `synced` can be long).
+    pub keepalive_interval: Duration,
     pub retries: u32,
+    /// The registry says this mirror reports completion (`synced`): a hub or a stage-1 mirror
+    /// whose handler runs the module in wait mode.
+    pub wait: bool,
+    pub protocol: Protocol,
     pub modules: Vec<ModuleName>,
     pub stage: u32,
     pub tags: Vec<String>,
@@ -64,6 +79,12 @@ impl Mirror {
 
     pub fn carries(&self, module: &ModuleName) -> bool {
         self.modules.contains(module)
+    }
+
+    /// Whether this mirror is expected to answer `synced` (registry `wait = true`, or a
+    /// protocol that always syncs in the foreground).
+    pub fn expects_synced(&self) -> bool {
+        self.wait || self.protocol.reports_completion()
     }
 }
 
@@ -131,6 +152,10 @@ struct RawDefaults {
     // Only meaningful for the whole push, so it is not accepted per mirror.
     concurrency: Option<Spanned<usize>>,
     retries: Option<u32>,
+    keepalive_interval: Option<Dur>,
+    wait: Option<bool>,
+    protocol: Option<Spanned<String>>,
+    archive: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -144,7 +169,11 @@ struct RawMirror {
     known_hosts: Option<PathBuf>,
     connect_timeout: Option<Dur>,
     timeout: Option<Dur>,
+    keepalive_interval: Option<Dur>,
     retries: Option<u32>,
+    wait: Option<bool>,
+    protocol: Option<Spanned<String>>,
+    archive: Option<Spanned<String>>,
     #[serde(default)]
     modules: Vec<Spanned<String>>,
     stage: Option<Spanned<u32>>,
@@ -201,6 +230,16 @@ impl Registry {
                 return Err(err(Some(p.span()), Some("port"), "must not be 0".into()));
             }
         }
+        let default_kind = match &d.protocol {
+            Some(p) => Kind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?,
+            None => Kind::Mirrorpush,
+        };
+        let default_archive = match &d.archive {
+            Some(a) => Some(
+                archive(a, default_kind).map_err(|e| err(Some(a.span()), Some("archive"), e))?,
+            ),
+            None => None,
+        };
 
         let mut names = HashSet::new();
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
@@ -279,6 +318,32 @@ impl Registry {
                 Some(s) => s.into_inner(),
                 None => 1,
             };
+            let kind = match &m.protocol {
+                Some(p) => Kind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?,
+                None => default_kind,
+            };
+            let protocol = match kind {
+                Kind::Mirrorpush => {
+                    if let Some(a) = &m.archive {
+                        return Err(err(
+                            Some(a.span()),
+                            Some("archive"),
+                            "only ftpsync mirrors have an archive: set protocol = \"ftpsync\" too"
+                                .into(),
+                        ));
+                    }
+                    Protocol::Mirrorpush
+                }
+                Kind::Ftpsync => Protocol::Ftpsync {
+                    archive: match &m.archive {
+                        Some(a) => Some(
+                            archive(a, kind)
+                                .map_err(|e| err(Some(a.span()), Some("archive"), e))?,
+                        ),
+                        None => default_archive.clone(),
+                    },
+                },
+            };
             let mut tags = Vec::with_capacity(m.tags.len());
             for tag in m.tags {
                 if tag.get_ref().is_empty() || tag.get_ref().chars().any(char::is_control) {
@@ -306,7 +371,13 @@ impl Registry {
                     .or(d.connect_timeout)
                     .map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0),
                 timeout: m.timeout.or(d.timeout).map_or(DEFAULT_TIMEOUT, |v| v.0),
+                keepalive_interval: m
+                    .keepalive_interval
+                    .or(d.keepalive_interval)
+                    .map_or(DEFAULT_KEEPALIVE_INTERVAL, |v| v.0),
                 retries: m.retries.or(d.retries).unwrap_or(0),
+                wait: m.wait.or(d.wait).unwrap_or(false),
+                protocol,
                 modules,
                 stage,
                 tags,
@@ -323,6 +394,42 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<&Mirror> {
         self.mirrors.iter().find(|m| m.name == name)
     }
+}
+
+/// The `protocol` key's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mirrorpush,
+    Ftpsync,
+}
+
+impl Kind {
+    fn parse(value: &Spanned<String>) -> Result<Kind, String> {
+        match value.get_ref().as_str() {
+            "mirrorpush" => Ok(Kind::Mirrorpush),
+            "ftpsync" => Ok(Kind::Ftpsync),
+            other => Err(format!(
+                "unknown protocol {other:?}: use \"mirrorpush\" (the default) or \"ftpsync\""
+            )),
+        }
+    }
+}
+
+/// An ftpsync archive name, valid only with protocol ftpsync.
+fn archive(value: &Spanned<String>, kind: Kind) -> Result<String, String> {
+    if kind != Kind::Ftpsync {
+        return Err("only ftpsync mirrors have an archive: set protocol = \"ftpsync\" too".into());
+    }
+    let name = value.get_ref();
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let first_ok = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if name.len() > MAX_ARCHIVE_LEN || !first_ok || !name.chars().all(ok_char) {
+        return Err(format!(
+            "archive {name:?} must be 1-{MAX_ARCHIVE_LEN} letters, digits, '.', '_' or '-', \
+             starting with a letter or digit (ftpsync reads ftpsync-<archive>.conf)"
+        ));
+    }
+    Ok(name.clone())
 }
 
 /// Turns a byte offset into a 1-based line number and, when that line is `key = ...`, the key.
@@ -515,6 +622,98 @@ enabled = false
             e.to_string()
                 .starts_with("/nonexistent/mirrors.toml: cannot read"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn wait_protocol_archive_and_keepalive() {
+        let r = parse(
+            r#"
+[defaults]
+wait = true
+keepalive_interval = "5s"
+
+[[mirror]]
+name = "hub"
+modules = ["fedora"]
+
+[[mirror]]
+name = "deb"
+modules = ["debian"]
+protocol = "ftpsync"
+archive = "debian-security"
+wait = false
+
+[[mirror]]
+name = "deb-main"
+modules = ["debian"]
+protocol = "ftpsync"
+keepalive_interval = "1m"
+"#,
+        )
+        .unwrap();
+        let (hub, deb, main) = (&r.mirrors[0], &r.mirrors[1], &r.mirrors[2]);
+        assert_eq!((hub.wait, &hub.protocol), (true, &Protocol::Mirrorpush));
+        assert_eq!(hub.keepalive_interval, Duration::from_secs(5));
+        assert!(hub.expects_synced());
+        assert_eq!(
+            deb.protocol,
+            Protocol::Ftpsync {
+                archive: Some("debian-security".into())
+            }
+        );
+        // ftpsync syncs in the foreground: it reports completion whatever `wait` says.
+        assert!(!deb.wait && deb.expects_synced());
+        assert_eq!(main.protocol, Protocol::Ftpsync { archive: None });
+        assert_eq!(main.keepalive_interval, Duration::from_secs(60));
+
+        let plain = parse("[[mirror]]\nname = \"m\"\n").unwrap();
+        let m = &plain.mirrors[0];
+        assert_eq!((m.wait, &m.protocol), (false, &Protocol::Mirrorpush));
+        assert_eq!(m.keepalive_interval, Duration::from_secs(15));
+        assert!(!m.expects_synced());
+
+        // A defaults archive serves the ftpsync mirrors; a mirrorpush mirror ignores it.
+        let r = parse(
+            "[defaults]\nprotocol = \"ftpsync\"\narchive = \"debian\"\n\n[[mirror]]\nname = \"a\"\n\n[[mirror]]\nname = \"b\"\nprotocol = \"mirrorpush\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.mirrors[0].protocol,
+            Protocol::Ftpsync {
+                archive: Some("debian".into())
+            }
+        );
+        assert_eq!(r.mirrors[1].protocol, Protocol::Mirrorpush);
+    }
+
+    #[test]
+    fn bad_protocol_and_archive_are_located() {
+        let e = fails("[[mirror]]\nname = \"m\"\nprotocol = \"rsync\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("protocol")));
+        assert!(e.message.contains("unknown protocol \"rsync\""), "{e}");
+        // archive only with ftpsync, at the level where it is written.
+        let e = fails("[[mirror]]\nname = \"m\"\narchive = \"debian\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("archive")));
+        assert!(e.message.contains("protocol = \"ftpsync\""), "{e}");
+        let e = fails("[defaults]\narchive = \"debian\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("archive")));
+        for bad in ["", "a b", "*", "-x", "../x", "deb$x", &"a".repeat(65)] {
+            let e = fails(&format!(
+                "[[mirror]]\nname = \"m\"\nprotocol = \"ftpsync\"\narchive = {bad:?}\n"
+            ));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(4), Some("archive")),
+                "{bad:?}"
+            );
+        }
+        let e = fails("[[mirror]]\nname = \"m\"\nwait = \"yes\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("wait")));
+        let e = fails("[defaults]\nkeepalive_interval = \"0s\"\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("keepalive_interval"))
         );
     }
 

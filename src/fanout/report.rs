@@ -1,15 +1,17 @@
-//! What a push tells people and scripts: live progress on a terminal, a line per mirror and a
-//! summary, or JSON Lines (DESIGN.md section 6) with one object per mirror as it finishes.
+//! What a push tells people and scripts: live progress on a terminal, a line per mirror, the
+//! completion warnings, a summary and a propagation line; or JSON Lines with one object per
+//! mirror as it finishes, then one summary object (README, "Using mirrorpush").
 
 use std::io::{self, Write};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::registry::Mirror;
-use super::session::Outcome;
+use super::json;
+use super::protocol::Answer;
+use super::session::{Outcome, Target};
 
-/// One mirror's result, as reported (the JSON object of DESIGN.md section 6, plus extras).
+/// One mirror's result, as reported: the JSON object of a `push --json` line.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MirrorReport {
     pub mirror: String,
@@ -19,11 +21,21 @@ pub struct MirrorReport {
     pub ok: bool,
     pub exit_status: Option<u32>,
     pub error: Option<String>,
+    /// `accepted`, `queued`, `synced`, or null (failed, or an answer the master does not know).
+    pub answer: Option<Answer>,
     pub elapsed_ms: u64,
     /// When this mirror's session started, in ms since the push started (shows stage order).
     pub started_ms: u64,
+    /// `mirrorpush` or `ftpsync`.
+    pub protocol: &'static str,
+    /// Exactly what was sent.
     pub request: String,
+    /// E.g. that a dir push reached an ftpsync mirror as a full sync.
+    pub note: Option<String>,
     pub message: String,
+    /// Set when the mirror answered without reporting completion where completion matters: a
+    /// stage that has later stages, or a mirror the registry marks `wait = true`.
+    pub warning: Option<String>,
     pub attempts: u32,
     /// The handler's stdout then stderr, at most 64 KiB.
     pub output: String,
@@ -31,7 +43,8 @@ pub struct MirrorReport {
 }
 
 impl MirrorReport {
-    pub fn new(mirror: &Mirror, request: String, outcome: Outcome, elapsed: Duration) -> Self {
+    pub fn new(target: &Target, outcome: Outcome, elapsed: Duration) -> Self {
+        let mirror = &target.mirror;
         MirrorReport {
             mirror: mirror.name.clone(),
             host: mirror.host.clone(),
@@ -39,10 +52,14 @@ impl MirrorReport {
             stage: mirror.stage,
             ok: outcome.error.is_none(),
             exit_status: outcome.exit_status,
-            elapsed_ms: elapsed.as_millis().try_into().unwrap_or(u64::MAX),
+            answer: outcome.answer,
+            elapsed_ms: ms(elapsed),
             started_ms: 0,
-            request,
+            protocol: mirror.protocol.name(),
+            request: target.command.text.clone(),
+            note: target.command.note.clone(),
             message: outcome.message,
+            warning: None,
             attempts: outcome.attempts,
             output: outcome.output.text(),
             output_truncated: outcome.output.truncated,
@@ -51,7 +68,7 @@ impl MirrorReport {
     }
 
     /// A mirror that never got an answer because the push was interrupted.
-    pub fn interrupted(mirror: &Mirror, request: String, elapsed: Duration) -> Self {
+    pub fn interrupted(target: &Target, elapsed: Duration) -> Self {
         let error = "interrupted (Ctrl-C) before the mirror answered".to_owned();
         let outcome = Outcome {
             error: Some(error.clone()),
@@ -59,7 +76,34 @@ impl MirrorReport {
             attempts: 1,
             ..Outcome::default()
         };
-        MirrorReport::new(mirror, request, outcome, elapsed)
+        MirrorReport::new(target, outcome, elapsed)
+    }
+
+    /// Flags a mirror that answered without reporting completion where completion matters:
+    /// `later_stages` (later stages of this push start once it has answered, and may pull from
+    /// it) or `expects_synced` (the registry says it answers `synced`). A failure is reported as
+    /// a failure, not flagged.
+    pub fn check_completion(&mut self, later_stages: bool, expects_synced: bool) {
+        if !self.ok || self.answer == Some(Answer::Synced) {
+            return;
+        }
+        let said = match self.answer {
+            Some(a) => format!("answered {a}, not synced"),
+            None => format!("answered {:?}, not synced", self.message),
+        };
+        self.warning = if later_stages {
+            Some(format!(
+                "{said}, and later stages have started: they may pull from it before it has the \
+                 content (run its module in wait mode and set wait = true)"
+            ))
+        } else if expects_synced {
+            Some(format!(
+                "{said}, but the registry expects synced (wait = true): is its module in wait \
+                 mode on the mirror?"
+            ))
+        } else {
+            None
+        };
     }
 }
 
@@ -73,11 +117,63 @@ pub struct Summary {
     pub not_started: usize,
     pub interrupted: bool,
     pub elapsed_ms: u64,
+    /// Mirrors that answered `synced`: the content is on them.
+    pub synced: usize,
+    /// Mirrors that answered `accepted` or `queued`: a sync will run, completion unreported.
+    pub accepted: usize,
+    pub queued: usize,
+    /// Succeeded without an answer the master knows (e.g. an older handler).
+    pub unreported: usize,
+    /// The longest single session among the synced mirrors.
+    pub slowest_synced_ms: Option<u64>,
+    /// From the start of the push to the last `synced` answer: the content is on every synced
+    /// mirror this long after the push began.
+    pub synced_within_ms: Option<u64>,
+    /// Mirrors with a completion warning.
+    pub warnings: usize,
+    /// The propagation line, as printed on the terminal.
+    pub propagation: String,
 }
 
 impl Summary {
     pub fn all_ok(&self) -> bool {
         self.failed == 0 && self.not_started == 0 && !self.interrupted
+    }
+
+    fn from_reports(
+        done: &[MirrorReport],
+        unfinished: usize,
+        interrupted: bool,
+        elapsed: Duration,
+    ) -> Summary {
+        let failed = done.iter().filter(|r| !r.ok).count();
+        let answered = |a: Answer| done.iter().filter(|r| r.ok && r.answer == Some(a)).count();
+        let synced: Vec<&MirrorReport> = done
+            .iter()
+            .filter(|r| r.ok && r.answer == Some(Answer::Synced))
+            .collect();
+        let (accepted, queued) = (answered(Answer::Accepted), answered(Answer::Queued));
+        let mut s = Summary {
+            selected: done.len() + unfinished,
+            ok: done.len() - failed,
+            failed,
+            not_started: unfinished,
+            interrupted,
+            elapsed_ms: ms(elapsed),
+            synced: synced.len(),
+            accepted,
+            queued,
+            unreported: done.len() - failed - synced.len() - accepted - queued,
+            slowest_synced_ms: synced.iter().map(|r| r.elapsed_ms).max(),
+            synced_within_ms: synced
+                .iter()
+                .map(|r| r.started_ms.saturating_add(r.elapsed_ms))
+                .max(),
+            warnings: done.iter().filter(|r| r.warning.is_some()).count(),
+            propagation: String::new(),
+        };
+        s.propagation = propagation(&s);
+        s
     }
 }
 
@@ -121,26 +217,30 @@ impl Reporter {
         self.draw_progress();
     }
 
-    /// Ends the push: per-mirror lines (human mode) and the summary. Returns the summary.
+    /// Ends the push: per-mirror lines, warnings, the summary and the propagation line (human
+    /// mode), or the summary object (JSON). Returns the summary.
     pub fn finish(mut self, interrupted: bool, elapsed: Duration) -> Summary {
         self.clear_progress();
-        let failed = self.done.iter().filter(|r| !r.ok).count();
-        let summary = Summary {
-            selected: self.done.len() + self.waiting + self.running,
-            ok: self.done.len() - failed,
-            failed,
-            not_started: self.waiting + self.running,
+        let summary = Summary::from_reports(
+            &self.done,
+            self.waiting + self.running,
             interrupted,
-            elapsed_ms: elapsed.as_millis().try_into().unwrap_or(u64::MAX),
-        };
+            elapsed,
+        );
         let mut out = io::stdout().lock();
         if self.json {
-            let _ = writeln!(out, "{}", serde_json::json!({ "summary": summary }));
+            let _ = writeln!(
+                out,
+                "{}",
+                json::line(&serde_json::json!({ "summary": summary }))
+            );
         } else {
             self.done
                 .sort_by(|a, b| (a.stage, &a.mirror).cmp(&(b.stage, &b.mirror)));
             let _ = out.write_all(human_lines(&self.done).as_bytes());
+            let _ = out.write_all(human_warnings(&self.done).as_bytes());
             let _ = writeln!(out, "{}", human_summary(&summary));
+            let _ = writeln!(out, "{}", summary.propagation);
         }
         let _ = out.flush();
         summary
@@ -166,9 +266,12 @@ impl Reporter {
     }
 }
 
+fn ms(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
 pub fn json_line(report: &MirrorReport) -> String {
-    serde_json::to_string(report)
-        .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode report: {e}\"}}"))
+    json::line(report)
 }
 
 /// `name  ok|FAILED  1.2s  message`, names padded to one column.
@@ -179,17 +282,35 @@ pub fn human_lines(reports: &[MirrorReport]) -> String {
         let status = if r.ok { "ok" } else { "FAILED" };
         let secs = r.elapsed_ms as f64 / 1000.0;
         s.push_str(&format!(
-            "{:width$}  {:6}  {:>6.1}s  {}\n",
+            "{:width$}  {:6}  {:>6.1}s  {}",
             r.mirror, status, secs, r.message
         ));
+        if let Some(note) = &r.note {
+            s.push_str(&format!(" ({note})"));
+        }
+        s.push('\n');
     }
     s
+}
+
+/// `warning: name (stage N): ...` for every flagged mirror.
+pub fn human_warnings(reports: &[MirrorReport]) -> String {
+    reports
+        .iter()
+        .filter_map(|r| {
+            let w = r.warning.as_ref()?;
+            Some(format!("warning: {} (stage {}): {w}\n", r.mirror, r.stage))
+        })
+        .collect()
 }
 
 pub fn human_summary(s: &Summary) -> String {
     let mut line = format!("{} mirror(s): {} ok, {} failed", s.selected, s.ok, s.failed);
     if s.not_started > 0 {
         line.push_str(&format!(", {} not finished", s.not_started));
+    }
+    if s.warnings > 0 {
+        line.push_str(&format!(", {} warning(s)", s.warnings));
     }
     if s.interrupted {
         line.push_str(" (interrupted)");
@@ -198,40 +319,111 @@ pub fn human_summary(s: &Summary) -> String {
     line
 }
 
+/// How far the content has got: `41 of 45 mirror(s) synced within 3m12s; 4 accepted without
+/// reporting completion`, plus what failed or never answered.
+pub fn propagation(s: &Summary) -> String {
+    let mut parts = vec![match s.synced_within_ms {
+        Some(t) if s.synced > 0 => format!(
+            "{} of {} mirror(s) synced within {}",
+            s.synced,
+            s.selected,
+            short_duration(t)
+        ),
+        _ => format!("0 of {} mirror(s) reported synced", s.selected),
+    }];
+    let pending = s.accepted + s.queued;
+    if pending > 0 {
+        let mut p = format!("{pending} accepted without reporting completion");
+        if s.queued > 0 {
+            p.push_str(&format!(
+                " ({} of them queued behind a running sync)",
+                s.queued
+            ));
+        }
+        parts.push(p);
+    }
+    if s.unreported > 0 {
+        parts.push(format!("{} ok without saying what they did", s.unreported));
+    }
+    if s.failed > 0 {
+        parts.push(format!("{} failed", s.failed));
+    }
+    if s.not_started > 0 {
+        parts.push(format!("{} not finished", s.not_started));
+    }
+    parts.join("; ")
+}
+
+/// `850ms`, `12.3s`, `3m12s`, `2h05m`: short enough for one line, exact enough for people.
+pub fn short_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if secs < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::known_hosts::KnownHosts;
     use crate::fanout::registry::Registry;
     use crate::fanout::session::Captured;
+    use crate::request::Request;
+    use std::sync::Arc;
 
-    fn mirror() -> Mirror {
+    fn target(extra: &str, dir: Option<&str>) -> Target {
         let r = Registry::parse(
             std::path::Path::new("m.toml"),
-            "[[mirror]]\nname = \"m1\"\nhost = \"127.0.0.1\"\nport = 2222\nstage = 2\n",
+            &format!(
+                "[[mirror]]\nname = \"m1\"\nhost = \"127.0.0.1\"\nport = 2222\nstage = 2\n{extra}\n"
+            ),
         )
         .unwrap();
-        r.mirrors[0].clone()
+        Target::new(
+            r.mirrors[0].clone(),
+            Request::new("fedora", dir).unwrap(),
+            Arc::new(KnownHosts::parse(std::path::Path::new("kh"), "")),
+            None,
+        )
+    }
+
+    fn answered(answer: Option<Answer>, message: &str) -> Outcome {
+        Outcome {
+            exit_status: Some(0),
+            answer,
+            message: message.into(),
+            attempts: 1,
+            ..Outcome::default()
+        }
+    }
+
+    fn report(answer: Option<Answer>, started_ms: u64, elapsed_ms: u64) -> MirrorReport {
+        let mut r = MirrorReport::new(
+            &target("", None),
+            answered(answer, answer.map_or("ok", Answer::as_str)),
+            Duration::from_millis(elapsed_ms),
+        );
+        r.started_ms = started_ms;
+        r
     }
 
     #[test]
     fn json_object_has_the_contract_fields() {
         let outcome = Outcome {
-            exit_status: Some(0),
-            message: "accepted".into(),
             output: Captured {
                 stdout: b"accepted\n".to_vec(),
                 stderr: vec![],
                 truncated: false,
             },
-            attempts: 1,
-            ..Outcome::default()
+            ..answered(Some(Answer::Accepted), "accepted")
         };
-        let r = MirrorReport::new(
-            &mirror(),
-            "sync fedora".into(),
-            outcome,
-            Duration::from_millis(1234),
-        );
+        let r = MirrorReport::new(&target("", None), outcome, Duration::from_millis(1234));
         let v: serde_json::Value = serde_json::from_str(&json_line(&r)).unwrap();
         assert_eq!(v["mirror"], "m1");
         assert_eq!(v["host"], "127.0.0.1");
@@ -240,13 +432,15 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["exit_status"], 0);
         assert!(v["error"].is_null());
+        assert_eq!(v["answer"], "accepted");
         assert_eq!(v["elapsed_ms"], 1234);
         assert_eq!(v["output"], "accepted\n");
         assert_eq!(v["request"], "sync fedora");
+        assert_eq!(v["protocol"], "mirrorpush");
+        assert!(v["note"].is_null() && v["warning"].is_null());
 
         let failed = MirrorReport::new(
-            &mirror(),
-            "sync fedora".into(),
+            &target("", None),
             Outcome {
                 error: Some("host key mismatch".into()),
                 message: "host key mismatch".into(),
@@ -257,24 +451,135 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json_line(&failed)).unwrap();
         assert_eq!(v["ok"], false);
         assert!(v["exit_status"].is_null());
+        assert!(v["answer"].is_null());
         assert_eq!(v["error"], "host key mismatch");
     }
 
     #[test]
-    fn human_lines_and_summary() {
-        let m = mirror();
-        let ok = MirrorReport::new(
-            &m,
-            "sync f".into(),
-            Outcome {
-                exit_status: Some(0),
-                message: "queued".into(),
-                ..Outcome::default()
+    fn mirror_output_in_json_cannot_drive_a_terminal() {
+        let outcome = Outcome {
+            output: Captured {
+                stdout: "accepted\u{85}\u{9b}31m\u{202e}gpj.exe\u{7f}\n".into(),
+                stderr: "\u{1b}]0;owned\u{7}".into(),
+                truncated: false,
             },
-            Duration::from_millis(1500),
+            ..answered(Some(Answer::Accepted), "accepted")
+        };
+        let r = MirrorReport::new(&target("", None), outcome, Duration::ZERO);
+        let line = json_line(&r);
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || crate::fanout::json::needs_escape(c)),
+            "{line:?}"
         );
-        let text = human_lines(&[ok]);
-        assert_eq!(text, "m1  ok         1.5s  queued\n");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["output"].as_str(), Some(r.output.as_str()));
+    }
+
+    #[test]
+    fn ftpsync_dir_push_is_noted() {
+        let t = target(
+            "protocol = \"ftpsync\"\narchive = \"debian\"",
+            Some("dists/trixie"),
+        );
+        let r = MirrorReport::new(&t, answered(Some(Answer::Synced), "synced"), Duration::ZERO);
+        assert_eq!(r.request, " sync:archive:debian sync:all");
+        assert_eq!(r.protocol, "ftpsync");
+        let text = human_lines(&[r]);
+        assert!(
+            text.contains("synced (dir push sent as a full sync"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn completion_warnings() {
+        // A stage with later stages: accepted/queued is flagged, synced and failures are not.
+        for answer in [Some(Answer::Accepted), Some(Answer::Queued), None] {
+            let mut r = report(answer, 0, 10);
+            r.check_completion(true, false);
+            let w = r.warning.expect("flagged");
+            assert!(w.contains("later stages"), "{w}");
+        }
+        let mut r = report(Some(Answer::Synced), 0, 10);
+        r.check_completion(true, true);
+        assert_eq!(r.warning, None);
+        let mut failed = report(None, 0, 10);
+        failed.ok = false;
+        failed.check_completion(true, true);
+        assert_eq!(failed.warning, None);
+        // The last stage: only a mirror the registry marks wait = true is flagged.
+        let mut r = report(Some(Answer::Accepted), 0, 10);
+        r.check_completion(false, false);
+        assert_eq!(r.warning, None);
+        r.check_completion(false, true);
+        assert!(r.warning.as_deref().unwrap().contains("wait = true"));
+        let text = human_warnings(&[r]);
+        assert!(
+            text.starts_with("warning: m1 (stage 2): answered accepted"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn summary_separates_synced_from_accepted_and_failed() {
+        let mut failed = report(None, 0, 5);
+        failed.ok = false;
+        let mut flagged = report(Some(Answer::Accepted), 0, 20);
+        flagged.check_completion(true, false);
+        let done = [
+            report(Some(Answer::Synced), 0, 70_000),
+            report(Some(Answer::Synced), 120_000, 72_000),
+            flagged,
+            report(Some(Answer::Queued), 0, 30),
+            report(None, 0, 40),
+            failed,
+        ];
+        let s = Summary::from_reports(&done, 1, false, Duration::from_secs(200));
+        assert_eq!((s.selected, s.ok, s.failed, s.not_started), (7, 5, 1, 1));
+        assert_eq!((s.synced, s.accepted, s.queued, s.unreported), (2, 1, 1, 1));
+        assert_eq!(s.slowest_synced_ms, Some(72_000));
+        assert_eq!(s.synced_within_ms, Some(192_000));
+        assert_eq!(s.warnings, 1);
+        assert_eq!(
+            s.propagation,
+            "2 of 7 mirror(s) synced within 3m12s; 2 accepted without reporting completion \
+             (1 of them queued behind a running sync); 1 ok without saying what they did; \
+             1 failed; 1 not finished"
+        );
+        assert!(!s.all_ok());
+        assert_eq!(
+            human_summary(&s),
+            "7 mirror(s): 5 ok, 1 failed, 1 not finished, 1 warning(s) in 200.0s"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&json::line(&serde_json::json!({ "summary": s }))).unwrap();
+        assert_eq!(v["summary"]["synced"], 2);
+        assert_eq!(v["summary"]["accepted"], 1);
+        assert_eq!(v["summary"]["queued"], 1);
+        assert_eq!(v["summary"]["failed"], 1);
+        assert_eq!(v["summary"]["slowest_synced_ms"], 72_000);
+        assert_eq!(v["summary"]["synced_within_ms"], 192_000);
+
+        let none = Summary::from_reports(
+            &[report(Some(Answer::Accepted), 0, 1)],
+            0,
+            false,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            none.propagation,
+            "0 of 1 mirror(s) reported synced; 1 accepted without reporting completion"
+        );
+        assert_eq!(none.slowest_synced_ms, None);
+        assert!(none.all_ok());
+    }
+
+    #[test]
+    fn human_lines_and_summary() {
+        let ok = report(Some(Answer::Queued), 0, 1500);
+        assert_eq!(human_lines(&[ok]), "m1  ok         1.5s  queued\n");
         let s = Summary {
             selected: 3,
             ok: 1,
@@ -282,13 +587,19 @@ mod tests {
             not_started: 1,
             interrupted: true,
             elapsed_ms: 2000,
+            ..Summary::default()
         };
         assert_eq!(
             human_summary(&s),
             "3 mirror(s): 1 ok, 1 failed, 1 not finished (interrupted) in 2.0s"
         );
-        assert!(!s.all_ok());
-        let v = serde_json::json!({ "summary": s });
-        assert_eq!(v["summary"]["failed"], 1);
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short_duration(850), "850ms");
+        assert_eq!(short_duration(12_340), "12.3s");
+        assert_eq!(short_duration(192_000), "3m12s");
+        assert_eq!(short_duration(7_500_000), "2h05m");
     }
 }

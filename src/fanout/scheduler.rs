@@ -1,6 +1,8 @@
 //! Runs a push: stage by stage (stage N+1 starts once every stage N session has ended, whatever
 //! its result), at most `concurrency` sessions at once, each bounded by its mirror's own timeouts,
-//! so a dead or slow mirror never holds up the others beyond them.
+//! so a dead or slow mirror never holds up the others beyond them. A mirror of a stage that has
+//! later stages is expected to answer `synced` (later stages may pull from it): one that only
+//! accepted the push is flagged in its report, as is one the registry marks `wait = true`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -26,11 +28,19 @@ pub async fn run(
     for t in targets {
         stages.entry(t.mirror.stage).or_default().push(t);
     }
+    let last_stage = stages.keys().next_back().copied().unwrap_or(0);
     let concurrency = concurrency.max(1);
     tokio::pin!(stop);
     let mut interrupted = false;
     'stages: for (stage, targets) in stages {
         debug!(stage, mirrors = targets.len(), "stage starts");
+        let later_stages = stage < last_stage;
+        let report = |t: &Target, outcome: session::Outcome, elapsed: Duration, begun: Instant| {
+            let mut report = MirrorReport::new(t, outcome, elapsed);
+            report.started_ms = ms(begun - started);
+            report.check_completion(later_stages, t.mirror.expects_synced());
+            report
+        };
         let mut queue = targets.into_iter();
         let mut set = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, (Target, Instant)> = HashMap::new();
@@ -41,9 +51,12 @@ pub async fn run(
                 let task = t.clone();
                 let id = set
                     .spawn(async move {
+                        // The session's own start: with many spawned at once, a task may start
+                        // a little after its spawn, and started_ms + elapsed_ms must be when its
+                        // answer arrived (the propagation line is built from them).
                         let begun = Instant::now();
                         let outcome = session::push(&task).await;
-                        (outcome, begun.elapsed())
+                        (outcome, begun, begun.elapsed())
                     })
                     .id();
                 running.insert(id, (t, Instant::now()));
@@ -51,12 +64,9 @@ pub async fn run(
             tokio::select! {
                 joined = set.join_next_with_id() => match joined {
                     None => break,
-                    Some(Ok((id, (outcome, elapsed)))) => {
-                        if let Some((t, begun)) = running.remove(&id) {
-                            let mut report = MirrorReport::new(
-                                &t.mirror, t.request.to_string(), outcome, elapsed);
-                            report.started_ms = ms(begun - started);
-                            reporter.finished(report);
+                    Some(Ok((id, (outcome, begun, elapsed)))) => {
+                        if let Some((t, _)) = running.remove(&id) {
+                            reporter.finished(report(&t, outcome, elapsed, begun));
                         }
                     }
                     Some(Err(e)) => {
@@ -66,10 +76,7 @@ pub async fn run(
                             let mut outcome = session::Outcome::default();
                             outcome.error = Some(format!("internal error: {e}"));
                             outcome.message = outcome.error.clone().unwrap_or_default();
-                            let mut report = MirrorReport::new(
-                                &t.mirror, t.request.to_string(), outcome, begun.elapsed());
-                            report.started_ms = ms(begun - started);
-                            reporter.finished(report);
+                            reporter.finished(report(&t, outcome, begun.elapsed(), begun));
                         }
                     }
                 },
@@ -77,8 +84,7 @@ pub async fn run(
                     interrupted = true;
                     set.abort_all();
                     for (_, (t, begun)) in running.drain() {
-                        let mut report = MirrorReport::interrupted(
-                            &t.mirror, t.request.to_string(), begun.elapsed());
+                        let mut report = MirrorReport::interrupted(&t, begun.elapsed());
                         report.started_ms = ms(begun - started);
                         reporter.finished(report);
                     }

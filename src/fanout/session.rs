@@ -1,5 +1,6 @@
 //! One SSH exchange with one mirror: connect, verify the host key, authenticate, send the request,
-//! collect the answer. Every step is bounded: russh has no timeouts of its own.
+//! collect the answer. Every step is bounded: russh has no timeouts of its own. While the
+//! session is up, SSH keepalives notice a dead mirror long before `timeout`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,11 +10,12 @@ use russh::client::{self, Handle};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::agent::AgentIdentity;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Disconnect};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, Disconnect};
 use tokio::time::timeout;
 use tracing::debug;
 
 use super::known_hosts::{KnownHosts, Verdict};
+use super::protocol::{Answer, Command, Ended};
 use super::registry::Mirror;
 use crate::request::Request;
 
@@ -25,9 +27,29 @@ pub const OUTPUT_LIMIT: usize = 64 * 1024;
 pub struct Target {
     pub mirror: Mirror,
     pub request: Request,
+    /// What this mirror is sent for `request` (its protocol's rendering).
+    pub command: Command,
     pub known_hosts: Arc<KnownHosts>,
     /// `None`: authenticate with the keys ssh-agent offers.
     pub key: Option<Arc<PrivateKey>>,
+}
+
+impl Target {
+    pub fn new(
+        mirror: Mirror,
+        request: Request,
+        known_hosts: Arc<KnownHosts>,
+        key: Option<Arc<PrivateKey>>,
+    ) -> Target {
+        let command = mirror.protocol.command(&request);
+        Target {
+            mirror,
+            request,
+            command,
+            known_hosts,
+            key,
+        }
+    }
 }
 
 /// What the mirror answered, or why it could not.
@@ -36,11 +58,13 @@ pub struct Outcome {
     pub exit_status: Option<u32>,
     /// `None` means success.
     pub error: Option<String>,
+    /// What the mirror said it did (`accepted`, `queued`, `synced`), on success.
+    pub answer: Option<Answer>,
     /// A short line for people: the handler's answer on success.
     pub message: String,
     pub output: Captured,
     pub attempts: u32,
-    /// Failed before the request was sent, for a reason another try might not hit.
+    /// Failed before the SSH session was up, for a reason another try might not hit.
     pub retriable: bool,
 }
 
@@ -75,7 +99,8 @@ impl Captured {
 }
 
 /// Pushes to one mirror, retrying connection-level failures `mirror.retries` times with backoff.
-/// A refusal by the handler (or anything after the request was sent) is never retried.
+/// Only a failure before the SSH session is up is retried: once it is, the mirror may have
+/// acted on the request, or is stalling, and another try would only cost another `timeout`.
 pub async fn push(target: &Target) -> Outcome {
     let mut attempt = 0;
     loop {
@@ -92,31 +117,47 @@ pub async fn push(target: &Target) -> Outcome {
     }
 }
 
+/// How far one attempt got; decides whether its failure may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP, banner, key exchange, authentication.
+    Connecting,
+    /// Authenticated: the SSH session is up, the request not yet sent.
+    SessionUp,
+    /// The request was sent; waiting for the answer.
+    Sent,
+}
+
 /// Why an attempt failed before the handler answered.
 enum Failure {
-    /// TCP, resolution, banner or key exchange trouble: worth another try.
+    /// TCP, resolution, banner or key exchange trouble before the session is up: worth another try.
     Connect(String),
     /// Host key, authentication: trying again cannot help.
     Refused(String),
-    /// After the request was sent: the mirror may have acted on it, so never retried.
+    /// With the SSH session up: the mirror may have acted on the request, or stalls; never retried.
     Exchange(String),
 }
 
 async fn attempt_once(target: &Target) -> Outcome {
     let m = &target.mirror;
-    let mut sent = false;
-    let result = timeout(m.timeout, exchange(target, &mut sent)).await;
+    let mut phase = Phase::Connecting;
+    let result = timeout(m.timeout, exchange(target, &mut phase)).await;
+    let limit = humantime::format_duration(m.timeout);
     let failure = match result {
         Ok(Ok(outcome)) => return outcome,
         Ok(Err(f)) => f,
-        Err(_) if sent => Failure::Exchange(format!(
-            "timed out after {} waiting for the handler's answer (timeout)",
-            humantime::format_duration(m.timeout)
-        )),
-        Err(_) => Failure::Connect(format!(
-            "timed out after {} before the request was sent (timeout)",
-            humantime::format_duration(m.timeout)
-        )),
+        Err(_) => match phase {
+            Phase::Connecting => Failure::Connect(format!(
+                "timed out after {limit} before the SSH session was up (timeout)"
+            )),
+            Phase::SessionUp => Failure::Exchange(format!(
+                "timed out after {limit} with the SSH session up, before the request was sent \
+                 (timeout; not retried: the mirror is up but stalls)"
+            )),
+            Phase::Sent => Failure::Exchange(format!(
+                "timed out after {limit} waiting for the handler's answer (timeout)"
+            )),
+        },
     };
     let (error, retriable) = match failure {
         Failure::Connect(e) => (e, true),
@@ -130,7 +171,7 @@ async fn attempt_once(target: &Target) -> Outcome {
     }
 }
 
-async fn exchange(target: &Target, sent: &mut bool) -> Result<Outcome, Failure> {
+async fn exchange(target: &Target, phase: &mut Phase) -> Result<Outcome, Failure> {
     let m = &target.mirror;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((m.host.as_str(), m.port))
         .await
@@ -140,13 +181,13 @@ async fn exchange(target: &Target, sent: &mut bool) -> Result<Outcome, Failure> 
         return Err(Failure::Connect(format!("{} has no address", m.host)));
     }
     let mut last = None;
-    let mut handle = None;
+    let mut session = None;
     // Every resolved address is tried, each with its own connect_timeout, as OpenSSH does.
     for addr in addrs {
         debug!(mirror = %m.name, %addr, "connecting");
         match timeout(m.connect_timeout, connect(target, addr)).await {
-            Ok(Ok(h)) => {
-                handle = Some(h);
+            Ok(Ok(s)) => {
+                session = Some(s);
                 break;
             }
             Ok(Err(Failure::Connect(e))) => last = Some(format!("{addr}: {e}")),
@@ -159,18 +200,69 @@ async fn exchange(target: &Target, sent: &mut bool) -> Result<Outcome, Failure> 
             }
         }
     }
-    let Some(handle) = handle else {
+    let Some((handle, events)) = session else {
         return Err(Failure::Connect(last.unwrap_or_default()));
     };
-    run_request(target, &handle, sent).await
+    *phase = Phase::SessionUp;
+    let outcome = run_request(target, &handle, &events, phase).await;
+    let refused = events.refused_channels();
+    if refused > 0 {
+        debug!(mirror = %m.name, refused, "refused channels the mirror tried to open");
+    }
+    outcome
 }
 
-/// The russh handler: its only job is the host key decision, and remembering why it refused.
+/// What the session's event loop tells us besides channel data: why it refused a host key,
+/// why the session ended, how many channels the server tried to open towards us.
+#[derive(Default)]
+struct Events {
+    refusal: Mutex<Option<String>>,
+    ended: Mutex<Option<String>>,
+    refused_channels: Mutex<u64>,
+}
+
+impl Events {
+    fn set(slot: &Mutex<Option<String>>, why: String) {
+        if let Ok(mut s) = slot.lock() {
+            s.get_or_insert(why);
+        }
+    }
+
+    fn take(slot: &Mutex<Option<String>>) -> Option<String> {
+        slot.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn refused_channels(&self) -> u64 {
+        self.refused_channels.lock().map(|n| *n).unwrap_or(0)
+    }
+}
+
+/// The russh handler: decides on the host key, refuses every channel the server opens towards
+/// us, and remembers why the session ended.
 struct HostCheck {
     host: String,
     port: u16,
+    keepalive_interval: Duration,
     known_hosts: Arc<KnownHosts>,
-    refusal: Arc<Mutex<Option<String>>>,
+    events: Arc<Events>,
+}
+
+impl HostCheck {
+    fn refuse(&self, why: String) {
+        Events::set(&self.events.refusal, why);
+    }
+
+    /// A mirror only answers our one session channel; it has no business opening channels to
+    /// the master (forwarded ports, X11, agent, sessions), whatever it claims.
+    async fn refuse_channel(&self, reply: client::ChannelOpenHandle) -> Result<(), russh::Error> {
+        if let Ok(mut n) = self.events.refused_channels.lock() {
+            *n += 1;
+        }
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
 }
 
 impl client::Handler for HostCheck {
@@ -201,17 +293,120 @@ impl client::Handler for HostCheck {
             }
         }
     }
-}
 
-impl HostCheck {
-    fn refuse(&self, why: String) {
-        if let Ok(mut slot) = self.refusal.lock() {
-            *slot = Some(why);
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel(reply).await
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let why = match &reason {
+            client::DisconnectReason::ReceivedDisconnect(info) => format!(
+                "the mirror closed the SSH session ({})",
+                crate::request::escape_bytes(info.message.as_bytes())
+            ),
+            client::DisconnectReason::Error(e) => session_error(e, self.keepalive_interval),
+        };
+        Events::set(&self.events.ended, why);
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => Err(e),
         }
     }
 }
 
-fn config() -> Arc<client::Config> {
+/// Why the SSH session ended under us, in words a person can act on.
+fn session_error(e: &russh::Error, keepalive_interval: Duration) -> String {
+    match e {
+        russh::Error::KeepaliveTimeout => format!(
+            "the mirror stopped answering: {} SSH keepalives {} apart went unanswered \
+             (the mirror or the network died)",
+            KEEPALIVE_MAX,
+            humantime::format_duration(keepalive_interval)
+        ),
+        other => format!("the SSH session failed: {}", describe(other)),
+    }
+}
+
+/// Keepalives sent without any answer before the session is given up (OpenSSH's
+/// ServerAliveCountMax default); it ends at the next interval, about 4 intervals after the
+/// mirror last said anything.
+const KEEPALIVE_MAX: usize = 3;
+
+fn config(keepalive_interval: Duration) -> Arc<client::Config> {
     let preferred = russh::Preferred {
         // zlib@openssh.com has desync reports, and requests are tiny: never offer compression.
         compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
@@ -220,31 +415,38 @@ fn config() -> Arc<client::Config> {
     Arc::new(client::Config {
         preferred,
         nodelay: true,
+        // A wait for `synced` can last as long as a sync: keep NAT state alive and notice a
+        // dead mirror long before `timeout` (which still bounds the whole exchange).
+        keepalive_interval: Some(keepalive_interval),
+        keepalive_max: KEEPALIVE_MAX,
         ..Default::default()
     })
 }
 
-async fn connect(target: &Target, addr: SocketAddr) -> Result<Handle<HostCheck>, Failure> {
+async fn connect(
+    target: &Target,
+    addr: SocketAddr,
+) -> Result<(Handle<HostCheck>, Arc<Events>), Failure> {
     let m = &target.mirror;
-    let refusal = Arc::new(Mutex::new(None));
+    let events = Arc::new(Events::default());
     let check = HostCheck {
         host: m.host.clone(),
         port: m.port,
+        keepalive_interval: m.keepalive_interval,
         known_hosts: target.known_hosts.clone(),
-        refusal: refusal.clone(),
+        events: events.clone(),
     };
-    let mut handle = match client::connect(config(), addr, check).await {
+    let mut handle = match client::connect(config(m.keepalive_interval), addr, check).await {
         Ok(h) => h,
         Err(e) => {
-            let refused = refusal.lock().ok().and_then(|mut s| s.take());
-            return Err(match refused {
+            return Err(match Events::take(&events.refusal) {
                 Some(why) => Failure::Refused(why),
                 None => Failure::Connect(describe(&e)),
             });
         }
     };
     authenticate(target, &mut handle).await?;
-    Ok(handle)
+    Ok((handle, events))
 }
 
 async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result<(), Failure> {
@@ -308,104 +510,53 @@ async fn rsa_hash(
 async fn run_request(
     target: &Target,
     handle: &Handle<HostCheck>,
-    sent: &mut bool,
+    events: &Events,
+    phase: &mut Phase,
 ) -> Result<Outcome, Failure> {
-    let conn = |e: russh::Error| Failure::Connect(describe(&e));
-    let mut channel = handle.channel_open_session().await.map_err(conn)?;
-    let request = target.request.to_string();
-    debug!(mirror = %target.mirror.name, %request, "sending");
-    *sent = true;
-    channel
-        .exec(true, request)
-        .await
-        .map_err(|e| Failure::Exchange(describe(&e)))?;
-    let mut output = Captured::default();
-    let mut exit_status = None;
-    let mut signal = None;
-    let mut exec_refused = false;
+    // The session is up: whatever fails from here on is not retried.
+    let after = |e: russh::Error| Failure::Exchange(describe(&e));
+    let mut channel = handle.channel_open_session().await.map_err(after)?;
+    let command = target.command.text.as_str();
+    debug!(mirror = %target.mirror.name, %command, "sending");
+    *phase = Phase::Sent;
+    channel.exec(true, command).await.map_err(after)?;
+    let mut ended = Ended::default();
+    let mut closed = false;
     // Keep reading after ExitStatus until Close (or the end): data may still follow it, and an
     // undrained channel stalls the whole session.
     while let Some(msg) = channel.wait().await {
         match msg {
-            ChannelMsg::Data { data } => output.push(false, &data),
-            ChannelMsg::ExtendedData { data, .. } => output.push(true, &data),
-            ChannelMsg::ExitStatus { exit_status: s } => exit_status = Some(s),
-            ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(format!("{signal_name:?}")),
-            ChannelMsg::Failure => exec_refused = true,
-            ChannelMsg::Close => break,
+            ChannelMsg::Data { data } => ended.output.push(false, &data),
+            ChannelMsg::ExtendedData { data, .. } => ended.output.push(true, &data),
+            ChannelMsg::ExitStatus { exit_status } => ended.exit_status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                ended.signal = Some(format!("{signal_name:?}"))
+            }
+            ChannelMsg::Failure => ended.exec_refused = true,
+            ChannelMsg::Close => {
+                closed = true;
+                break;
+            }
             _ => {}
         }
+    }
+    if !closed {
+        // The channel ended without a close: the session itself died (e.g. missed keepalives).
+        ended.session_error = Events::take(&events.ended);
     }
     let _ = handle
         .disconnect(Disconnect::ByApplication, "done", "en")
         .await;
-    Ok(judge(exit_status, signal, exec_refused, output))
-}
-
-/// Turns what the channel delivered into an outcome. A missing exit status is never success.
-fn judge(
-    exit_status: Option<u32>,
-    signal: Option<String>,
-    exec_refused: bool,
-    output: Captured,
-) -> Outcome {
-    let first_line = |bytes: &[u8]| {
-        let text = crate::request::escape_bytes(bytes);
-        text.split("\\x0a")
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .to_owned()
-    };
-    // The handler's errors are one stderr line starting "error:" (DESIGN.md section 4); prefer
-    // it over noise a login shell may print first (e.g. profile scripts).
-    let error_line = |bytes: &[u8]| {
-        let text = crate::request::escape_bytes(bytes);
-        text.split("\\x0a")
-            .map(str::trim)
-            .find(|l| l.starts_with("error:"))
-            .map(str::to_owned)
-            .unwrap_or_else(|| first_line(bytes))
-    };
-    let (stdout_line, stderr_line) = (first_line(&output.stdout), error_line(&output.stderr));
-    let error = match (exit_status, &signal) {
-        (Some(0), _) => None,
-        (Some(code), _) => {
-            let what = match code {
-                1 => "the sync ran and rsync failed",
-                64 => "handler refused a malformed request",
-                75 => "temporary failure on the mirror; try again later",
-                77 => "handler refused: not permitted (unknown module, dirs not allowed, or symlink)",
-                78 => "handler configuration error on the mirror",
-                _ => "handler failed",
-            };
-            let detail = if stderr_line.is_empty() { &stdout_line } else { &stderr_line };
-            Some(if detail.is_empty() {
-                format!("{what} (exit {code})")
-            } else {
-                format!("{what} (exit {code}): {detail}")
-            })
-        }
-        (None, Some(sig)) => Some(format!("handler killed by signal {sig} (no exit status)")),
-        (None, None) if exec_refused => Some("the server refused to run the request (no exit status)".into()),
-        (None, None) => Some(
-            "channel closed without an exit status (no exit status): the handler or the connection died"
-                .into(),
-        ),
-    };
-    let message = match &error {
-        Some(e) => e.clone(),
-        None if !stdout_line.is_empty() => stdout_line,
-        None => "ok".into(),
-    };
-    Outcome {
-        exit_status,
-        error,
-        message,
-        output,
+    let verdict = target.mirror.protocol.judge(&ended);
+    Ok(Outcome {
+        exit_status: ended.exit_status,
+        error: verdict.error,
+        answer: verdict.answer,
+        message: verdict.message,
+        output: ended.output,
         attempts: 1,
         retriable: false,
-    }
+    })
 }
 
 /// russh errors in words a person can act on.
@@ -422,50 +573,8 @@ fn describe(e: &russh::Error) -> String {
 mod tests {
     use super::*;
 
-    fn captured(stdout: &str, stderr: &str) -> Captured {
-        Captured {
-            stdout: stdout.into(),
-            stderr: stderr.into(),
-            truncated: false,
-        }
-    }
-
     #[test]
-    fn exit_codes_become_messages() {
-        let ok = judge(Some(0), None, false, captured("accepted\n", ""));
-        assert_eq!((ok.error, ok.message.as_str()), (None, "accepted"));
-        let e = judge(
-            Some(77),
-            None,
-            false,
-            captured("", "error: unknown module \"x\"\nmore\n"),
-        );
-        let text = e.error.unwrap();
-        assert!(text.contains("not permitted"), "{text}");
-        assert!(
-            text.contains("(exit 77): error: unknown module \"x\""),
-            "{text}"
-        );
-        for code in [1, 64, 75, 78, 3] {
-            let e = judge(Some(code), None, false, Captured::default());
-            assert!(e.error.unwrap().contains(&format!("exit {code}")));
-        }
-    }
-
-    #[test]
-    fn no_exit_status_is_a_failure() {
-        for (sig, refused) in [
-            (None, false),
-            (Some("KILL".to_string()), false),
-            (None, true),
-        ] {
-            let e = judge(None, sig, refused, captured("accepted\n", ""));
-            assert!(e.error.unwrap().contains("no exit status"));
-        }
-    }
-
-    #[test]
-    fn output_is_bounded_and_escaped() {
+    fn output_is_bounded() {
         let mut c = Captured::default();
         for _ in 0..100 {
             c.push(false, &[b'x'; 1000]);
@@ -473,8 +582,13 @@ mod tests {
         }
         assert_eq!(c.stdout.len() + c.stderr.len(), OUTPUT_LIMIT);
         assert!(c.truncated);
-        let e = judge(Some(1), None, false, captured("", "\x1b[31mbad\rline\n"));
-        let text = e.error.unwrap();
-        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
+    }
+
+    #[test]
+    fn a_dead_session_is_named_with_its_keepalives() {
+        let text = session_error(&russh::Error::KeepaliveTimeout, Duration::from_secs(15));
+        assert!(text.contains("3 SSH keepalives 15s apart"), "{text}");
+        let text = session_error(&russh::Error::Disconnect, Duration::from_secs(15));
+        assert!(text.contains("closed the connection"), "{text}");
     }
 }

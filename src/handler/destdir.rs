@@ -339,6 +339,52 @@ pub fn write_file_at(dest_fd: &OwnedFd, rel: &RelDir, bytes: &[u8]) -> io::Resul
     })
 }
 
+/// Copies the file `src` to `rel` under `dest_fd` (0644, with `src`'s modification time) by
+/// temp file and rename, creating missing parents, never following a symlink: a hub publishes
+/// the file list it applied, for its own downstream mirrors.
+pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Result<()> {
+    let comps: Vec<&str> = rel.components().collect();
+    let (leaf, parents) = comps.split_last().ok_or(io::ErrorKind::InvalidInput)?;
+    let dir = if parents.is_empty() {
+        dest_fd.try_clone()?
+    } else {
+        let parent = RelDir::parse(&parents.join("/")).map_err(|_| io::ErrorKind::InvalidInput)?;
+        open_dir(dest_fd, &parent, true)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .fd
+    };
+    let mut from = std::fs::File::open(src)?;
+    let mtime = rfs::fstat(&from)?;
+    let tmp = format!(".{leaf}.{}.tmp", std::process::id());
+    let fd = rfs::openat(
+        &dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    let mut to = std::fs::File::from(fd);
+    let copied = std::io::copy(&mut from, &mut to).and_then(|_| {
+        let times = rfs::Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: mtime.st_atime,
+                tv_nsec: 0,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: mtime.st_mtime,
+                tv_nsec: mtime.st_mtime_nsec as _,
+            },
+        };
+        rfs::futimens(&to, &times)?;
+        to.sync_all()
+    });
+    drop(to);
+    if let Err(e) = copied.and_then(|()| Ok(rfs::renameat(&dir, tmp.as_str(), &dir, *leaf)?)) {
+        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Reads at most `limit` bytes of the regular file `rel` under `dest_fd`, without following a
 /// symlink anywhere on the way; `None` when it is missing or not a plain file.
 pub fn read_file_at(dest_fd: &OwnedFd, rel: &RelDir, limit: usize) -> Option<Vec<u8>> {

@@ -2,7 +2,8 @@
 //! the module's runner. Synchronous and small: no tokio, no russh, no clap.
 //!
 //! - [`cli`]: argv. [`config`]: handler.toml. [`queue`]: lock, pending, coalescing, results.
-//! - [`runner`]: the one executor, draining the queue; [`sync`]: one batch; [`rsync`]: argv,
+//! - [`runner`]: the one executor, draining the queue; [`sync`]: one batch; [`listsync`]: its
+//!   file-list runs; [`rsync`]: argv,
 //!   version floor, timeout, what changed; [`destdir`]: the mirror tree by fd; [`trace`]:
 //!   trace files; [`wait`]: waiting for the run that covers a request.
 //! - [`downstream`]: a hub passing pushes on. [`status`]: last-run records and `status`.
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod destdir;
 pub mod downstream;
+pub mod listsync;
 pub mod log;
 pub mod queue;
 pub mod rsync;

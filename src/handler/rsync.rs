@@ -105,6 +105,22 @@ pub fn args(module: &Module, inv: &Invocation) -> Vec<OsString> {
     a.into_iter().map(OsString::from).collect()
 }
 
+/// The argv that fetches one file (a module's file list) from `source` into `dest_name` in the
+/// working directory: times kept, so an unchanged list costs the upstream one stat, and the
+/// previous fetch is the basis, so only a changed list's delta travels.
+pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Vec<OsString> {
+    let mut a: Vec<String> = vec!["-t".into(), "--stats".into()];
+    a.push(format!("--timeout={IO_TIMEOUT_SECS}"));
+    if module.is_daemon_source() {
+        a.push(format!("--contimeout={CONNECT_TIMEOUT_SECS}"));
+    }
+    a.extend(module.rsync_args.iter().cloned());
+    a.push("--".into());
+    a.push(source.to_owned());
+    a.push(dest_name.to_owned());
+    a.into_iter().map(OsString::from).collect()
+}
+
 /// Parses `rsync  version 3.5.0  protocol version 32`.
 pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let first = text.lines().next()?;

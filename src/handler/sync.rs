@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::config::{Config, Module};
 use super::destdir;
+use super::listsync;
 use super::log;
 use super::queue::{coalesce, Entry, ModuleDir, FULL_SYNC};
 use super::rsync::{self, Changes, Invocation, Outcome, RunPlace, PGID_FILE};
@@ -69,9 +70,28 @@ pub fn execute(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> Run
         Ok(p) => {
             let targets = coalesce(batch);
             let mut rsync_time = Duration::ZERO;
+            let t0 = Instant::now();
+            let list = fetch_list(cfg, m, md, &p);
+            // `sync --full`: a plain rsync, whose good end still moves the baseline.
+            let plain = batch.iter().any(|e| e.plain);
+            rsync_time += t0.elapsed();
             for target in &targets {
                 let t0 = Instant::now();
-                runs.push(plain_target(cfg, m, md, &p, target.as_ref()));
+                let run = match (&list, plain) {
+                    (Some(Ok(())), false) => listsync::target(cfg, m, md, &p, target.as_ref()),
+                    (Some(Ok(())), true) => {
+                        let run = plain_target(cfg, m, md, &p, target.as_ref());
+                        if run.ok && target.is_none() {
+                            listsync::adopt(cfg, m, md, &p);
+                        }
+                        run
+                    }
+                    (Some(Err(why)), _) => {
+                        listsync::with_note(plain_target(cfg, m, md, &p, target.as_ref()), why)
+                    }
+                    (None, _) => plain_target(cfg, m, md, &p, target.as_ref()),
+                };
+                runs.push(run);
                 rsync_time += t0.elapsed();
             }
             let whole = targets.iter().any(Option::is_none);
@@ -93,6 +113,21 @@ pub fn execute(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> Run
         }
     }
     record(batch, runs, start, clock.elapsed(), trace_written)
+}
+
+/// A module with a file list fetches it once per batch; `None` without one.
+fn fetch_list(
+    cfg: &Config,
+    m: &Module,
+    md: &ModuleDir,
+    p: &Prepared,
+) -> Option<Result<(), String>> {
+    m.filelist.as_ref()?;
+    let fetched = listsync::fetch(cfg, m, md, p);
+    if let Err(e) = &fetched {
+        super::runner::log_event(cfg, m, "filelist-fetch-failed", e);
+    }
+    Some(fetched)
 }
 
 /// ftpsync's names: `ssh` when a push asked, `cron` when only local runs (the timer) did.
@@ -183,7 +218,7 @@ pub fn protected_within(m: &Module, dir: Option<&RelDir>) -> Vec<String> {
 }
 
 /// A plain rsync of the module or one dir, in one or two passes.
-fn plain_target(
+pub fn plain_target(
     cfg: &Config,
     m: &Module,
     md: &ModuleDir,

@@ -1,0 +1,777 @@
+//! The handler's side of file-list sync: given the last list applied successfully (the
+//! baseline) and the list just fetched from upstream, what to transfer and what to delete.
+//!
+//! Lists can be huge (Fedora's hold 12 million entries), so the planner never holds two lists
+//! of paths. It keeps the baseline as a sorted array of (path hash, fingerprint of type, size
+//! and mtime) with a seen-bit per entry, streams the fetched list against it, writing the
+//! entries to transfer as it goes, then streams the baseline again for the entries that left.
+//! The hashes are keyed with a random key per run (SipHash, as std's `RandomState`), so a
+//! hostile list cannot craft collisions; an accidental one (odds about n²/2⁶⁵) makes the
+//! planner refuse the list, which costs one plain rsync.
+//!
+//! Beyond what the reader refuses, a fetched list is invalid when a path appears twice or when
+//! an entry's parent is not listed as a directory (a child of a symlink or of a file is how a
+//! list would try to reach outside the tree through a link): every list the generator writes
+//! has each entry's parent listed as a directory.
+//!
+//! Both output files hold NUL-terminated paths relative to the module top, for
+//! `rsync --from0 --files-from=F`. They are written under temporary names and renamed into
+//! place only when the whole plan succeeded: after an error neither exists.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::format::{Access, Algo, EntryRef, Item, Kind, ListError, Reader, Writer};
+use super::{cmp_paths, is_within, parent, AtomicFile};
+use crate::request::{escape_bytes, RelDir};
+
+/// Most entries a list may hold (Fedora's largest holds about 12 million); beyond this the
+/// planner's memory, about 40 bytes per entry, would no longer be reasonable.
+pub const MAX_ENTRIES: u64 = 50_000_000;
+
+/// What to plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanRequest<'a> {
+    /// The last list applied successfully. Must exist (no baseline: run a plain rsync).
+    pub baseline: &'a Path,
+    /// The list just fetched from upstream.
+    pub fetched: &'a Path,
+    /// A dir push: only entries equal to or below this dir count, on both sides.
+    pub scope: Option<&'a RelDir>,
+    /// More deletions than this and the plan is refused.
+    pub max_delete: u64,
+    /// Ignore entries marked `*` or `-` on both sides, as quick-fedora-mirror does by default
+    /// (public mirrors cannot read them upstream). They are still validated.
+    pub skip_restricted: bool,
+    /// Where to write the paths to transfer.
+    pub transfer_out: &'a Path,
+    /// Where to write the paths to delete, children before their parents.
+    pub delete_out: &'a Path,
+}
+
+/// What the run has to do. On success both output files exist (empty when there is nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The fetched list is byte for byte the baseline: a null sync, nothing to run.
+    pub unchanged: bool,
+    /// Entries to transfer: new, or differing in type, size or mtime (dirs included).
+    pub transfer: u64,
+    /// Entries to delete: in the baseline (within the scope) but not in the fetched list.
+    pub delete: u64,
+    /// Entries of the fetched list within the scope (0 when unchanged: it is not read).
+    pub entries: u64,
+}
+
+/// How the runner should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The fetched list (or the stored baseline) cannot be trusted: log it and run a plain
+    /// rsync instead. An invalid fetched list must not become the baseline.
+    Fallback,
+    /// The plan is refused (too many deletions): nothing is transferred or deleted, the run
+    /// fails with this message.
+    Refused,
+    /// Local trouble (reading or writing the state dir): a temporary failure.
+    Temporary,
+}
+
+/// A planning error; its `Display` is one line.
+#[derive(Debug)]
+pub enum PlanError {
+    /// The fetched list is malformed or hostile.
+    InvalidList { list: PathBuf, reason: String },
+    /// The stored baseline is missing a part or does not parse (it should not happen: only
+    /// valid lists become baselines, but disks fail).
+    InvalidBaseline { list: PathBuf, reason: String },
+    /// More deletions than `max_delete`.
+    TooManyDeletions { delete: u64, max_delete: u64 },
+    /// Reading or writing a file failed.
+    Io { path: PathBuf, error: io::Error },
+}
+
+impl PlanError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PlanError::InvalidList { .. } | PlanError::InvalidBaseline { .. } => {
+                ErrorClass::Fallback
+            }
+            PlanError::TooManyDeletions { .. } => ErrorClass::Refused,
+            PlanError::Io { .. } => ErrorClass::Temporary,
+        }
+    }
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::InvalidList { list, reason } => {
+                write!(f, "invalid file list {}: {reason}", show(list))
+            }
+            PlanError::InvalidBaseline { list, reason } => {
+                write!(f, "invalid baseline {}: {reason}", show(list))
+            }
+            PlanError::TooManyDeletions { delete, max_delete } => write!(
+                f,
+                "the file list would delete {delete} entries, more than max_delete ({max_delete}); nothing was deleted"
+            ),
+            PlanError::Io { path, error } => write!(f, "{}: {error}", show(path)),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+fn show(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    escape_bytes(path.as_os_str().as_bytes())
+}
+
+/// Which list an error is about.
+#[derive(Clone, Copy)]
+enum Side {
+    Fetched,
+    Baseline,
+}
+
+fn invalid(side: Side, list: &Path, reason: String) -> PlanError {
+    let list = list.to_owned();
+    match side {
+        Side::Fetched => PlanError::InvalidList { list, reason },
+        Side::Baseline => PlanError::InvalidBaseline { list, reason },
+    }
+}
+
+fn list_error(side: Side, list: &Path, e: ListError) -> PlanError {
+    match e {
+        ListError::Io(error) => PlanError::Io {
+            path: list.to_owned(),
+            error,
+        },
+        e => invalid(side, list, e.to_string()),
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(io::Error) -> PlanError + '_ {
+    move |error| PlanError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, PlanError> {
+    File::open(path)
+        .map(|f| BufReader::with_capacity(1 << 16, f))
+        .map_err(io_error(path))
+}
+
+/// Keyed hashes of paths and of (type, size, mtime).
+struct Keys(RandomState);
+
+impl Keys {
+    fn new() -> Keys {
+        Keys(RandomState::new())
+    }
+
+    fn path(&self, path: &[u8]) -> u64 {
+        let mut h = self.0.build_hasher();
+        h.write(path);
+        h.finish()
+    }
+
+    fn fingerprint(&self, e: &EntryRef<'_>) -> u64 {
+        let mut h = self.0.build_hasher();
+        h.write_u8(e.kind.letter());
+        h.write_u64(e.size);
+        h.write_i64(e.mtime);
+        h.finish()
+    }
+}
+
+/// Whether an entry takes part in the diff.
+fn counts(e: &EntryRef<'_>, scope: Option<&RelDir>, skip_restricted: bool) -> bool {
+    scope.is_none_or(|d| is_within(e.path, d.as_str().as_bytes()))
+        && !(skip_restricted && e.access != Access::Public)
+}
+
+/// The baseline's entries within the scope, as (path hash, fingerprint) in list order, with
+/// an index by hash and a seen-bit each.
+///
+/// Lookups first try the row after the last one found: lists of the same generator come in
+/// the same order, so nearly every lookup is a sequential read. Otherwise the index (row
+/// numbers sorted by hash, with a directory of where each run of leading hash bits starts;
+/// hashes are uniform, so a run holds about two rows) costs about two cache misses, where a
+/// binary search over a million rows costs twenty.
+struct Table {
+    rows: Vec<(u64, u64)>,
+    index: Vec<u32>,
+    /// `starts[b]`: the first index slot whose row's hash has top `bits` bits of at least `b`.
+    starts: Vec<u32>,
+    bits: u32,
+    seen: Vec<u64>,
+    cursor: usize,
+}
+
+impl Table {
+    /// Fails on a duplicate hash (a path listed twice, or a collision).
+    fn build(rows: Vec<(u64, u64)>) -> Result<Table, ()> {
+        // Sorted as (hash, row) pairs: sorting row numbers by their rows' hashes would chase
+        // a pointer per comparison.
+        let mut pairs: Vec<(u64, u32)> = rows.iter().zip(0u32..).map(|(r, i)| (r.0, i)).collect();
+        pairs.sort_unstable();
+        if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(());
+        }
+        let index: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+        let hash = |slot: usize| pairs[slot].0;
+        // About two rows per run; at least one bit so the shift below stays under 64.
+        let bits = (usize::BITS - (rows.len() / 2).leading_zeros()).clamp(1, 32);
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut slot = 0;
+        for b in 0..=(1u64 << bits) {
+            while slot < index.len() && hash(slot) >> (64 - bits) < b {
+                slot += 1;
+            }
+            starts.push(slot as u32);
+        }
+        drop(pairs);
+        let seen = vec![0u64; rows.len().div_ceil(64)];
+        Ok(Table {
+            rows,
+            index,
+            starts,
+            bits,
+            seen,
+            cursor: 0,
+        })
+    }
+
+    /// The row of a path hash.
+    fn find(&mut self, h: u64) -> Option<usize> {
+        if self.rows.get(self.cursor).is_some_and(|r| r.0 == h) {
+            self.cursor += 1;
+            return Some(self.cursor - 1);
+        }
+        let b = (h >> (64 - self.bits)) as usize;
+        let run = &self.index[self.starts[b] as usize..self.starts[b + 1] as usize];
+        let at = run.partition_point(|&i| self.rows[i as usize].0 < h);
+        let row = *run.get(at)? as usize;
+        (self.rows[row].0 == h).then(|| {
+            self.cursor = row + 1;
+            row
+        })
+    }
+
+    fn mark(&mut self, i: usize) {
+        self.seen[i / 64] |= 1 << (i % 64);
+    }
+
+    fn is_seen(&self, i: usize) -> bool {
+        self.seen[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn unseen(&self) -> u64 {
+        self.rows.len() as u64
+            - self
+                .seen
+                .iter()
+                .map(|w| u64::from(w.count_ones()))
+                .sum::<u64>()
+    }
+}
+
+/// Kind codes packed into the low bits of a path hash, for the structural checks.
+fn code(kind: Kind) -> u64 {
+    match kind {
+        Kind::File => 0,
+        Kind::Dir => 1,
+        Kind::Symlink => 2,
+    }
+}
+
+const HIGH: u64 = !3;
+
+/// What the structural checks of a list need: every entry's (hash, kind) and every parent's
+/// hash. Run after the list was read, they find duplicates and entries whose parent is not a
+/// listed dir without holding any path.
+struct Structure {
+    entries: Vec<u64>,
+    parents: Vec<u64>,
+    last_parent: Vec<u8>,
+    last_parent_hash: u64,
+}
+
+impl Structure {
+    fn new() -> Structure {
+        Structure {
+            entries: Vec::new(),
+            parents: Vec::new(),
+            last_parent: Vec::new(),
+            last_parent_hash: 0,
+        }
+    }
+
+    fn add(&mut self, keys: &Keys, h: u64, e: &EntryRef<'_>) {
+        self.entries.push((h & HIGH) | code(e.kind));
+        if let Some(p) = parent(e.path) {
+            // Lists are mostly grouped by dir: hash each parent once per run of siblings.
+            if p != self.last_parent.as_slice() {
+                self.last_parent.clear();
+                self.last_parent.extend_from_slice(p);
+                self.last_parent_hash = keys.path(p) & HIGH;
+                self.parents.push(self.last_parent_hash);
+            }
+        }
+    }
+
+    /// The first problem: a duplicated hash, or a parent hash with no dir entry.
+    fn check(mut self) -> Result<(), Flaw> {
+        self.entries.sort_unstable();
+        if let Some(w) = self.entries.windows(2).find(|w| w[0] & HIGH == w[1] & HIGH) {
+            return Err(Flaw::Duplicate(w[0] & HIGH));
+        }
+        self.parents.sort_unstable();
+        self.parents.dedup();
+        let mut i = 0;
+        for &p in &self.parents {
+            while i < self.entries.len() && self.entries[i] & HIGH < p {
+                i += 1;
+            }
+            match self.entries.get(i) {
+                Some(&x) if x & HIGH == p && x & 3 == code(Kind::Dir) => {}
+                _ => return Err(Flaw::Parent(p)),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Flaw {
+    Duplicate(u64),
+    Parent(u64),
+}
+
+/// Reads the list again to put a path and line on a structural flaw (the checks only had
+/// hashes). Only runs when a list is being refused.
+fn explain(keys: &Keys, list: &Path, flaw: Flaw) -> Result<String, PlanError> {
+    let mut reader = Reader::new(open(list)?);
+    // Duplicate: the first line of the path. Parent: the first child, and the entries that
+    // could be its parent (same hash), whichever comes first in the list.
+    let mut first: Option<(u64, Vec<u8>)> = None;
+    let mut holders: Vec<(Vec<u8>, Kind)> = Vec::new();
+    while let Some(record) = reader
+        .next_record()
+        .map_err(|e| list_error(Side::Fetched, list, e))?
+    {
+        let Item::Entry(e) = record.item else {
+            continue;
+        };
+        let line = record.number;
+        match flaw {
+            Flaw::Duplicate(d) => {
+                if keys.path(e.path) & HIGH != d {
+                    continue;
+                }
+                match &first {
+                    None => first = Some((line, e.path.to_vec())),
+                    Some((at, path)) if path == e.path => {
+                        return Ok(format!(
+                            "line {line}: '{}' is listed twice (first on line {at})",
+                            escape_bytes(e.path)
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            Flaw::Parent(p) => {
+                if keys.path(e.path) & HIGH == p {
+                    holders.push((e.path.to_vec(), e.kind));
+                }
+                if first.is_none() && parent(e.path).is_some_and(|q| keys.path(q) & HIGH == p) {
+                    first = Some((line, e.path.to_vec()));
+                }
+            }
+        }
+    }
+    if let (Flaw::Parent(_), Some((line, child))) = (&flaw, &first) {
+        let par = parent(child).unwrap_or_default();
+        let what = match holders.iter().find(|(path, _)| path == par) {
+            Some((_, Kind::Symlink)) => "which the list gives as a symlink",
+            Some((_, Kind::File)) => "which the list gives as a file",
+            _ => "which the list does not hold",
+        };
+        return Ok(format!(
+            "line {line}: '{}' is inside '{}', {what}",
+            escape_bytes(child),
+            escape_bytes(par)
+        ));
+    }
+    // Two different paths with the same hash (or the file changed while we read it).
+    Ok("two entries share a hash; not trusting the list this time".into())
+}
+
+/// Reads a whole fetched list and applies every check the planner applies (the reader's, then
+/// duplicates and parents). For a run without a baseline, before its list becomes one.
+/// Returns the number of entries.
+pub fn validate(list: &Path) -> Result<u64, PlanError> {
+    let keys = Keys::new();
+    let mut structure = Structure::new();
+    let mut reader = Reader::new(open(list)?);
+    let mut count = 0u64;
+    while let Some(item) = reader
+        .next_item()
+        .map_err(|e| list_error(Side::Fetched, list, e))?
+    {
+        if let Item::Entry(e) = item {
+            count += 1;
+            check_count(count, list)?;
+            structure.add(&keys, keys.path(e.path), &e);
+        }
+    }
+    if let Err(flaw) = structure.check() {
+        return Err(invalid(Side::Fetched, list, explain(&keys, list, flaw)?));
+    }
+    Ok(count)
+}
+
+fn check_count(count: u64, list: &Path) -> Result<(), PlanError> {
+    if count > MAX_ENTRIES {
+        return Err(invalid(
+            Side::Fetched,
+            list,
+            format!("more than {MAX_ENTRIES} entries"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two files have the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, PlanError> {
+    let (ma, mb) = (
+        fs::metadata(a).map_err(io_error(a))?,
+        fs::metadata(b).map_err(io_error(b))?,
+    );
+    if ma.len() != mb.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = read_full(&mut ra, &mut ba).map_err(io_error(a))?;
+        let m = read_full(&mut rb, &mut bb).map_err(io_error(b))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Plans the run (see the module docs). Errors are classified by [`PlanError::class`].
+pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
+    // Outputs of an earlier run must never be mistaken for this one's.
+    for out in [req.transfer_out, req.delete_out] {
+        match fs::remove_file(out) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(out)(e)),
+            _ => {}
+        }
+    }
+    let mut transfer_file =
+        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
+    let mut delete_file =
+        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
+
+    if same_bytes(req.baseline, req.fetched)? {
+        transfer_file
+            .commit(false)
+            .map_err(io_error(req.transfer_out))?;
+        delete_file
+            .commit(false)
+            .map_err(io_error(req.delete_out))?;
+        return Ok(Plan {
+            unchanged: true,
+            transfer: 0,
+            delete: 0,
+            entries: 0,
+        });
+    }
+
+    let keys = Keys::new();
+    let scope = req.scope;
+    let skip = req.skip_restricted;
+
+    // The baseline's entries in scope.
+    let mut rows = Vec::new();
+    let mut reader = Reader::new(open(req.baseline)?);
+    while let Some(item) = reader
+        .next_item()
+        .map_err(|e| list_error(Side::Baseline, req.baseline, e))?
+    {
+        if let Item::Entry(e) = item {
+            if counts(&e, scope, skip) {
+                rows.push((keys.path(e.path), keys.fingerprint(&e)));
+            }
+        }
+    }
+    let mut table = Table::build(rows).map_err(|()| {
+        invalid(
+            Side::Baseline,
+            req.baseline,
+            "two entries share a path (or a hash)".into(),
+        )
+    })?;
+
+    // The fetched list against it: what to transfer, streamed out; the checks' material.
+    let mut structure = Structure::new();
+    let mut reader = Reader::new(open(req.fetched)?);
+    let (mut transfer, mut entries, mut count) = (0u64, 0u64, 0u64);
+    let write_err = io_error(req.transfer_out);
+    while let Some(item) = reader
+        .next_item()
+        .map_err(|e| list_error(Side::Fetched, req.fetched, e))?
+    {
+        let Item::Entry(e) = item else { continue };
+        count += 1;
+        check_count(count, req.fetched)?;
+        let h = keys.path(e.path);
+        structure.add(&keys, h, &e);
+        if !counts(&e, scope, skip) {
+            continue;
+        }
+        entries += 1;
+        let changed = match table.find(h) {
+            Some(i) => {
+                table.mark(i);
+                table.rows[i].1 != keys.fingerprint(&e)
+            }
+            None => true,
+        };
+        if changed {
+            transfer += 1;
+            transfer_file.write_all(e.path).map_err(&write_err)?;
+            transfer_file.write_all(b"\0").map_err(&write_err)?;
+        }
+    }
+    if let Err(flaw) = structure.check() {
+        return Err(invalid(
+            Side::Fetched,
+            req.fetched,
+            explain(&keys, req.fetched, flaw)?,
+        ));
+    }
+
+    let delete = table.unseen();
+    if delete > req.max_delete {
+        return Err(PlanError::TooManyDeletions {
+            delete,
+            max_delete: req.max_delete,
+        });
+    }
+    if delete > 0 {
+        // The baseline again, for the paths of the entries that left; bounded by max_delete.
+        let mut gone: Vec<Vec<u8>> = Vec::with_capacity(delete as usize);
+        let mut reader = Reader::new(open(req.baseline)?);
+        let mut row = 0;
+        while let Some(item) = reader
+            .next_item()
+            .map_err(|e| list_error(Side::Baseline, req.baseline, e))?
+        {
+            if let Item::Entry(e) = item {
+                if counts(&e, scope, skip) {
+                    // The same entries in the same order as the first read: row by row.
+                    if row >= table.rows.len() {
+                        return Err(invalid(
+                            Side::Baseline,
+                            req.baseline,
+                            "changed while it was read".into(),
+                        ));
+                    }
+                    if !table.is_seen(row) {
+                        gone.push(e.path.to_vec());
+                    }
+                    row += 1;
+                }
+            }
+        }
+        // List order puts a dir before what it holds; reversed, children come first.
+        gone.sort_unstable_by(|a, b| cmp_paths(b, a));
+        let write_err = io_error(req.delete_out);
+        for path in &gone {
+            delete_file.write_all(path).map_err(&write_err)?;
+            delete_file.write_all(b"\0").map_err(&write_err)?;
+        }
+    }
+    transfer_file
+        .commit(false)
+        .map_err(io_error(req.transfer_out))?;
+    delete_file
+        .commit(false)
+        .map_err(io_error(req.delete_out))?;
+    Ok(Plan {
+        unchanged: false,
+        transfer,
+        delete,
+        entries,
+    })
+}
+
+/// Writes the baseline for the next run after a good one, by temporary file and rename (and
+/// fsync: it is the state the next plan trusts). `out` may be `old` itself.
+/// - A full run (`scope` None): the fetched list, byte for byte; `old` is not read.
+/// - A dir push: the fetched list's entries within the dir plus `old`'s outside it. When the
+///   two lists agree outside the dir this is again the fetched list byte for byte, so the next
+///   push of an unchanged upstream is a null sync. `old` must be a valid list (an error of
+///   class `Fallback` otherwise: remove the baseline, so the next run is a plain rsync that
+///   makes a new one).
+///
+/// The fetched list is validated like [`validate`] in both cases: only valid lists become
+/// baselines.
+pub fn write_baseline(
+    old: &Path,
+    fetched: &Path,
+    scope: Option<&RelDir>,
+    out: &Path,
+) -> Result<(), PlanError> {
+    validate(fetched)?;
+    let Some(scope) = scope else {
+        return copy_file(fetched, out);
+    };
+    let dir = scope.as_str().as_bytes();
+    let keys = Keys::new();
+    let outside = |list: &Path, side: Side| -> Result<(u64, u64), PlanError> {
+        // A multiset digest of the lines outside the dir: the sum of their keyed hashes.
+        let mut reader = Reader::new(open(list)?);
+        let (mut sum, mut n) = (0u64, 0u64);
+        while let Some(r) = reader
+            .next_record()
+            .map_err(|e| list_error(side, list, e))?
+        {
+            let line = r.line;
+            let (path, tag) = match r.item {
+                Item::Entry(e) => (e.path, 0u8),
+                Item::Checksum(c) => (c.path, 1 + c.algo as u8),
+            };
+            if !is_within(path, dir) {
+                let mut h = keys.0.build_hasher();
+                h.write_u8(tag);
+                h.write(line);
+                sum = sum.wrapping_add(h.finish());
+                n += 1;
+            }
+        }
+        Ok((sum, n))
+    };
+    if outside(fetched, Side::Fetched)? == outside(old, Side::Baseline)? {
+        return copy_file(fetched, out);
+    }
+
+    // They differ outside the dir: old's entries outside it, then fetched's inside it.
+    let mut file = AtomicFile::create(out, 0o640).map_err(io_error(out))?;
+    let mut w = Writer::new(&mut file).map_err(io_error(out))?;
+    let mut sums: Vec<(Algo, Vec<u8>)> = Vec::new();
+    for (list, side, inside) in [(old, Side::Baseline, false), (fetched, Side::Fetched, true)] {
+        let mut reader = Reader::new(open(list)?);
+        while let Some(r) = reader
+            .next_record()
+            .map_err(|e| list_error(side, list, e))?
+        {
+            let line = r.line;
+            match r.item {
+                Item::Entry(e) if is_within(e.path, dir) == inside => {
+                    w.entry_line(line).map_err(io_error(out))?;
+                }
+                Item::Checksum(c) if is_within(c.path, dir) == inside => {
+                    sums.push((c.algo, line.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    }
+    for algo in Algo::ALL {
+        let lines: Vec<&Vec<u8>> = sums.iter().filter(|s| s.0 == algo).map(|s| &s.1).collect();
+        if lines.is_empty() && algo != Algo::Sha1 {
+            continue;
+        }
+        w.checksum_section(algo).map_err(io_error(out))?;
+        for line in lines {
+            let (hex, path) = line.split_at(algo.hex_len());
+            w.checksum(hex, &path[1..]).map_err(io_error(out))?;
+        }
+    }
+    w.finish().map_err(io_error(out))?;
+    file.commit(true).map_err(io_error(out))
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), PlanError> {
+    let mut file = AtomicFile::create(to, 0o640).map_err(io_error(to))?;
+    let mut src = open(from)?;
+    loop {
+        let buf = src.fill_buf().map_err(io_error(from))?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        file.write_all(buf).map_err(io_error(to))?;
+        src.consume(n);
+    }
+    file.commit(true).map_err(io_error(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_locates_every_hash_and_only_those(
+            mut keys in proptest::collection::vec(any::<u64>(), 0..300),
+            extra in proptest::collection::vec(prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()], 0..20),
+        ) {
+            keys.sort_unstable();
+            keys.dedup();
+            // Rows in another order than by hash, as a list's order is.
+            keys.reverse();
+            let mut table = Table::build(keys.iter().map(|&k| (k, k ^ 1)).collect()).unwrap();
+            for (i, &k) in keys.iter().enumerate().rev() {
+                prop_assert_eq!(table.find(k), Some(i));
+            }
+            for (i, &k) in keys.iter().enumerate() {
+                prop_assert_eq!(table.find(k), Some(i));
+            }
+            for k in extra {
+                prop_assert_eq!(table.find(k).is_some(), keys.contains(&k));
+            }
+        }
+    }
+
+    #[test]
+    fn find_handles_clustered_hashes() {
+        // Hashes are uniform in practice; the search must not depend on it.
+        let keys: Vec<u64> = (0..1000).map(|i| u64::MAX - 5000 + i * 3).collect();
+        let mut table = Table::build(keys.iter().map(|&k| (k, 0)).collect()).unwrap();
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(table.find(k), Some(i));
+            assert_eq!(table.find(k + 1), None);
+        }
+        assert_eq!(table.find(0), None);
+        assert!(Table::build(vec![(1, 0), (1, 1)]).is_err());
+    }
+}
