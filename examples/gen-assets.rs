@@ -20,6 +20,11 @@ use mirrorpush::fanout::registry::{DEFAULT_KNOWN_HOSTS, DEFAULT_REGISTRY};
 fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or("target/assets".into()));
     let (man_dir, completions_dir) = (out.join("man"), out.join("completions"));
+    // Pages of commands that no longer exist must not be packaged: start from an empty dir.
+    match std::fs::remove_dir_all(&man_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     std::fs::create_dir_all(&man_dir)?;
     std::fs::create_dir_all(&completions_dir)?;
 
