@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{lab, local, ssh, status_json, write_config, LONG};
@@ -14,19 +13,7 @@ use mirrorpush::lab::Lab;
 const LIST: &str = "fullfiletimelist-fedora";
 const CONFIG: &str = "filelist = \"fullfiletimelist-fedora\"\n";
 
-/// Regenerates the upstream's list with the real generator.
-fn publish(lab: &Lab) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-        .arg("filelist")
-        .arg(lab.upstream_dir("fedora"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::publish_list as publish;
 
 /// The origin daemon's log lines for module runs, e.g. `rsync on fedora/ from ...`.
 fn served(lab: &Lab) -> Vec<String> {

@@ -391,21 +391,10 @@ fn stage_two_starts_after_stage_one_has_synced() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"mirror\":\"mirror1\""), "{text}");
     // When stage 2's request reached its mirror, stage 1's run had ended (content on disk).
-    let hub_end = {
-        let (code, out, err) = common::run({
-            let mut c = lab.command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"));
-            c.arg("--config")
-                .arg(&lab.mirrors[0].handler_config)
-                .args(["status", "--json"]);
-            c
-        });
-        assert_eq!(code, 0, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["modules"][0]["last_run"]["end"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let hub_end = common::status_json_of(&lab, 0)["modules"][0]["last_run"]["end"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let leaf_log = fs::read_to_string(lab.mirrors[1].state_dir.join("handler.log")).unwrap();
     let leaf_request = leaf_log
         .lines()

@@ -105,16 +105,6 @@ fn served(log: &Path) -> usize {
         .count()
 }
 
-fn status(lab: &Lab, i: usize) -> serde_json::Value {
-    let mut cmd = lab.command_as_account(HANDLER);
-    cmd.arg("--config")
-        .arg(&lab.mirrors[i].handler_config)
-        .args(["status", "--json"]);
-    let (code, out, err) = common::run(cmd);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 /// Neither a runner nor a downstream pusher of the lab is running, and nothing is queued.
 fn quiet(lab: &Lab) -> bool {
     let busy = common::lab_process_running(lab, b"__run")
@@ -170,14 +160,14 @@ fn a_hub_passes_the_push_to_leaves_that_pull_from_it() {
     // The origin served the hub once; the leaves pulled from the hub.
     assert_eq!(served(&lab.upstream_log()), 1);
     assert_eq!(served(&hub_log), 2);
-    let hub = status(&lab, 0);
+    let hub = common::status_json_of(&lab, 0);
     let d = &hub["modules"][0]["downstream"];
     assert_eq!(d["ok"], true, "{hub}");
     assert_eq!(d["pushes"][0]["mirrors"], 2, "{hub}");
     let log = fs::read_to_string(lab.mirrors[0].state_dir.join("handler.log")).unwrap();
     assert!(log.contains("verdict=downstream-ok"), "{log}");
     assert_eq!(
-        status(&lab, 1)["modules"][0]["last_run"]["keys"][0],
+        common::status_json_of(&lab, 1)["modules"][0]["last_run"]["keys"][0],
         "mirror1"
     );
 
@@ -194,8 +184,11 @@ fn a_hub_passes_the_push_to_leaves_that_pull_from_it() {
         2,
         "a push with nothing new went past the hub"
     );
-    assert_eq!(status(&lab, 0)["modules"][0]["downstream"]["start"], before);
-    let last = &status(&lab, 0)["modules"][0]["last_run"];
+    assert_eq!(
+        common::status_json_of(&lab, 0)["modules"][0]["downstream"]["start"],
+        before
+    );
+    let last = &common::status_json_of(&lab, 0)["modules"][0]["last_run"];
     assert_eq!(last["transferred"], 0, "{last}");
 
     // New content upstream: it travels on again, as a dir push where the push named a dir.
@@ -214,7 +207,7 @@ fn a_hub_passes_the_push_to_leaves_that_pull_from_it() {
     assert!(lab.wait_until(LONG, || lab.in_sync(1, "fedora")
         && lab.in_sync(2, "fedora")
         && quiet(&lab)));
-    let leaf = status(&lab, 1);
+    let leaf = common::status_json_of(&lab, 1);
     assert_eq!(
         leaf["modules"][0]["last_run"]["requests"][0], "updates",
         "{leaf}"
@@ -300,14 +293,7 @@ fn with_file_lists_a_hub_passes_dir_pushes_on_and_leaves_fetch_its_list() {
             .replace(&lab.rsync_url("fedora"), &from_hub);
         lab.write_handler_config(i, &text).unwrap();
     }
-    let publish = |lab: &Lab| {
-        let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-            .arg("filelist")
-            .arg(lab.upstream_dir("fedora"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    };
+    let publish = common::publish_list;
     publish(&lab);
     let master = master_registry(&lab, 0);
     push(&master);
@@ -339,7 +325,7 @@ fn with_file_lists_a_hub_passes_dir_pushes_on_and_leaves_fetch_its_list() {
             lab.wait_until(LONG, || fresh.exists() && quiet(&lab)),
             "leaf {i}"
         );
-        let leaf = status(&lab, i);
+        let leaf = common::status_json_of(&lab, i);
         let run = &leaf["modules"][0]["last_run"]["runs"][0];
         assert_eq!(
             (run["kind"].as_str(), run["target"].as_str()),

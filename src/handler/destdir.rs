@@ -10,7 +10,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -307,42 +307,39 @@ pub fn remove_created(dest_fd: &OwnedFd, created: &[String]) {
 /// Writes `bytes` to `rel` (a `/`-separated path under `dest_fd`) by temp file and rename,
 /// creating missing parent directories, never following a symlink. For the trace files.
 pub fn write_file_at(dest_fd: &OwnedFd, rel: &RelDir, bytes: &[u8]) -> io::Result<()> {
-    let comps: Vec<&str> = rel.components().collect();
-    let (leaf, parents) = comps.split_last().ok_or(io::ErrorKind::InvalidInput)?;
-    let dir = match parents.is_empty() {
-        true => dest_fd.try_clone()?,
-        false => {
-            let parent =
-                RelDir::parse(&parents.join("/")).map_err(|_| io::ErrorKind::InvalidInput)?;
-            open_dir(dest_fd, &parent, true)
-                .map_err(|e| io::Error::other(e.to_string()))?
-                .fd
-        }
-    };
-    let tmp = format!(".{leaf}.{}.tmp", std::process::id());
-    let fd = rfs::openat(
-        &dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    let written = std::io::Write::write_all(&mut file, bytes).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written {
-        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-        return Err(e);
-    }
-    rfs::renameat(&dir, tmp.as_str(), &dir, *leaf).map_err(|e| {
-        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-        e.into()
+    replace_file_at(dest_fd, rel, |file| file.write_all(bytes))
+}
+
+/// Copies the file `src` to `rel` under `dest_fd` (with `src`'s modification time) by temp
+/// file and rename, as [`write_file_at`]: a mirror publishes the file list it applied, for the
+/// mirrors that pull from it.
+pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Result<()> {
+    let mut from = std::fs::File::open(src)?;
+    let st = rfs::fstat(&from)?;
+    replace_file_at(dest_fd, rel, |to| {
+        std::io::copy(&mut from, to)?;
+        let times = rfs::Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: 0,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        };
+        Ok(rfs::futimens(&*to, &times)?)
     })
 }
 
-/// Copies the file `src` to `rel` under `dest_fd` (0644, with `src`'s modification time) by
-/// temp file and rename, creating missing parents, never following a symlink: a hub publishes
-/// the file list it applied, for its own downstream mirrors.
-pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Result<()> {
+/// The one way the handler puts a file into the tree: a temp file (0644, created exclusively,
+/// never through a symlink) in the opened parent directory, filled by `fill`, synced, renamed
+/// over `rel`; on any error the temp file is removed.
+fn replace_file_at(
+    dest_fd: &OwnedFd,
+    rel: &RelDir,
+    fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+) -> io::Result<()> {
     let comps: Vec<&str> = rel.components().collect();
     let (leaf, parents) = comps.split_last().ok_or(io::ErrorKind::InvalidInput)?;
     let dir = if parents.is_empty() {
@@ -353,8 +350,6 @@ pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Resul
             .map_err(|e| io::Error::other(e.to_string()))?
             .fd
     };
-    let mut from = std::fs::File::open(src)?;
-    let mtime = rfs::fstat(&from)?;
     let tmp = format!(".{leaf}.{}.tmp", std::process::id());
     let fd = rfs::openat(
         &dir,
@@ -362,27 +357,14 @@ pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Resul
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o644),
     )?;
-    let mut to = std::fs::File::from(fd);
-    let copied = std::io::copy(&mut from, &mut to).and_then(|_| {
-        let times = rfs::Timestamps {
-            last_access: rfs::Timespec {
-                tv_sec: mtime.st_atime,
-                tv_nsec: 0,
-            },
-            last_modification: rfs::Timespec {
-                tv_sec: mtime.st_mtime,
-                tv_nsec: mtime.st_mtime_nsec as _,
-            },
-        };
-        rfs::futimens(&to, &times)?;
-        to.sync_all()
-    });
-    drop(to);
-    if let Err(e) = copied.and_then(|()| Ok(rfs::renameat(&dir, tmp.as_str(), &dir, *leaf)?)) {
+    let mut file = std::fs::File::from(fd);
+    let written = fill(&mut file).and_then(|()| file.sync_all());
+    drop(file);
+    let renamed = written.and_then(|()| Ok(rfs::renameat(&dir, tmp.as_str(), &dir, *leaf)?));
+    if renamed.is_err() {
         let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-        return Err(e);
     }
-    Ok(())
+    renamed
 }
 
 /// Reads at most `limit` bytes of the regular file `rel` under `dest_fd`, without following a

@@ -78,6 +78,22 @@ pub fn adopt(cfg: &Config, m: &Module, md: &ModuleDir, p: &Prepared) {
     }
 }
 
+/// A plain rsync of the target; after a good one of the whole module the fetched list becomes
+/// the baseline (`sync --full`, no baseline yet, an untrusted list).
+pub fn plain_then_adopt(
+    cfg: &Config,
+    m: &Module,
+    md: &ModuleDir,
+    p: &Prepared,
+    dir: Option<&RelDir>,
+) -> TargetRun {
+    let run = sync::plain_target(cfg, m, md, p, dir);
+    if run.ok && dir.is_none() {
+        adopt(cfg, m, md, p);
+    }
+    run
+}
+
 /// One target (the module, or a dir of it) of a file-list run.
 pub fn target(
     cfg: &Config,
@@ -89,11 +105,10 @@ pub fn target(
     let baseline = md.path(BASELINE);
     if !baseline.exists() {
         // No baseline yet: a plain rsync, after which the fetched list describes the mirror.
-        let run = sync::plain_target(cfg, m, md, p, dir);
-        if run.ok && dir.is_none() {
-            adopt(cfg, m, md, p);
-        }
-        return with_note(run, "no file-list baseline yet");
+        return with_note(
+            plain_then_adopt(cfg, m, md, p, dir),
+            "no file-list baseline yet",
+        );
     }
     let (transfer_out, delete_out) = (md.path(TRANSFER), md.path(DELETE));
     let planned = plan::plan(&PlanRequest {
@@ -114,11 +129,7 @@ pub fn target(
                 if matches!(e, plan::PlanError::InvalidBaseline { .. }) {
                     let _ = fs::remove_file(&baseline);
                 }
-                let run = sync::plain_target(cfg, m, md, p, dir);
-                if run.ok && dir.is_none() {
-                    adopt(cfg, m, md, p);
-                }
-                return with_note(run, &e.to_string());
+                return with_note(plain_then_adopt(cfg, m, md, p, dir), &e.to_string());
             }
             ErrorClass::Refused | ErrorClass::Temporary => {
                 log_event(cfg, m, "filelist-refused", &e.to_string());

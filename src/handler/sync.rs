@@ -80,11 +80,7 @@ pub fn execute(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Entry]) -> Run
                 let run = match (&list, plain) {
                     (Some(Ok(())), false) => listsync::target(cfg, m, md, &p, target.as_ref()),
                     (Some(Ok(())), true) => {
-                        let run = plain_target(cfg, m, md, &p, target.as_ref());
-                        if run.ok && target.is_none() {
-                            listsync::adopt(cfg, m, md, &p);
-                        }
-                        run
+                        listsync::plain_then_adopt(cfg, m, md, &p, target.as_ref())
                     }
                     (Some(Err(why)), _) => {
                         listsync::with_note(plain_target(cfg, m, md, &p, target.as_ref()), why)

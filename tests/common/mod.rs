@@ -126,7 +126,16 @@ pub fn wrapper(lab: &Lab, gate_open: bool) -> Wrapper {
 
 /// Mirror 0's `status --json`, run as the mirror account.
 pub fn status_json(lab: &Lab) -> serde_json::Value {
-    let (code, out, err) = local(lab, &["status", "--json"]);
+    status_json_of(lab, 0)
+}
+
+/// Mirror `i`'s `status --json`, run as the mirror account.
+pub fn status_json_of(lab: &Lab, i: usize) -> serde_json::Value {
+    let mut cmd = lab.command_as_account(env!("CARGO_BIN_EXE_mirrorpush-handler"));
+    cmd.arg("--config")
+        .arg(&lab.mirrors[i].handler_config)
+        .args(["status", "--json"]);
+    let (code, out, err) = run(cmd);
     assert_eq!(code, 0, "{err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -156,4 +165,18 @@ pub fn lab_process_running(lab: &Lab, needle: &[u8]) -> bool {
         let root = lab.root.as_os_str().as_encoded_bytes();
         !zombie && has(root) && has(needle)
     })
+}
+
+/// Writes the upstream's file list of `fedora` with the real generator (`mirrorpush filelist`).
+pub fn publish_list(lab: &Lab) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("filelist")
+        .arg(lab.upstream_dir("fedora"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
