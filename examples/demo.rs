@@ -36,36 +36,71 @@ fn run() -> Result<(), String> {
     .map_err(|e| format!("cannot start the lab: {e}"))?;
     println!("lab dir:   {}", lab.root.display());
     println!("upstream:  {}", lab.rsync_url(MODULE));
-    for m in &lab.mirrors {
+    println!(
+        "account:   {} (unprivileged; sshd's Match User block as in the README)",
+        lab.user
+    );
+    // mirror1 is a stage-1 mirror that answers when synced; the others follow in stage 2.
+    // Every mirror syncs by file list, lands indices last and keeps a Debian-style trace.
+    for (i, m) in lab.mirrors.iter().enumerate() {
+        let keys = format!(
+            "filelist = \"fullfiletimelist-{MODULE}\"\nlast = [\"repodata/\"]\ntrace = \"project/trace/{}.example.net\"\n",
+            m.name
+        );
+        let mut text = lab.handler_toml(i, &keys);
+        if i == 0 {
+            text = text.replace("mode = \"detach\"", "mode = \"wait\"");
+        }
+        lab.write_handler_config(i, &text)
+            .map_err(|e| format!("cannot write {}: {e}", m.handler_config.display()))?;
         println!(
-            "{}:   sshd on 127.0.0.1:{}, forced command: {} --config {}",
+            "{}:   sshd on 127.0.0.1:{}, forced command: {} --config {}{}",
             m.name,
             m.port,
             handler.display(),
-            m.handler_config.display()
+            m.handler_config.display(),
+            if i == 0 { "  (mode = \"wait\")" } else { "" }
         );
     }
+    let registry = lab
+        .registry_toml("")
+        .replace("name = \"mirror1\"\n", "name = \"mirror1\"\nwait = true\n")
+        .replace("name = \"mirror2\"\n", "name = \"mirror2\"\nstage = 2\n")
+        .replace("name = \"mirror3\"\n", "name = \"mirror3\"\nstage = 2\n");
+    std::fs::write(&lab.registry, registry).map_err(|e| e.to_string())?;
     println!("registry:  {}", lab.registry.display());
 
-    step("mirrorpush list: who is registered and what each would be sent (connects to nobody)");
+    let upstream = lab.upstream_dir(MODULE);
+    let tree = upstream.display().to_string();
+    step("The publish step: write the module's file list, then look at the registry");
+    master_cmd(&master, &lab, &["filelist", &tree])?;
     master_cmd(&master, &lab, &["list", "--module", MODULE])?;
 
-    step("mirrorpush push fedora: every mirror syncs the whole module");
+    step("mirrorpush push fedora: stage 1 answers when synced, then stage 2 starts");
     master_cmd(&master, &lab, &["push", MODULE])?;
     wait_all_in_sync(&lab)?;
 
-    step("Upstream publishes an update under updates/41; push only that dir");
-    let upstream = lab.upstream_dir(MODULE);
+    step("Nothing new upstream: each mirror fetches the list, sees it unchanged, and stops");
+    master_cmd(&master, &lab, &["push", MODULE])?;
+    wait_all_settled(&lab, &handler)?;
+    show_last_runs(&lab, &handler)?;
+
+    step("Upstream publishes an update under updates/41: list that dir again, push only it");
     let new_package = "updates/41/x86_64/Packages/n/nginx-1.26.rpm";
     write(&upstream.join(new_package), "nginx payload\n")?;
-    // A different size, not only different bytes: rsync's quick check compares size and mtime,
-    // and the demo rewrites this file within the same second as the first sync.
+    // A different size, not only different bytes: the list (like rsync's quick check) compares
+    // size and time, and the demo rewrites this file within the same second as the first sync.
     write(
         &upstream.join("updates/41/x86_64/repodata/repomd.xml"),
         "<repomd rev=\"8\" packages=\"2\"/>\n",
     )?;
-    master_cmd(&master, &lab, &["push", "--dry-run", MODULE, "updates/41"])?;
-    master_cmd(&master, &lab, &["push", MODULE, "updates/41"])?;
+    master_cmd(
+        &master,
+        &lab,
+        &["filelist", "--changed", "updates/41", &tree],
+    )?;
+    master_cmd(&master, &lab, &["push", "--dry-run", MODULE, "updates/41/"])?;
+    master_cmd(&master, &lab, &["push", MODULE, "updates/41/"])?;
     wait_all_in_sync(&lab)?;
     wait_all_settled(&lab, &handler)?;
     for m in &lab.mirrors {
@@ -76,7 +111,7 @@ fn run() -> Result<(), String> {
         );
     }
 
-    step("Each mirror's handler status (what ran, for whom, with what result)");
+    step("Each mirror's handler status (what ran, for whom, what it moved)");
     for m in &lab.mirrors {
         println!("--- {}", m.name);
         let status = Command::new(&handler)
@@ -90,6 +125,15 @@ fn run() -> Result<(), String> {
         }
     }
 
+    step("mirror1's trace file, as Debian's mirror checker reads it");
+    let trace = lab.mirrors[0]
+        .dest(MODULE)
+        .join("project/trace/mirror1.example.net");
+    print!(
+        "{}",
+        std::fs::read_to_string(&trace).map_err(|e| format!("{}: {e}", trace.display()))?
+    );
+
     step("Stopping every process the lab started");
     let root = lab.root.clone();
     drop(lab);
@@ -97,6 +141,31 @@ fn run() -> Result<(), String> {
     println!(
         "\nDone. The same lab backs the integration tests (scripts/test.sh) and the benchmarks."
     );
+    Ok(())
+}
+
+/// One line per mirror: the kind of its last run (`null`, `filelist`, `full`) and what it moved.
+fn show_last_runs(lab: &Lab, handler: &Path) -> Result<(), String> {
+    for m in &lab.mirrors {
+        let out = Command::new(handler)
+            .arg("--config")
+            .arg(&m.handler_config)
+            .args(["status", "--json"])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", handler.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("status: {e}"))?;
+        for r in v["modules"][0]["last_run"]["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            println!(
+                "{}: last run {} {}: {} transferred, {} deleted, {} bytes received",
+                m.name, r["kind"], r["target"], r["transferred"], r["deleted"], r["bytes_received"]
+            );
+        }
+    }
     Ok(())
 }
 
@@ -118,10 +187,14 @@ fn master_cmd(master: &Path, lab: &Lab, args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Detach mode answers at once and syncs in the background: wait for every mirror to match upstream.
+/// Detach mode answers at once and syncs in the background: wait for every mirror to match
+/// upstream.
 fn wait_all_in_sync(lab: &Lab) -> Result<(), String> {
     let start = Instant::now();
-    let all = || (0..lab.mirrors.len()).all(|i| lab.in_sync(i, MODULE));
+    // Each mirror's own trace file is the only difference allowed.
+    let all = || {
+        (0..lab.mirrors.len()).all(|i| lab.in_sync_except(i, MODULE, Path::new("project/trace")))
+    };
     if !lab.wait_until(SYNC_TIMEOUT, all) {
         return Err("mirrors did not match upstream within 60 s".into());
     }

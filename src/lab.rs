@@ -282,6 +282,22 @@ impl Lab {
         trees_equal(&self.upstream_dir(module), &self.mirrors[i].dest(module))
     }
 
+    /// As [`Lab::in_sync`], leaving out the mirror's own files (trace files) under `own`.
+    pub fn in_sync_except(&self, i: usize, module: &str, own: &Path) -> bool {
+        match (
+            list_tree(&self.upstream_dir(module)),
+            list_tree(&self.mirrors[i].dest(module)),
+        ) {
+            (Ok(up), Ok(mut mirror)) => {
+                // The own files, and the dirs made to hold them, unless upstream has them too.
+                let mine = |p: &Path| p.starts_with(own) || own.starts_with(p);
+                mirror.retain(|(p, _)| !mine(p) || up.iter().any(|(q, _)| q == p));
+                up == mirror
+            }
+            _ => false,
+        }
+    }
+
     /// `program` set up to run as the lab account (uid, gid, no supplementary groups, HOME), as
     /// a mirror admin runs the handler locally: `runuser -u mirrorpush -- mirrorpush-handler ...`.
     pub fn command_as_account(&self, program: impl AsRef<OsStr>) -> Command {

@@ -151,12 +151,35 @@ fn publish(up: &std::path::Path, packages: &[String]) {
 
 #[test]
 fn with_last_the_index_never_names_a_package_the_mirror_lacks() {
+    two_stage(false);
+}
+
+#[test]
+fn with_last_and_a_file_list_the_index_still_lands_last() {
+    two_stage(true);
+}
+
+/// A dir push of a repository whose packages and index change, sampled while it runs; with
+/// `filelist`, a file-list run (the changed entries `last` matches go in the second pass).
+fn two_stage(filelist: bool) {
     let lab = lab("wait");
     let up = lab.upstream_dir("fedora");
     let dest = lab.mirrors[0].dest("fedora");
+    let list = if filelist {
+        "filelist = \"fullfiletimelist-fedora\"\n"
+    } else {
+        ""
+    };
     let round1: Vec<String> = (0..6).map(|i| format!("old-{i}.rpm")).collect();
     publish(&up, &round1);
-    write_config(&lab, "last = [\"repodata/\"]\n", None);
+    if filelist {
+        common::publish_list(&lab);
+        // The first file-list run is plain and makes the baseline.
+        write_config(&lab, list, None);
+        let (code, _, err) = ssh(&lab, "sync fedora");
+        assert_eq!(code, 0, "{err}");
+    }
+    write_config(&lab, &format!("{list}last = [\"repodata/\"]\n"), None);
     let (code, out, err) = ssh(&lab, "sync fedora repo");
     assert_eq!((code, out.as_str()), (0, "synced"), "{err}");
 
@@ -164,9 +187,12 @@ fn with_last_the_index_never_names_a_package_the_mirror_lacks() {
     let mut round2: Vec<String> = (3..6).map(|i| format!("old-{i}.rpm")).collect();
     round2.extend((0..6).map(|i| format!("new-{i}.rpm")));
     publish(&up, &round2);
+    if filelist {
+        common::publish_list(&lab);
+    }
     write_config(
         &lab,
-        "last = [\"repodata/\"]\nrsync_args = [\"--bwlimit=600\"]\n",
+        &format!("{list}last = [\"repodata/\"]\nrsync_args = [\"--bwlimit=600\"]\n"),
         None,
     );
     let stop = AtomicBool::new(false);
@@ -214,6 +240,9 @@ fn with_last_the_index_never_names_a_package_the_mirror_lacks() {
         fs::read_to_string(&index).unwrap(),
         fs::read_to_string(up.join("repo/repodata/index.xml")).unwrap()
     );
+    let run = &status_json(&lab)["modules"][0]["last_run"]["runs"][0];
+    let kind = if filelist { "filelist" } else { "full" };
+    assert_eq!(run["kind"], kind, "{run}");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::os::fd::OwnedFd;
 
 use super::config::{Config, Module};
 use super::destdir;
+use super::pattern;
 use super::queue::{ModuleDir, FULL_SYNC};
 use super::rsync::{self, Changes, Invocation, Outcome, RunPlace, PGID_FILE};
 use super::runner::log_event;
@@ -31,8 +32,10 @@ pub const FETCHED: &str = "filelist.fetched";
 pub const BASELINE: &str = "filelist.baseline";
 const TRANSFER: &str = "filelist.transfer";
 const DELETE: &str = "filelist.delete";
-/// The transfer list rewritten for rsync: relative to the transfer root, own files left out.
+/// The transfer list rewritten for rsync (relative to the transfer root, own files left out):
+/// the first pass, and the entries `last` holds back for the second.
 const TRANSFER_RSYNC: &str = "filelist.transfer.rsync";
+const TRANSFER_LAST: &str = "filelist.transfer.last";
 
 /// Fetches the module's list into the state dir. Err: why not (the run then is plain).
 pub fn fetch(cfg: &Config, m: &Module, md: &ModuleDir, p: &Prepared) -> Result<(), String> {
@@ -199,46 +202,51 @@ fn apply(
         Err(e) => return fail(e, Changes::default(), None),
     };
     let own = own_paths(m);
-    let rsync_list = md.path(TRANSFER_RSYNC);
     let (root, prefix) = split_source(&m.source);
     let base: Vec<&str> = prefix
         .split('/')
         .filter(|c| !c.is_empty())
         .chain(dir.into_iter().flat_map(RelDir::components))
         .collect();
-    let count = match rewrite_for_rsync(&md.path(TRANSFER), &rsync_list, dir, &base.join("/"), &own)
-    {
+    // Two-stage: the entries `last` matches go in a second pass of their own (rsync's receiver
+    // refuses a --files-from name its own --exclude matches, so the list is split here).
+    let passes = [md.path(TRANSFER_RSYNC), md.path(TRANSFER_LAST)];
+    let counts = match rewrite_for_rsync(
+        &md.path(TRANSFER),
+        (&passes[0], &passes[1]),
+        &Rewrite {
+            dir,
+            base: &base.join("/"),
+            own: &own,
+            last: &m.last,
+        },
+    ) {
         Ok(n) => n,
         Err(e) => return fail(format!("file list: {e}"), Changes::default(), None),
     };
     let mut changes = Changes::default();
-    if count > 0 {
-        let source = root;
-        let pgid_file = md.path(PGID_FILE);
-        let place = RunPlace {
-            cwd: &cwd,
-            log: &p.log,
-            pgid_file: &pgid_file,
+    let pgid_file = md.path(PGID_FILE);
+    let place = RunPlace {
+        cwd: &cwd,
+        log: &p.log,
+        pgid_file: &pgid_file,
+    };
+    for (list, count) in passes.iter().zip(counts) {
+        if count == 0 {
+            continue;
+        }
+        let inv = Invocation {
+            source: root.clone(),
+            // Deletions are ours, below, after every pass.
+            delete: false,
+            protect: sync::protected_within(m, dir),
+            exclude: Vec::new(),
+            files_from: Some(list.clone()),
         };
-        let passes: Vec<Vec<String>> = if m.last.is_empty() {
-            vec![Vec::new()]
-        } else {
-            vec![m.last.clone(), Vec::new()]
-        };
-        for exclude in passes {
-            let inv = Invocation {
-                source: source.clone(),
-                // Deletions are ours, below, after every pass.
-                delete: false,
-                protect: sync::protected_within(m, dir),
-                exclude,
-                files_from: Some(rsync_list.clone()),
-            };
-            let (outcome, c) = rsync::run(&cfg.rsync, &rsync::args(m, &inv), &place, m.timeout);
-            changes.add(c);
-            if outcome != Outcome::Success {
-                return fail(outcome.describe(), changes, outcome.exit_code());
-            }
+        let (outcome, c) = rsync::run(&cfg.rsync, &rsync::args(m, &inv), &place, m.timeout);
+        changes.add(c);
+        if outcome != Outcome::Success {
+            return fail(outcome.describe(), changes, outcome.exit_code());
         }
     }
     match delete_listed(&p.dest, &md.path(DELETE), &own) {
@@ -296,25 +304,37 @@ pub fn split_source(source: &str) -> (String, String) {
     (head, rest.trim_matches('/').to_owned())
 }
 
+/// How to rewrite the planner's transfer list for rsync.
+struct Rewrite<'a> {
+    /// The transfer root within the module (a dir push), or the module itself.
+    dir: Option<&'a RelDir>,
+    /// The source's path below its module root, and the dir: each path becomes `base/./rel`.
+    base: &'a str,
+    /// The handler's own files, left out.
+    own: &'a [Vec<u8>],
+    /// Two-stage patterns: matching entries go to the second list.
+    last: &'a [String],
+}
+
 /// Copies the planner's NUL-separated transfer list for rsync: paths made relative to the
-/// transfer root (`dir`) and prefixed with `base/./` (the source's path below the module root
-/// and the dir), the root itself and the handler's own files left out. Returns how many paths
-/// remain.
+/// transfer root and prefixed with `base/./`, the root itself and the handler's own files left
+/// out, split into the first pass and the `last` pass. Returns how many paths each holds.
 fn rewrite_for_rsync(
     from: &std::path::Path,
-    to: &std::path::Path,
-    dir: Option<&RelDir>,
-    base: &str,
-    own: &[Vec<u8>],
-) -> io::Result<u64> {
-    let mut out = BufWriter::new(File::create(to)?);
-    let mut n = 0;
+    to: (&std::path::Path, &std::path::Path),
+    how: &Rewrite<'_>,
+) -> io::Result<[u64; 2]> {
+    let mut outs = [
+        BufWriter::new(File::create(to.0)?),
+        BufWriter::new(File::create(to.1)?),
+    ];
+    let mut counts = [0u64; 2];
     for path in BufReader::new(File::open(from)?).split(0) {
         let path = path?;
-        if own.contains(&path) {
+        if how.own.contains(&path) {
             continue;
         }
-        let rel = match dir {
+        let rel = match how.dir {
             None => &path[..],
             Some(d) => match path.strip_prefix(d.as_str().as_bytes()) {
                 Some(r) => match r.strip_prefix(b"/") {
@@ -324,16 +344,20 @@ fn rewrite_for_rsync(
                 None => continue,
             },
         };
-        if !base.is_empty() {
-            out.write_all(base.as_bytes())?;
+        let pass = usize::from(how.last.iter().any(|p| pattern::matches(p, rel)));
+        let out = &mut outs[pass];
+        if !how.base.is_empty() {
+            out.write_all(how.base.as_bytes())?;
             out.write_all(b"/./")?;
         }
         out.write_all(rel)?;
         out.write_all(b"\0")?;
-        n += 1;
+        counts[pass] += 1;
     }
-    out.flush()?;
-    Ok(n)
+    for out in &mut outs {
+        out.flush()?;
+    }
+    Ok(counts)
 }
 
 /// Removes the entries the planner listed (children before parents), by fd, never through a
@@ -407,22 +431,46 @@ mod tests {
     }
 
     #[test]
-    fn the_rsync_list_is_relative_to_the_transfer_root() {
+    fn the_rsync_lists_are_relative_to_the_transfer_root_and_split_by_last() {
         let t = tempfile::tempdir().unwrap();
-        let (from, to) = (t.path().join("in"), t.path().join("out"));
-        fs::write(&from, b"updates\0updates/41\0updates/41/x.rpm\0lastsync\0").unwrap();
+        let (from, first, second) = (t.path().join("in"), t.path().join("1"), t.path().join("2"));
+        fs::write(
+            &from,
+            b"updates\0updates/41\0updates/41/x.rpm\0updates/41/repodata\0updates/41/repodata/repomd.xml\0lastsync\0",
+        )
+        .unwrap();
         let d = RelDir::parse("updates").unwrap();
         let own = vec![b"lastsync".to_vec()];
+        let last = vec!["repodata/".to_owned()];
+        let how = Rewrite {
+            dir: Some(&d),
+            base: "linux/updates",
+            own: &own,
+            last: &last,
+        };
         assert_eq!(
-            rewrite_for_rsync(&from, &to, Some(&d), "linux/updates", &own).unwrap(),
-            2
+            rewrite_for_rsync(&from, (&first, &second), &how).unwrap(),
+            [2, 2]
         );
         assert_eq!(
-            fs::read(&to).unwrap(),
+            fs::read(&first).unwrap(),
             b"linux/updates/./41\0linux/updates/./41/x.rpm\0".to_vec()
         );
+        assert_eq!(
+            fs::read(&second).unwrap(),
+            b"linux/updates/./41/repodata\0linux/updates/./41/repodata/repomd.xml\0".to_vec()
+        );
         fs::write(&from, b"a\0a/b\0lastsync\0").unwrap();
-        assert_eq!(rewrite_for_rsync(&from, &to, None, "", &own).unwrap(), 2);
-        assert_eq!(fs::read(&to).unwrap(), b"a\0a/b\0".to_vec());
+        let how = Rewrite {
+            dir: None,
+            base: "",
+            own: &own,
+            last: &[],
+        };
+        assert_eq!(
+            rewrite_for_rsync(&from, (&first, &second), &how).unwrap(),
+            [2, 0]
+        );
+        assert_eq!(fs::read(&first).unwrap(), b"a\0a/b\0".to_vec());
     }
 }

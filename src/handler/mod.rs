@@ -17,6 +17,7 @@ pub mod destdir;
 pub mod downstream;
 pub mod listsync;
 pub mod log;
+pub mod pattern;
 pub mod queue;
 pub mod rsync;
 pub mod runner;
