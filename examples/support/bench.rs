@@ -2,6 +2,8 @@
 //! the CPU an `rsync --daemon` spends on its clients, a command run as the lab account with
 //! its wall time and rusage, and the comparison of a mirror's tree with the upstream's.
 
+#![allow(dead_code)] // each example uses part of it
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
