@@ -44,7 +44,7 @@ const LIST: &str = "fullfiletimelist-fedora";
 const MIRRORS: usize = 12;
 const HUBS: usize = 3;
 const MARKER: &str = "marker/round";
-const ROUND_TIMEOUT: Duration = Duration::from_secs(600);
+const ROUND_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
     match run() {
@@ -337,8 +337,66 @@ impl Bench {
         Ok(())
     }
 
-    /// One round: a publish (not for `null`), one push, the measurements.
+    /// One round (see [`Bench::measure_round`]); on failure every mirror's state and log is
+    /// copied to `OUTDIR/failed-<topology>-<run>/` before the lab goes.
     fn round(&self, topo: Topology, filelist: bool, run: &str) -> Result<(), String> {
+        let r = self.measure_round(topo, filelist, run);
+        if let Err(e) = &r {
+            let dir = self
+                .out
+                .join(format!("failed-{}-{}-{run}", topo.name(), on_off(filelist)));
+            self.note(&format!("{e}\nstate copied to {}", dir.display()));
+            self.dump_state(&dir);
+        }
+        r
+    }
+
+    /// Copies what tells a run's story: each mirror's handler.toml, handler.log, sshd log and
+    /// module state files, the daemons' logs, and the processes of the lab still running.
+    fn dump_state(&self, dir: &Path) {
+        let _ = fs::create_dir_all(dir);
+        for m in &self.lab.mirrors {
+            let to = dir.join(&m.name);
+            let _ = fs::create_dir_all(&to);
+            let module = m.state_dir.join("fedora");
+            let files = [
+                m.handler_config.clone(),
+                m.sshd_log.clone(),
+                m.state_dir.join("handler.log"),
+                module.join("status.json"),
+                module.join("downstream.json"),
+                module.join("rsync.log"),
+                module.join("pending"),
+                module.join("inflight"),
+                module.join("results"),
+            ];
+            for f in files {
+                if let Some(name) = f.file_name() {
+                    let _ = fs::copy(&f, to.join(name));
+                }
+            }
+            if let Ok(entries) = fs::read_dir(&module) {
+                let names: Vec<String> = entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                let _ = fs::write(to.join("state-files"), names.join("\n"));
+            }
+        }
+        let _ = fs::copy(&self.origin_log, dir.join("origin-rsyncd.log"));
+        for (h, hub) in self.hubs.iter().enumerate() {
+            let _ = fs::copy(&hub.2, dir.join(format!("hub{}-rsyncd.log", h + 1)));
+        }
+        if let Ok(out) = Command::new("ps")
+            .args(["-eo", "pid,ppid,etime,stat,args"])
+            .output()
+        {
+            let _ = fs::write(dir.join("ps.txt"), out.stdout);
+        }
+    }
+
+    /// One round: a publish (not for `null`), one push, the measurements.
+    fn measure_round(&self, topo: Topology, filelist: bool, run: &str) -> Result<(), String> {
         self.wait_quiet()?;
         let null = run == "null";
         let stamp = format!(
