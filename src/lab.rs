@@ -106,6 +106,8 @@ pub struct Lab {
     pub mirrors: Vec<LabMirror>,
     opts: LabOptions,
     children: Vec<Child>,
+    /// (port, pid) of every `rsync --daemon` the lab started.
+    daemons: Vec<(u16, u32)>,
 }
 
 impl Lab {
@@ -162,6 +164,7 @@ impl Lab {
             mirrors: Vec::new(),
             opts,
             children: Vec::new(),
+            daemons: Vec::new(),
         };
         // From here on, Drop cleans up whatever was started if a step fails.
         lab.give_to_account(&lab.home)?;
@@ -359,6 +362,15 @@ impl Lab {
         self.start_daemon(name, modules)
     }
 
+    /// The pid of the `rsync --daemon` the lab started on `port` (the upstream's is
+    /// `rsync_port`); the daemon forks one child per client connection, so its children's CPU
+    /// is what the clients cost it.
+    pub fn daemon_pid(&self, port: u16) -> Option<u32> {
+        self.daemons
+            .iter()
+            .find_map(|&(p, pid)| (p == port).then_some(pid))
+    }
+
     fn start_daemon(&mut self, name: &str, modules: &[(String, PathBuf)]) -> io::Result<u16> {
         let dir = self.root.join(name);
         fs::create_dir_all(&dir)?;
@@ -374,7 +386,7 @@ impl Lab {
         let conf_path = dir.join("rsyncd.conf");
         fs::write(&conf_path, conf)?;
         let rsync = self.rsync_bin.clone();
-        self.spawn_listener("rsync --daemon", |port| {
+        let port = self.spawn_listener("rsync --daemon", |port| {
             let mut cmd = Command::new(&rsync);
             cmd.arg("--daemon")
                 .arg("--no-detach")
@@ -382,7 +394,12 @@ impl Lab {
                 .arg(format!("--port={port}"))
                 .arg("--address=127.0.0.1");
             cmd
-        })
+        })?;
+        // spawn_listener keeps the child it returns a port for last.
+        if let Some(child) = self.children.last() {
+            self.daemons.push((port, child.id()));
+        }
+        Ok(port)
     }
 
     fn start_mirror(&mut self, i: usize, client_pub: &str) -> io::Result<()> {
