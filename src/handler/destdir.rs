@@ -157,23 +157,33 @@ pub fn open_dir(dest_fd: &OwnedFd, dir: &RelDir, create: bool) -> Result<OpenedD
 /// Checks `dest/dir` without creating anything: Ok when every existing component passes (a
 /// missing tail is fine, a sync creates it).
 pub fn check_dir(dest: &Path, dir: &RelDir) -> Result<(), DirError> {
-    let mut current = open_dest(dest)?;
-    let mut shown = String::new();
-    for c in dir.components() {
-        if !shown.is_empty() {
-            shown.push('/');
-        }
-        shown.push_str(c);
-        match open_component(&current, c, &shown) {
-            Ok(fd) => {
-                check_safe(&fd, &shown)?;
-                current = fd;
-            }
-            Err(DirError::Io(_, e)) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
+    match open_dir(&open_dest(dest)?, dir, false) {
+        Err(DirError::Io(_, e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// The opened parent directory of `rel` (checked as [`open_dir`] checks, created when
+/// `create`) and `rel`'s last component.
+fn open_parent_dir<'r>(
+    dest_fd: &OwnedFd,
+    rel: &'r RelDir,
+    create: bool,
+) -> Result<(OwnedFd, &'r str), DirError> {
+    let s = rel.as_str();
+    match s.rsplit_once('/') {
+        None => Ok((
+            dest_fd
+                .try_clone()
+                .map_err(|e| DirError::Io(".".into(), e))?,
+            s,
+        )),
+        Some((parent, leaf)) => {
+            let parent = RelDir::parse(parent)
+                .map_err(|_| DirError::Io(parent.to_owned(), io::ErrorKind::InvalidInput.into()))?;
+            Ok((open_dir(dest_fd, &parent, create)?.fd, leaf))
         }
     }
-    Ok(())
 }
 
 /// Removes `name` in `parent` (a file, symlink or whole directory tree) without following any
@@ -287,19 +297,11 @@ pub fn count_path(dest_fd: &OwnedFd, path: &[u8], limit: u64) -> io::Result<u64>
 /// Removes the directories a dir sync created (innermost first) if they are empty.
 pub fn remove_created(dest_fd: &OwnedFd, created: &[String]) {
     for rel in created.iter().rev() {
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, rel.as_str()),
+        let Ok(rel) = RelDir::parse(rel) else {
+            continue;
         };
-        let parent_fd = match parent {
-            None => dest_fd.try_clone().ok(),
-            Some(p) => RelDir::parse(p)
-                .ok()
-                .and_then(|d| open_dir(dest_fd, &d, false).ok())
-                .map(|o| o.fd),
-        };
-        if let Some(fd) = parent_fd {
-            let _ = rfs::unlinkat(&fd, name, AtFlags::REMOVEDIR);
+        if let Ok((parent, name)) = open_parent_dir(dest_fd, &rel, false) {
+            let _ = rfs::unlinkat(&parent, name, AtFlags::REMOVEDIR);
         }
     }
 }
@@ -370,17 +372,10 @@ fn replace_file_at(
 /// Reads at most `limit` bytes of the regular file `rel` under `dest_fd`, without following a
 /// symlink anywhere on the way; `None` when it is missing or not a plain file.
 pub fn read_file_at(dest_fd: &OwnedFd, rel: &RelDir, limit: usize) -> Option<Vec<u8>> {
-    let comps: Vec<&str> = rel.components().collect();
-    let (leaf, parents) = comps.split_last()?;
-    let dir = if parents.is_empty() {
-        dest_fd.try_clone().ok()?
-    } else {
-        let parent = RelDir::parse(&parents.join("/")).ok()?;
-        open_dir(dest_fd, &parent, false).ok()?.fd
-    };
+    let (dir, leaf) = open_parent_dir(dest_fd, rel, false).ok()?;
     let fd = rfs::openat(
         &dir,
-        *leaf,
+        leaf,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
         Mode::empty(),
     )

@@ -56,6 +56,15 @@ pub struct Record {
     pub ok: bool,
 }
 
+impl Record {
+    /// Over every push: mirrors selected, ok, failed.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
+            (a + p.mirrors, b + p.ok, c + p.failed)
+        })
+    }
+}
+
 pub fn read(md: &ModuleDir) -> Option<Record> {
     let bytes = read_state_file(&md.path(DOWNSTREAM_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -151,9 +160,7 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
         pushes,
     };
     drop(lock);
-    let (mirrors, ok, failed) = record.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
-        (a + p.mirrors, b + p.ok, c + p.failed)
-    });
+    let (mirrors, ok, failed) = record.totals();
     let errors: Vec<&str> = record
         .pushes
         .iter()
@@ -235,9 +242,9 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
     };
     let error = stderr
         .lines()
-        .any(|l| l.trim().starts_with("error:"))
-        .then(|| child::first_line(&stderr, &["error:"]))
-        .flatten();
+        .map(str::trim)
+        .find(|l| l.starts_with("error:"))
+        .map(|l| crate::request::escape_bytes(l.as_bytes()));
     Push {
         target,
         exit: status.code(),

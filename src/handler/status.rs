@@ -161,9 +161,7 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
             }
         }
         if let Some(d) = &m.downstream {
-            let (mirrors, ok, failed) = d.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
-                (a + p.mirrors, b + p.ok, c + p.failed)
-            });
+            let (mirrors, ok, failed) = d.totals();
             let _ = writeln!(
                 out,
                 "  downstream: {} .. {}: {} push(es) to {mirrors} mirror(s), {ok} ok, {failed} failed{}",
