@@ -38,7 +38,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bench::CpuMeter;
-use mirrorpush::lab::{keygen, sibling_binary, Lab, LabOptions};
+use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
 
 const LIST: &str = "fullfiletimelist-fedora";
 const MIRRORS: usize = 12;
@@ -128,7 +128,9 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("cannot serve {name}'s tree: {e}"))?;
         let meter = CpuMeter::new(&name, lab.daemon_pid(port).ok_or("no pid for a hub")?);
         let leaves: Vec<usize> = (0..HUBS).map(|k| HUBS + h * HUBS + k).collect();
-        let registry = downstream_registry(&lab, &handler, h, &leaves)?;
+        let registry = lab
+            .downstream_registry(h, &leaves, "10m")
+            .map_err(|e| e.to_string())?;
         hubs.push((
             format!("rsync://127.0.0.1:{port}/fedora/"),
             meter,
@@ -210,52 +212,6 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
-}
-
-/// A key pair, known_hosts and registry hub `from` pushes its leaves `to` with, all readable
-/// by the mirror account; each leaf authorizes the key (labelled with the hub's name).
-fn downstream_registry(
-    lab: &Lab,
-    handler: &Path,
-    from: usize,
-    to: &[usize],
-) -> Result<PathBuf, String> {
-    let e = |e: std::io::Error| e.to_string();
-    let dir = lab.root.join(format!("{}-push", lab.mirrors[from].name));
-    lab.create_dir_for_account(&dir).map_err(e)?;
-    let key = dir.join("id_ed25519");
-    keygen(&key).map_err(e)?;
-    lab.give_to_account(&key).map_err(e)?;
-    let public = fs::read_to_string(key.with_extension("pub")).map_err(e)?;
-    let known_hosts = dir.join("known_hosts");
-    fs::copy(&lab.known_hosts, &known_hosts).map_err(e)?;
-    let mut registry = format!(
-        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = \"10m\"\n",
-        lab.user,
-        key.display().to_string(),
-        known_hosts.display().to_string()
-    );
-    for &i in to {
-        let m = &lab.mirrors[i];
-        let _ = write!(
-            registry,
-            "\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = [\"fedora\"]\n",
-            m.name, m.port
-        );
-        let line = format!(
-            "restrict,command=\"{} --config {} --key {}\" {}\n",
-            handler.display(),
-            m.handler_config.display(),
-            lab.mirrors[from].name,
-            public.trim()
-        );
-        let mut keys = fs::read_to_string(&m.authorized_keys).map_err(e)?;
-        keys.push_str(&line);
-        fs::write(&m.authorized_keys, keys).map_err(e)?;
-    }
-    let path = dir.join("downstream.toml");
-    fs::write(&path, registry).map_err(e)?;
-    Ok(path)
 }
 
 impl Bench {

@@ -301,6 +301,53 @@ impl Lab {
         }
     }
 
+    /// A hub's push set-up: a key pair, known_hosts and a registry that mirror `from` pushes
+    /// mirrors `to` with (its `downstream`), all readable by the lab account, with `timeout`
+    /// for every mirror; each target's authorized_keys gains the key, forcing the handler and
+    /// labelled with `from`'s name. Returns the registry's path.
+    pub fn downstream_registry(
+        &self,
+        from: usize,
+        to: &[usize],
+        timeout: &str,
+    ) -> io::Result<PathBuf> {
+        let dir = self.root.join(format!("{}-push", self.mirrors[from].name));
+        self.create_dir_for_account(&dir)?;
+        let key = dir.join("id_ed25519");
+        keygen(&key)?;
+        self.give_to_account(&key)?;
+        let public = fs::read_to_string(key.with_extension("pub"))?;
+        let known_hosts = dir.join("known_hosts");
+        fs::copy(&self.known_hosts, &known_hosts)?;
+        let mut registry = format!(
+            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = {timeout:?}\n",
+            self.user,
+            key.display().to_string(),
+            known_hosts.display().to_string()
+        );
+        for &i in to {
+            let m = &self.mirrors[i];
+            let _ = write!(
+                registry,
+                "\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = {:?}\n",
+                m.name, m.port, self.opts.modules
+            );
+            let mut keys = fs::read_to_string(&m.authorized_keys)?;
+            let _ = writeln!(
+                keys,
+                "restrict,command=\"{} --config {} --key {}\" {}",
+                self.opts.handler_bin.display(),
+                m.handler_config.display(),
+                self.mirrors[from].name,
+                public.trim()
+            );
+            fs::write(&m.authorized_keys, keys)?;
+        }
+        let path = dir.join("downstream.toml");
+        fs::write(&path, registry)?;
+        Ok(path)
+    }
+
     /// `program` set up to run as the lab account (uid, gid, no supplementary groups, HOME), as
     /// a mirror admin runs the handler locally: `runuser -u mirrorpush -- mirrorpush-handler ...`.
     pub fn command_as_account(&self, program: impl AsRef<OsStr>) -> Command {

@@ -406,18 +406,7 @@ fn stage_two_starts_after_stage_one_has_synced() {
             .replace("name = \"mirror2\"\n", "name = \"mirror2\"\nstage = 2\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-        .arg("--registry")
-        .arg(&registry)
-        .args(["push", "--json", "fedora"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::master_push(&registry, &["--json", "fedora"]);
     assert!(text.contains("\"mirror\":\"mirror1\""), "{text}");
     // When stage 2's request reached its mirror, stage 1's run had ended (content on disk).
     let hub_end = common::status_json_of(&lab, 0)["modules"][0]["last_run"]["end"]

@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::LONG;
-use mirrorpush::lab::{keygen, Lab, LabOptions};
+use mirrorpush::lab::{Lab, LabOptions};
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_mirrorpush-handler");
 
@@ -24,44 +22,9 @@ fn start(mirrors: usize, mode: &str) -> Lab {
     .unwrap()
 }
 
-/// A key pair, known_hosts and registry that mirror `from` uses to push mirrors `to`, all
-/// readable by the mirror account; each target authorizes the key (labelled `from`'s name).
+/// Mirror `from`'s downstream registry of mirrors `to` (see `Lab::downstream_registry`).
 fn downstream_registry(lab: &Lab, from: usize, to: &[usize]) -> PathBuf {
-    let dir = lab.root.join(format!("{}-push", lab.mirrors[from].name));
-    lab.create_dir_for_account(&dir).unwrap();
-    let key = dir.join("id_ed25519");
-    keygen(&key).unwrap();
-    lab.give_to_account(&key).unwrap();
-    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
-    let known_hosts = dir.join("known_hosts");
-    fs::copy(&lab.known_hosts, &known_hosts).unwrap();
-    let mut registry = format!(
-        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = \"1m\"\n",
-        lab.user,
-        key.display().to_string(),
-        known_hosts.display().to_string()
-    );
-    for &i in to {
-        let m = &lab.mirrors[i];
-        let _ = write!(
-            registry,
-            "\n[[mirror]]\nname = {:?}\nhost = \"127.0.0.1\"\nport = {}\nmodules = [\"fedora\"]\n",
-            m.name, m.port
-        );
-        let line = format!(
-            "restrict,command=\"{HANDLER} --config {} --key {}\" {}",
-            m.handler_config.display(),
-            lab.mirrors[from].name,
-            public.trim()
-        );
-        let mut keys = fs::read_to_string(&m.authorized_keys).unwrap();
-        keys.push_str(&line);
-        keys.push('\n');
-        fs::write(&m.authorized_keys, keys).unwrap();
-    }
-    let path = dir.join("downstream.toml");
-    fs::write(&path, registry).unwrap();
-    path
+    lab.downstream_registry(from, to, "1m").unwrap()
 }
 
 /// A master registry naming only mirror `i`.
@@ -82,19 +45,7 @@ fn master_registry(lab: &Lab, i: usize) -> PathBuf {
 }
 
 fn push(registry: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-        .arg("--registry")
-        .arg(registry)
-        .args(["push", "fedora"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::master_push(registry, &["fedora"])
 }
 
 /// Client runs a daemon served for `module`, from its log.
@@ -197,13 +148,7 @@ fn a_hub_passes_the_push_to_leaves_that_pull_from_it() {
         "fresh\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-        .arg("--registry")
-        .arg(&master)
-        .args(["push", "fedora", "updates"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::master_push(&master, &["fedora", "updates"]);
     assert!(lab.wait_until(LONG, || lab.in_sync(1, "fedora")
         && lab.in_sync(2, "fedora")
         && quiet(&lab)));
@@ -308,17 +253,7 @@ fn with_file_lists_a_hub_passes_dir_pushes_on_and_leaves_fetch_its_list() {
     )
     .unwrap();
     publish(&lab);
-    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
-        .arg("--registry")
-        .arg(&master)
-        .args(["push", "fedora", "updates"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::master_push(&master, &["fedora", "updates"]);
     for i in [1, 2] {
         let fresh = lab.mirrors[i].dest("fedora").join("updates/41/fresh.rpm");
         assert!(

@@ -180,3 +180,21 @@ pub fn publish_list(lab: &Lab) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `mirrorpush --registry REGISTRY push ARGS...`: asserts it succeeded, returns its stdout.
+pub fn master_push(registry: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
+        .arg("--registry")
+        .arg(registry)
+        .arg("push")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
