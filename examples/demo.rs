@@ -3,7 +3,7 @@
 //!
 //! Run it with `scripts/demo.sh` (installs what is missing, builds, runs this).
 
-use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
+use mirrorpush_lab::{sibling_binary, Lab, LabOptions};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};

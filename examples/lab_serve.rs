@@ -1,4 +1,4 @@
-//! Starts the shared test lab ([`mirrorpush::lab::Lab`]) with N mirrors in detach mode and keeps
+//! Starts the shared test lab ([`mirrorpush_lab::Lab`]) with N mirrors in detach mode and keeps
 //! it up for a benchmark script: prints `KEY=VALUE` lines (lab dir, registry, identity,
 //! known_hosts, user, a parallel-ssh hosts file), then `ready`, and holds until stdin closes or
 //! SIGTERM/SIGINT/SIGHUP arrives; then it drops the lab, which stops every process it started.
@@ -7,7 +7,7 @@
 //! lab_serve N [HANDLER_BIN]   # default handler: mirrorpush-handler next to this example's dir
 //! ```
 
-use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
+use mirrorpush_lab::{sibling_binary, Lab, LabOptions};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -23,8 +23,7 @@
 //! `scenario files mode run wall_s mirror_user_s mirror_sys_s upstream_cpu_s served kind
 //! transferred deleted bytes_received rc`; details to `OUTDIR/sync-<files>.log`.
 
-#[path = "support/bench.rs"]
-mod bench;
+use mirrorpush_lab::bench;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -34,7 +33,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use bench::CpuMeter;
-use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
+use mirrorpush_lab::{sibling_binary, Lab, LabOptions};
 
 const LIST: &str = "fullfiletimelist-fedora";
 const MODES: [&str; 2] = ["plain", "filelist"];

@@ -26,8 +26,7 @@
 //! origin_served hubs_served mirror_runs downstream_pushes`; arrival times per mirror to
 //! `OUTDIR/arrivals.tsv`; details to `OUTDIR/tiers.log`.
 
-#[path = "support/bench.rs"]
-mod bench;
+use mirrorpush_lab::bench;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -38,7 +37,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bench::CpuMeter;
-use mirrorpush::lab::{sibling_binary, Lab, LabOptions};
+use mirrorpush_lab::{sibling_binary, Lab, LabOptions};
 
 const LIST: &str = "fullfiletimelist-fedora";
 const MIRRORS: usize = 12;

@@ -8,8 +8,8 @@ scripts/install-deps.sh --units
 
 echo "==> cargo fmt --check"
 cargo fmt --check
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 # (The step's name avoids the file name it checks for, which would flag this line.)
 echo "==> no shipped file cites the internal design notes"
 scripts/check-docs.sh
@@ -32,4 +32,4 @@ target/debug/examples/demo >"$demo_log" 2>&1 || { cat "$demo_log"; rm -f "$demo_
 tail -n 1 "$demo_log"
 rm -f "$demo_log"
 echo "==> cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets

@@ -5,11 +5,9 @@
 //! - [`filelist`]: per-module file lists: format, generator (master) and sync planner (handler).
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
-//! - [`lab`]: the local test lab of real sshd and rsync daemons, used by tests, the demo and benchmarks.
 
 pub mod filelist;
 pub mod handler;
-pub mod lab;
 pub mod request;
 pub mod rlimit;
 

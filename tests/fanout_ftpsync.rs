@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 use serde_json::Value;
 
 const FTPSYNC: &str = "/usr/bin/ftpsync";

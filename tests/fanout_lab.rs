@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 use serde_json::Value;
 
 /// Generous bound for anything the lab does; tests assert completion, not speed.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{lab, local, ssh, status_json, write_config, LONG};
-use mirrorpush::lab::Lab;
+use mirrorpush_lab::Lab;
 
 const LIST: &str = "fullfiletimelist-fedora";
 const CONFIG: &str = "filelist = \"fullfiletimelist-fedora\"\n";

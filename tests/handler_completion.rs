@@ -375,7 +375,7 @@ fn a_dir_push_for_a_dir_gone_upstream_removes_it_here() {
 
 #[test]
 fn stage_two_starts_after_stage_one_has_synced() {
-    let lab = mirrorpush::lab::Lab::start(mirrorpush::lab::LabOptions {
+    let lab = mirrorpush_lab::Lab::start(mirrorpush_lab::LabOptions {
         mirrors: 2,
         handler_bin: env!("CARGO_BIN_EXE_mirrorpush-handler").into(),
         mode: "wait".into(),

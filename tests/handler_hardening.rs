@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{lab, local, ssh, wrapper, write_config, LONG};
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

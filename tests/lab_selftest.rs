@@ -1,7 +1,7 @@
 //! The lab itself: real sshd forcing the configured command, real rsync daemon serving upstream.
 //! A stand-in forced command (a shell script) keeps this test independent of the handler.
 
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

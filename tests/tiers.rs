@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::LONG;
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_mirrorpush-handler");
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use mirrorpush::lab::{Lab, LabOptions};
+use mirrorpush_lab::{Lab, LabOptions};
 
 pub const LONG: Duration = Duration::from_secs(60);
 

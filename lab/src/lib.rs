@@ -1,4 +1,4 @@
-//! The test lab: a real `rsync --daemon` upstream and N real OpenSSH `sshd` mirrors on 127.0.0.1,
+//! The test lab (development only, never shipped): a real `rsync --daemon` upstream and N real OpenSSH `sshd` mirrors on 127.0.0.1,
 //! each with its own host key and an authorized_keys line that forces `mirrorpush-handler`.
 //!
 //! One implementation serves the integration tests, the demo and the benchmarks. Everything lives
@@ -12,6 +12,10 @@
 //! handler it runs) starts in a private mount namespace with the system directories bind-mounted
 //! read-only: a handler bug fed hostile input in a test cannot damage the machine. Without root
 //! the lab logs in as the current user.
+//!
+//! [`bench`] holds what the sync benchmarks share (rusage of a daemon's clients, tree comparison).
+
+pub mod bench;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -728,7 +732,7 @@ fn pids_of_uid(uid: u32) -> Vec<i32> {
 
 /// The `Match User mirrorpush` block of the README's "Setting up a mirror", verbatim: the lab's
 /// mirrors are set up exactly as the README tells a mirror admin.
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../README.md");
 
 /// The README's Match block for `user`, with the lab's authorized_keys file.
 fn readme_match_block(user: &str, authorized_keys: &Path) -> io::Result<String> {
