@@ -35,7 +35,10 @@ struct Golden {
 
 impl Golden {
     fn start(mode: &str) -> Golden {
-        let lab = lab(mode);
+        Golden::with(lab(mode))
+    }
+
+    fn with(lab: Lab) -> Golden {
         let dir = lab.root.join("argv");
         lab.create_dir_for_account(&dir).unwrap();
         let argv_file = dir.join("argv");
@@ -48,8 +51,12 @@ impl Golden {
              {{ echo \"cwd $(pwd -P)\"; echo \"stdin $(readlink /proc/$$/fd/0)\"; \
              env | grep -v -e '^PWD=' -e '^OLDPWD=' -e '^SHLVL=' -e '^_=' | sort | sed 's/^/env /'; \
              for a in \"$@\"; do printf 'arg %s\\n' \"$a\"; done; echo {END}; }} >> {argv}\n\
+             case \"$1\" in --version) ;; *) touch {started}; \
+             while [ -e {closed} ]; do sleep 0.05; done;; esac\n\
              exec {rsync} \"$@\"\n",
             argv = argv_file.display(),
+            started = dir.join("started").display(),
+            closed = dir.join("closed").display(),
             rsync = lab.rsync_bin.display(),
         );
         fs::write(&wrapper, script).unwrap();
@@ -88,6 +95,65 @@ impl Golden {
         }
     }
 
+    /// While the gate is closed, every sync rsync waits before it starts (after recording).
+    fn close_gate(&self) {
+        let dir = self.lab.root.join("argv");
+        let _ = fs::remove_file(dir.join("started"));
+        fs::write(dir.join("closed"), "").unwrap();
+    }
+
+    /// Waits until an rsync waits at the closed gate.
+    fn wait_at_gate(&self) {
+        let started = self.lab.root.join("argv/started");
+        assert!(self.lab.wait_until(LONG, || started.exists()));
+    }
+
+    fn open_gate(&self) {
+        fs::remove_file(self.lab.root.join("argv/closed")).unwrap();
+    }
+
+    /// `status --json` and `status` as they are now, without waiting for anything.
+    fn status_now(&mut self, title: &str) {
+        let (json, text) = self.statuses();
+        let t = &mut self.transcript;
+        t.push_str(&format!(
+            "=== {title}
+--- status --json
+{json}
+--- status
+{text}
+"
+        ));
+    }
+
+    /// A file the handler wrote, normalised (`trace` lines by their key).
+    fn file(&mut self, title: &str, path: &Path) {
+        let n = self.norm();
+        let text = fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
+        let text: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| trace_line(i, &n.text(l)))
+            .collect();
+        self.transcript.push_str(&format!(
+            "=== {title}
+{}
+",
+            text.join("\n")
+        ));
+    }
+
+    /// Runs `request` over ssh and returns its answer, without waiting for the run.
+    fn ssh_answer(&self, request: &str) -> String {
+        let (code, out, err) = common::ssh(&self.lab, request);
+        let n = self.norm();
+        format!(
+            "ssh {request:?}\nexit: {code}\nstdout: {}\nstderr: {}\n",
+            n.text(&out),
+            n.text(&err)
+        )
+    }
+
     /// Runs `request` over ssh, waits until the module's runner (if any) has finished, and
     /// appends the whole scenario step to the transcript.
     fn ssh(&mut self, title: &str, request: &str) {
@@ -102,11 +168,24 @@ impl Golden {
     }
 
     fn step(&mut self, title: &str, what: &str, (code, out, err): (i32, String, String)) {
+        let n = self.norm();
+        let answer = format!(
+            "{what}\nexit: {code}\nstdout: {}\nstderr: {}\n",
+            n.text(&out),
+            n.text(&err)
+        );
+        self.record(title, &[answer]);
+    }
+
+    /// Waits until the module's runner (and a hub's downstream push) has finished, then appends
+    /// the answers, the rsyncs started, the new log lines and the status to the transcript.
+    fn record(&mut self, title: &str, answers: &[String]) {
         let config = self.lab.mirrors[0].handler_config.clone();
         assert!(
             self.lab
                 .wait_until(LONG, || common::runner_pid(&config).is_none()
-                    && common::queue_idle(&self.lab)),
+                    && common::queue_idle(&self.lab)
+                    && !common::lab_process_running(&self.lab, b"__downstream")),
             "{title}: the runner did not finish"
         );
         let n = self.norm();
@@ -116,23 +195,13 @@ impl Golden {
             .unwrap_or_default();
         let new_log = log[self.log_seen..].to_owned();
         self.log_seen = log.len();
-        let (jcode, json, jerr) = common::local(&self.lab, &["status", "--json"]);
-        let json = match serde_json::from_str::<serde_json::Value>(&json) {
-            Ok(v) => serde_json::to_string_pretty(&n.json(v)).unwrap(),
-            Err(_) => format!("exit {jcode}: {}{}", n.text(&json), n.text(&jerr)),
-        };
-        let (tcode, text, terr) = common::local(&self.lab, &["status"]);
-        let text = if tcode == 0 {
-            n.status_text(&text)
-        } else {
-            format!("exit {tcode}: {}{}", n.text(&text), n.text(&terr))
-        };
+        let (json, text) = self.statuses();
 
         let t = &mut self.transcript;
-        t.push_str(&format!("=== {title}: {what}\n"));
-        t.push_str(&format!("exit: {code}\n"));
-        t.push_str(&format!("stdout: {}\n", n.text(&out)));
-        t.push_str(&format!("stderr: {}\n", n.text(&err)));
+        t.push_str(&format!("=== {title}\n"));
+        for a in answers {
+            t.push_str(a);
+        }
         t.push_str("--- rsync argv\n");
         for inv in argv.split_terminator(&format!("{END}\n")) {
             let mut args = Vec::new();
@@ -155,6 +224,23 @@ impl Golden {
         t.push_str("--- status\n");
         t.push_str(&text);
         t.push('\n');
+    }
+
+    /// Mirror 0's `status --json` (pretty, normalised) and `status`, or their error.
+    fn statuses(&self) -> (String, String) {
+        let n = self.norm();
+        let (jcode, json, jerr) = common::local(&self.lab, &["status", "--json"]);
+        let json = match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(v) => serde_json::to_string_pretty(&n.json(v)).unwrap(),
+            Err(_) => format!("exit {jcode}: {}{}", n.text(&json), n.text(&jerr)),
+        };
+        let (tcode, text, terr) = common::local(&self.lab, &["status"]);
+        let text = if tcode == 0 {
+            n.status_text(&text)
+        } else {
+            format!("exit {tcode}: {}{}", n.text(&text), n.text(&terr))
+        };
+        (json, text)
     }
 
     /// Compares the transcript with `tests/golden/<name>.txt` (or writes it when blessing).
@@ -209,7 +295,14 @@ impl Norm {
         for (from, to) in &self.replace {
             s = s.replace(from, to);
         }
-        times(&s)
+        // `check` names the installed rsync's version: the machine's, not the handler's.
+        if let Some(i) = s.find(", rsync ") {
+            let from = i + ", rsync ".len();
+            if let Some(len) = s[from..].find(" at ") {
+                s.replace_range(from..from + len, "<RSYNC VERSION>");
+            }
+        }
+        durations(&times(&s))
     }
 
     /// A `handler.log` line: times, the client's port and non-zero byte counts.
@@ -233,9 +326,11 @@ impl Norm {
                 o.into_iter()
                     .map(|(k, x)| {
                         let x = match k.as_str() {
-                            "duration_ms" | "seq" => {
-                                Value::String(format!("<{}>", k.to_uppercase()))
-                            }
+                            k if k.ends_with("_ms") => Value::String("<MS>".into()),
+                            "seq" => Value::String("<SEQ>".into()),
+                            // The master's own summary, as a hub's push printed it: its format
+                            // is the master's (pinned by the master's tests); here its presence.
+                            "summary" if x.is_object() => Value::String("<summary object>".into()),
                             "bytes_received" if x != 0 => Value::String("<BYTES>".into()),
                             _ => self.json(x),
                         };
@@ -266,6 +361,26 @@ impl Norm {
     }
 }
 
+/// A line of an ftpsync trace file (line `i`), with what varies per run replaced.
+fn trace_line(i: usize, l: &str) -> String {
+    if i == 0 && !l.contains(": ") {
+        return "<DATE -u>".into();
+    }
+    let Some((k, v)) = l.split_once(": ") else {
+        return l.to_owned();
+    };
+    let v = match k {
+        "Date" | "Date-Started" => "<RFC 2822 DATE>".to_owned(),
+        "Creator" => v.replace(env!("CARGO_PKG_VERSION"), "<VERSION>"),
+        "Running on host" => "<HOST>".to_owned(),
+        "Total bytes received in rsync" if v != "0" => "<BYTES>".to_owned(),
+        "Total time spent in rsync" => "<SECS>".to_owned(),
+        "Average rate" => "<RATE>".to_owned(),
+        _ => v.to_owned(),
+    };
+    format!("{k}: {v}")
+}
+
 /// `862 bytes received` becomes `<BYTES> bytes received` (a zero stays: nothing travelled).
 fn bytes_received(line: &str) -> String {
     let mut l = line.to_owned();
@@ -276,6 +391,42 @@ fn bytes_received(line: &str) -> String {
         }
     }
     l
+}
+
+/// Replaces every duration word (`875ms`, `0.9s`) by `<DURATION>`.
+fn durations(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric() && b[i - 1] != b'.';
+        if boundary && b[i].is_ascii_digit() {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+                j += 1;
+            }
+            let unit = if s[j..].starts_with("ms") {
+                2
+            } else if s[j..].starts_with('s') {
+                1
+            } else {
+                0
+            };
+            let end = j + unit;
+            if unit > 0 && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric()) {
+                out.push_str("<DURATION>");
+                i = end;
+                continue;
+            }
+            out.push_str(&s[i..j]);
+            i = j;
+            continue;
+        }
+        let c = s[i..].chars().next().unwrap();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
 }
 
 /// Replaces every RFC 3339 time (`2026-11-30T11:04:27Z`, with optional fraction) by `<TIME>`.
@@ -322,6 +473,55 @@ fn golden_plain_and_dir_sync_in_detach_mode() {
     g.ssh("plain module sync", "sync fedora");
     g.local("check", &["check"]);
     g.finish("plain_and_dir");
+}
+
+#[test]
+fn golden_queued_requests_and_trace_files_in_detach_mode() {
+    let mut g = Golden::start("detach");
+    g.config("trace = \"project/trace/mirror1.example.net\"\nlastsync = \"lastsync\"\n");
+    g.close_gate();
+    let first = g.ssh_answer("sync fedora updates");
+    g.wait_at_gate();
+    // While the first run waits: a dir and the whole module are queued behind it.
+    let second = g.ssh_answer("sync fedora releases");
+    let third = g.ssh_answer("sync fedora");
+    let fourth = g.ssh_answer("sync fedora releases");
+    g.status_now("while the first run waits at the gate");
+    g.open_gate();
+    g.record(
+        "queued requests, run as one batch",
+        &[first, second, third, fourth],
+    );
+    let dest = g.lab.mirrors[0].dest("fedora");
+    g.file(
+        "trace file",
+        &dest.join("project/trace/mirror1.example.net"),
+    );
+    let lastsync = fs::read_to_string(dest.join("lastsync")).unwrap();
+    assert!(lastsync.trim().parse::<u64>().is_ok(), "{lastsync}");
+    g.finish("queued_and_trace");
+}
+
+#[test]
+fn golden_hub_pushes_downstream_after_a_run_that_changed_something() {
+    let lab = Lab::start(mirrorpush_lab::LabOptions {
+        mirrors: 2,
+        modules: vec!["fedora".into()],
+        handler_bin: PathBuf::from(env!("CARGO_BIN_EXE_mirrorpush-handler")),
+        mode: "wait".into(),
+        ..Default::default()
+    })
+    .expect("lab starts");
+    let registry = lab.downstream_registry(0, &[1], "1m").unwrap();
+    let mut g = Golden::with(lab);
+    g.config(&format!(
+        "downstream = {:?}\n",
+        registry.display().to_string()
+    ));
+    g.ssh("hub run that changed something", "sync fedora updates");
+    g.ssh("hub run that changed nothing", "sync fedora updates");
+    assert!(g.lab.in_sync(1, "fedora") || g.lab.mirrors[1].dest("fedora").join("updates").exists());
+    g.finish("hub");
 }
 
 #[test]
