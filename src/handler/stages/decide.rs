@@ -1,0 +1,108 @@
+//! Decide: what one target of a batch gets, in one place.
+//!
+//! A module without a file list always gets a plain rsync. With one, against the last list this
+//! mirror applied (the baseline): an unchanged list is a null run; a changed one a file-list run
+//! of the planned entries. Lists that cannot be trusted (truncated, hostile paths, an entry
+//! below a symlink, duplicates, a version above 3, a stored baseline that no longer parses) fall
+//! back to a plain rsync, which repairs the mirror whatever the list said, and an invalid list
+//! never becomes the baseline. A plan that would delete more than `max_delete` entries is
+//! refused: nothing is transferred or deleted and the run fails with the reason.
+
+use super::{event, Context, Event};
+use crate::filelist::plan::{self, ErrorClass, PlanError, PlanRequest};
+use crate::handler::state;
+use crate::request::RelDir;
+
+/// The module's file list for this batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListFetch {
+    /// The module has no file list.
+    NotConfigured,
+    /// Fetched into the state dir.
+    Fetched,
+    /// Not fetched, and why: the batch runs plain.
+    Failed(String),
+}
+
+/// What a target gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The list is unchanged since the last good run: nothing else runs.
+    Null,
+    /// Transfer the planned entries and remove those that left the list (the plan is in the
+    /// state dir).
+    Listed,
+    /// A plain rsync of the target.
+    Plain {
+        /// After a good one of the whole module the fetched list becomes the baseline.
+        adopt: bool,
+        /// Why a module with a file list runs plain, said in the run's result.
+        note: Option<String>,
+        /// The stored baseline no longer parses: drop it.
+        forget_baseline: bool,
+    },
+    /// Refused before anything ran (a file-list run that may not go ahead).
+    Refused(String),
+}
+
+impl Decision {
+    fn plain(adopt: bool, note: Option<String>) -> Decision {
+        Decision::Plain {
+            adopt,
+            note,
+            forget_baseline: false,
+        }
+    }
+}
+
+/// Decides one target. `plain_asked`: a local `sync --full`, a plain rsync whatever the list.
+pub(crate) fn target(
+    ctx: &Context,
+    dir: Option<&RelDir>,
+    list: &ListFetch,
+    plain_asked: bool,
+    events: &mut Vec<Event>,
+) -> Decision {
+    match (list, plain_asked) {
+        (ListFetch::NotConfigured, _) => Decision::plain(false, None),
+        (ListFetch::Failed(why), _) => Decision::plain(false, Some(why.clone())),
+        // `sync --full`: a plain rsync, whose good end still moves the baseline.
+        (ListFetch::Fetched, true) => Decision::plain(true, None),
+        (ListFetch::Fetched, false) => by_plan(ctx, dir, events),
+    }
+}
+
+fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Decision {
+    let baseline = ctx.md.path(state::LIST_BASELINE);
+    if !baseline.exists() {
+        // No baseline yet: a plain rsync, after which the fetched list describes the mirror.
+        return Decision::plain(true, Some("no file-list baseline yet".into()));
+    }
+    let planned = plan::plan(&PlanRequest {
+        baseline: &baseline,
+        fetched: &ctx.md.path(state::LIST_FETCHED),
+        scope: dir,
+        max_delete: ctx.m.max_delete,
+        skip_restricted: true,
+        transfer_out: &ctx.md.path(state::LIST_TRANSFER),
+        delete_out: &ctx.md.path(state::LIST_DELETE),
+    });
+    match planned {
+        Ok(p) if p.unchanged => Decision::Null,
+        Ok(_) => Decision::Listed,
+        Err(e) => match e.class() {
+            ErrorClass::Fallback => {
+                events.push(event("filelist-invalid", e.to_string()));
+                Decision::Plain {
+                    adopt: true,
+                    note: Some(e.to_string()),
+                    forget_baseline: matches!(e, PlanError::InvalidBaseline { .. }),
+                }
+            }
+            ErrorClass::Refused | ErrorClass::Temporary => {
+                events.push(event("filelist-refused", e.to_string()));
+                Decision::Refused(e.to_string())
+            }
+        },
+    }
+}
