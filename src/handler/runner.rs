@@ -151,7 +151,7 @@ fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Queued]) -> RunR
                 why.clone(),
                 Default::default(),
             ),
-            Decision::Listed => match transfer::listed(&ctx, dir) {
+            Decision::Listed { transfer: planned } => match transfer::listed(&ctx, dir, *planned) {
                 run if run.ok => remove::listed(&ctx, run),
                 run => run,
             },

@@ -8,8 +8,12 @@
 //! never becomes the baseline. A plan that would delete more than `max_delete` entries is
 //! refused: nothing is transferred or deleted and the run fails with the reason.
 
+use std::collections::HashSet;
+
 use super::{event, Context, Event};
+use crate::filelist;
 use crate::filelist::plan::{self, ErrorClass, PlanError, PlanRequest};
+use crate::handler::destdir;
 use crate::handler::state;
 use crate::request::RelDir;
 
@@ -31,7 +35,10 @@ pub(crate) enum Decision {
     Null,
     /// Transfer the planned entries and remove those that left the list (the plan is in the
     /// state dir).
-    Listed,
+    Listed {
+        /// Entries to transfer: without any, nothing is opened or created under dest.
+        transfer: u64,
+    },
     /// A plain rsync of the target.
     Plain {
         /// After a good one of the whole module the fetched list becomes the baseline.
@@ -89,7 +96,15 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
     });
     match planned {
         Ok(p) if p.unchanged => Decision::Null,
-        Ok(_) => Decision::Listed,
+        Ok(p) => match removal_size(ctx, p.delete) {
+            Ok(()) => Decision::Listed {
+                transfer: p.transfer,
+            },
+            Err(why) => {
+                events.push(event("filelist-refused", why.clone()));
+                Decision::Refused(why)
+            }
+        },
         Err(e) => match e.class() {
             ErrorClass::Fallback => {
                 events.push(event("filelist-invalid", e.to_string()));
@@ -105,4 +120,42 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
             }
         },
     }
+}
+
+/// What the plan's removals would remove on disk, counted before anything is transferred or
+/// deleted: removing one entry removes its whole subtree, which the list may never have named
+/// (a dir whose files the upstream's generator skipped, a first plain run that carried more
+/// than the list). Past `max_delete` the plan is refused and nothing is deleted.
+fn removal_size(ctx: &Context, listed: u64) -> Result<(), String> {
+    if listed == 0 {
+        return Ok(());
+    }
+    let max = ctx.m.max_delete;
+    let list = ctx.md.path(state::LIST_DELETE);
+    let paths = std::fs::read(&list).map_err(|e| format!("{}: {e}", list.display()))?;
+    let paths: HashSet<&[u8]> = paths.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+    let mut total = 0u64;
+    for path in &paths {
+        // A subtree is counted once, at its topmost listed entry.
+        let mut up = filelist::parent(path);
+        let mut nested = false;
+        while let Some(p) = up {
+            if paths.contains(p) {
+                nested = true;
+                break;
+            }
+            up = filelist::parent(p);
+        }
+        if nested {
+            continue;
+        }
+        total += destdir::count_path(&ctx.dest, path, max.saturating_sub(total))
+            .map_err(|e| format!("counting what the file list removes: {e}"))?;
+        if total > max {
+            return Err(format!(
+                "the file list would remove {listed} entries, more than max_delete ({max}) entries on disk with what lies below them; nothing was deleted"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -43,8 +43,8 @@ pub(crate) fn target(
             }
             Ok(())
         }
-        Decision::Listed if run.ok => move_baseline(ctx, dir, true, events),
-        Decision::Listed | Decision::Refused(_) => Ok(()),
+        Decision::Listed { .. } if run.ok => move_baseline(ctx, dir, true, events),
+        Decision::Listed { .. } | Decision::Refused(_) => Ok(()),
     }
 }
 

@@ -142,12 +142,18 @@ pub(crate) fn plain(ctx: &Context, dir: Option<&RelDir>) -> Plain {
     Plain::Ended(TargetRun::succeeded(name, RunKind::Plain, changes))
 }
 
-/// Transfers the planned entries (in two passes with `last`) inside the opened transfer root.
-pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>) -> TargetRun {
+/// Transfers the planned entries (`planned` of them, in two passes with `last`) inside the
+/// opened transfer root.
+pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>, planned: u64) -> TargetRun {
     let (m, md, name) = (ctx.m, ctx.md, target_name(dir));
     let fail = |result: String, changes: Changes, rsync_exit: Option<i32>| {
         TargetRun::failed(name, RunKind::Filelist, rsync_exit, result, changes)
     };
+    if planned == 0 {
+        // Nothing to transfer (only removals, or a dir push for a dir no list names): create
+        // nothing, so a push for a dir that exists nowhere leaves no empty tree behind.
+        return TargetRun::succeeded(name, RunKind::Filelist, Changes::default());
+    }
     let cwd = match dir {
         None => ctx.dest.try_clone().map_err(|e| e.to_string()),
         Some(d) => destdir::open_dir(&ctx.dest, d, true)
