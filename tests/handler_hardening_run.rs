@@ -80,3 +80,60 @@ fn a_file_list_dir_push_for_a_dir_that_exists_nowhere_creates_nothing() {
         assert!(!dest.join(format!("junk{n}")).exists(), "junk{n} created");
     }
 }
+
+#[test]
+fn waiters_past_the_cap_are_answered_queued_at_once_and_still_run() {
+    const CAP: usize = 32; // the handler's cap on waiting requests per module
+    const SESSIONS: usize = CAP + 6;
+    let lab = lab("wait");
+    let w = common::wrapper(&lab, false);
+    write_config(&lab, "", Some(&w.path));
+    let log = lab.mirrors[0].state_dir.join("handler.log");
+    let requests = || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("verdict=accepted-wait")
+            .count()
+    };
+    // One session after another (each logs its request before it waits), so sshd's own
+    // MaxStartups never drops one: all wait on the gated run.
+    let mut sessions = Vec::new();
+    for i in 0..SESSIONS {
+        let mut cmd = lab.ssh(0, &format!("sync fedora d{i}"));
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        sessions.push(cmd.spawn().unwrap());
+        assert!(lab.wait_until(common::LONG, || requests() > i));
+    }
+    // Those past the cap answered at once; the rest still wait.
+    assert!(lab.wait_until(common::LONG, || {
+        sessions
+            .iter_mut()
+            .map(|c| c.try_wait().unwrap().is_some())
+            .filter(|done| *done)
+            .count()
+            == SESSIONS - CAP
+    }));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("verdict=wait-full").count(),
+        SESSIONS - CAP,
+        "{text}"
+    );
+    fs::write(&w.gate, "").unwrap();
+    let mut answers = Vec::new();
+    for c in sessions {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        answers.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    assert_eq!(
+        answers.iter().filter(|a| *a == "queued").count(),
+        SESSIONS - CAP
+    );
+    assert_eq!(answers.iter().filter(|a| *a == "synced").count(), CAP);
+    // The queued ones were recorded and ran: every dir is covered by a finished run.
+    assert!(lab.wait_until(common::LONG, || common::queue_idle(&lab)));
+    let s = status_json(&lab);
+    assert_eq!(s["modules"][0]["last_run"]["ok"], true, "{s}");
+}

@@ -33,6 +33,9 @@ use crate::request::Request;
 const POLL: Duration = Duration::from_millis(100);
 /// How often a waiter checks that some runner is alive to cover its request.
 const PROBE: Duration = Duration::from_secs(1);
+/// Most requests of one module that wait for their run at once (each holds a handler and an
+/// sshd process); past it a request is answered `queued` at once, still recorded and run.
+pub(crate) const MAX_WAITERS: usize = 32;
 
 /// Who asked, and so how much to tell and whether to write anything.
 #[derive(Debug, Clone, Copy)]
@@ -244,7 +247,22 @@ fn respond(cfg: &Config, a: Admitted, remote: bool) -> i32 {
         ));
     }
     match (a.mode, started) {
-        (Mode::Wait, _) => until_covered(cfg, m, &md, a.seq, Waiter::Remote),
+        (Mode::Wait, _) => match waiter_slot(&md) {
+            Some(_slot) => until_covered(cfg, m, &md, a.seq, Waiter::Remote),
+            None => {
+                log::event(
+                    &cfg.state_dir,
+                    m,
+                    "wait-full",
+                    &format!(
+                        "{MAX_WAITERS} requests already wait for their run: seq {} answered queued (it is recorded and runs)",
+                        a.seq
+                    ),
+                );
+                say(&format!("queued{suffix}"));
+                EXIT_OK
+            }
+        },
         (Mode::Detach, Some(_)) => {
             say(&format!("accepted{suffix}"));
             EXIT_OK
@@ -262,6 +280,23 @@ fn respond(cfg: &Config, a: Admitted, remote: bool) -> i32 {
 enum Waiter {
     Remote,
     Local,
+}
+
+/// One of the module's [`MAX_WAITERS`] wait slots, held until the waiter exits (the kernel
+/// drops the flock with the process); `None` when all are taken (or cannot be opened: a waiter
+/// must not be refused its answer by a state-dir hiccup, so it then waits without a slot).
+fn waiter_slot(md: &ModuleDir) -> Option<Option<std::fs::File>> {
+    let mut opened_any = false;
+    for i in 0..MAX_WAITERS {
+        let Ok(f) = md.open_rw(&state::waiter_slot(i)) else {
+            continue;
+        };
+        opened_any = true;
+        if f.try_lock().is_ok() {
+            return Some(Some(f));
+        }
+    }
+    (!opened_any).then_some(None)
 }
 
 /// Waits until request `seq` of module `m` is covered by an ended run, and answers with it.

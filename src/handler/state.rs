@@ -29,6 +29,12 @@ pub(crate) const INFLIGHT: &str = "inflight";
 /// The outcome of the last batches, for waiters.
 pub(crate) const RESULTS: &str = "results";
 
+/// flock'ed by a request that waits for its run (wait mode), one file per slot
+/// ([`super::serve`]): a counting lock that bounds the waiting processes.
+pub(crate) fn waiter_slot(i: usize) -> String {
+    format!("waiter.{i}")
+}
+
 // Per module, a run ([`super::runner`] and its stages).
 /// The last run's record ([`super::status`]).
 pub(crate) const STATUS: &str = "status.json";
