@@ -149,14 +149,12 @@ fn mostly_missing(ctx: &Context, paths: io::Result<Vec<Vec<u8>>>) -> Option<Stri
     let missing = paths
         .iter()
         .filter(|p| {
-            !matches!(
-                rustix::fs::statat(
-                    &ctx.dest,
-                    std::ffi::OsStr::from_bytes(p),
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW
-                ),
-                Ok(_)
+            rustix::fs::statat(
+                &ctx.dest,
+                std::ffi::OsStr::from_bytes(p),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )
+            .is_err()
         })
         .count();
     (missing * 2 > paths.len()).then(|| {
