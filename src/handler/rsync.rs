@@ -63,8 +63,9 @@ pub struct Argv {
     /// start with it are counted: rsync's stdout also carries text the upstream chooses (its
     /// MOTD, messages its sender prints), which could otherwise fake a change.
     marker: Option<String>,
-    /// A one-file fetch bounded by `--max-size`: the file's name and the bound, so a file
-    /// rsync skipped as too large is a failed fetch, not an unchanged one.
+    /// A one-file fetch bounded by `--max-size`: the file's name as rsync names it when it
+    /// skips it (the source's last component) and the bound, so a file rsync skipped as too
+    /// large is a failed fetch, not an unchanged one.
     bounded: Option<(String, u64)>,
 }
 
@@ -181,8 +182,14 @@ pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Argv {
     Argv {
         args: a.into_iter().map(OsString::from).collect(),
         marker: None,
-        bounded: Some((dest_name.to_owned(), module.max_list_size)),
+        bounded: Some((source_name(source).to_owned(), module.max_list_size)),
     }
+}
+
+/// The last component of an rsync source (`rsync://h/m/a/list`, `h::m/list`, `/up/list`).
+fn source_name(source: &str) -> &str {
+    let last = source.rsplit('/').next().unwrap_or(source);
+    last.rsplit("::").next().unwrap_or(last)
 }
 
 /// Parses `rsync  version 3.5.0  protocol version 32`.
@@ -797,9 +804,12 @@ mod tests {
         );
         assert_eq!(
             f.bounded,
-            Some(("filelist.fetched".to_owned(), 1000)),
+            Some(("fullfiletimelist-m".to_owned(), 1000)),
             "{f:?}"
         );
+        assert_eq!(source_name("h::m/a/list"), "list");
+        assert_eq!(source_name("h::list"), "list");
+        assert_eq!(source_name("/up/list"), "list");
         assert_eq!(
             strs(f),
             [
