@@ -39,6 +39,9 @@ enum Value {
     AbsPath,
     /// A short lower-case name (a compression algorithm).
     Word,
+    /// Socket options from rsync's own list (`TCP_NODELAY`, `SO_SNDBUF=65536`, ...), comma
+    /// separated.
+    SockOpts,
 }
 
 /// One allowed option.
@@ -85,6 +88,9 @@ const ALLOWED: &[Allowed] = &[
     opt("block-size", Some(b'B'), Value::Number(1, 131_072), true),
     opt("no-inc-recursive", None, Value::None, false),
     opt("no-i-r", None, Value::None, false),
+    // Socket tuning of the daemon connection (`TCP_NODELAY` saves a file-list null run most
+    // of its wall time on a fast link).
+    opt("sockopts", None, Value::SockOpts, true),
     // Keeps the statistics' numbers plain, as the handler reads them.
     opt("no-human-readable", None, Value::None, true),
     // Hard links among the transferred files (Debian's archive has them); they stay in dest.
@@ -193,12 +199,13 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/mirrorpush";
 const DEFAULT_RSYNC: &str = "/usr/bin/rsync";
 /// ftpsync's cap on deletions per run (its stage 2 runs rsync with `--max-delete=40000`).
 pub const DEFAULT_MAX_DELETE: u64 = 40_000;
-/// The largest file list fetched. A list entry of a Fedora-like tree costs about 120 bytes
+/// The largest file list fetched. An entry of a tree in Fedora's layout costs about 115 bytes
 /// (`benches/list-entry-size.sh`), so Fedora's largest list (about 12 million entries, about
-/// 1.5 GB) passes with room to spare, while a hostile upstream cannot fill the state dir (which
+/// 1.4 GB) passes with room to spare, while a hostile upstream cannot fill the state dir (which
 /// holds two copies, the fetched list and the baseline) with more than a few GB.
 pub const DEFAULT_MAX_LIST_SIZE: u64 = 3 << 30;
-/// The most entries a file list may hold: Fedora's largest (about 12 million) passes.
+/// The most entries a file list may hold: Fedora's largest (about 12 million) passes; at about
+/// 115 bytes an entry this many fit in [`DEFAULT_MAX_LIST_SIZE`].
 pub const DEFAULT_MAX_LIST_ENTRIES: u64 = 20_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -732,6 +739,7 @@ fn check_value(o: &Allowed, name: &str, value: Option<&str>) -> Result<(), Strin
                 && v.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         }
+        Value::SockOpts => v.split(',').all(is_sockopt),
     };
     if ok {
         return Ok(());
@@ -746,8 +754,28 @@ fn check_value(o: &Allowed, name: &str, value: Option<&str>) -> Result<(), Strin
         }
         Value::AbsPath => "an absolute path",
         Value::Word => "a lower-case name",
+        Value::SockOpts => "socket options such as TCP_NODELAY or SO_SNDBUF=65536",
     };
     Err(format!("'{name}={v}': the value must be {expected}"))
+}
+
+/// One of the socket options rsync knows, with a number where it takes one.
+fn is_sockopt(o: &str) -> bool {
+    const FLAGS: &[&str] = &[
+        "TCP_NODELAY",
+        "SO_KEEPALIVE",
+        "IPTOS_LOWDELAY",
+        "IPTOS_THROUGHPUT",
+    ];
+    const SIZES: &[&str] = &["SO_SNDBUF", "SO_RCVBUF", "SO_SNDLOWAT", "SO_RCVLOWAT"];
+    match o.split_once('=') {
+        None => FLAGS.contains(&o),
+        Some((name, n)) => {
+            SIZES.contains(&name)
+                && (1..=10).contains(&n.len())
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
 }
 
 /// `8192`, `40M`, `1.5G`, `100KiB`, `2mb`: what rsync's size and rate options take, nothing
@@ -919,6 +947,8 @@ dest = "/srv/mirror/fedora"
             ("--hard-links=1", "takes no value"),
             ("--password-file=secret", "absolute path"),
             ("--compress-choice=Z;x", "lower-case"),
+            ("--sockopts=SO_BINDTODEVICE=eth0", "socket options"),
+            ("--sockopts=TCP_NODELAY,", "socket options"),
             ("--bwlimit=1M\u{e9}", "non-ASCII"),
             ("--exclude=a\tb", "control"),
         ] {
@@ -964,6 +994,8 @@ dest = "/srv/mirror/fedora"
             "--min-size=1",
             "--no-inc-recursive",
             "--no-human-readable",
+            "--sockopts=TCP_NODELAY",
+            "--sockopts=TCP_NODELAY,SO_SNDBUF=65536",
         ] {
             assert_eq!(check_rsync_arg(good), Ok(()), "{good}");
         }
