@@ -1002,6 +1002,23 @@ dest = "/srv/mirror/fedora"
     }
 
     #[test]
+    fn every_allowed_option_is_documented() {
+        let doc = include_str!("../../docs/rsync-args.md");
+        for o in ALLOWED {
+            assert!(doc.contains(&format!("`--{}", o.long)), "--{}", o.long);
+            if let Some(c) = o.short {
+                assert!(doc.contains(&format!("`-{}", c as char)), "-{}", c as char);
+            }
+        }
+        for (long, short, _) in REFUSED {
+            assert!(doc.contains(&format!("--{long}")), "--{long}");
+            if let Some(c) = short {
+                assert!(doc.contains(&format!("-{}", *c as char)), "-{}", *c as char);
+            }
+        }
+    }
+
+    #[test]
     fn a_refused_rsync_arg_names_the_file_line_and_option() {
         let text = format!(
             "{GOOD}rsync_args = [\n  \"--bwlimit=40M\",\n  \"-H\",\n  \"--temp-dir=/tmp\",\n]\n"
