@@ -641,6 +641,49 @@ mod tests {
         );
     }
 
+    /// A local user (or a compromised account) racing the state dir: the pushers' files are
+    /// never followed through a symlink, a FIFO never blocks them, a hard link is replaced
+    /// rather than written through, and damaged lines are dropped.
+    #[test]
+    fn planted_downstream_files_are_neither_followed_nor_trusted() {
+        let (tmp, md) = md();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "keep\n").unwrap();
+        std::os::unix::fs::symlink(&victim, md.path(PENDING)).unwrap();
+        assert!(queue(&md, &t(&["a"])).is_err());
+        assert!(take(&md, PENDING).is_err());
+        std::fs::remove_file(md.path(PENDING)).unwrap();
+        let _ = std::fs::remove_file(md.path(QUEUE_LOCK));
+        std::os::unix::fs::symlink(&victim, md.path(QUEUE_LOCK)).unwrap();
+        assert!(queue(&md, &t(&["a"])).is_err());
+        std::fs::remove_file(md.path(QUEUE_LOCK)).unwrap();
+        std::os::unix::fs::symlink(&victim, md.path(WAIT_LOCK)).unwrap();
+        assert!(wait_turn(&md).is_err());
+        std::fs::remove_file(md.path(WAIT_LOCK)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+
+        let fifo = std::ffi::CString::new(md.path(INTENDED).into_os_string().into_encoded_bytes())
+            .unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(record_intended(&md, &t(&["a"])).is_err(), "a FIFO was read");
+        std::fs::remove_file(md.path(INTENDED)).unwrap();
+
+        std::fs::hard_link(&victim, md.path(PENDING)).unwrap();
+        queue(&md, &t(&["a"])).unwrap();
+        // Its lines are read like any queue's (each a valid target, or dropped); the linked
+        // file itself is never written.
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert_eq!(take(&md, PENDING).unwrap(), t(&["a", "keep"]));
+
+        std::fs::write(
+            md.path(PENDING),
+            "../../etc\n/abs\n-rf\na\\b\nok\x01\n\u{1b}[31m\nreal\n",
+        )
+        .unwrap();
+        assert_eq!(take(&md, PENDING).unwrap(), t(&["real"]));
+    }
+
     /// Issue 16 item 9: the summary is the last line however much comes before it, and a line
     /// too long to parse is skipped without being held whole.
     #[test]
