@@ -293,3 +293,208 @@ fn a_stalled_leaf_holds_at_most_two_pushers_and_the_queue_goes_out_in_one_round(
     assert_eq!(d["ok"], true, "{d}");
     assert_eq!(d["pushes"][0]["mirrors"], 1, "{d}");
 }
+
+/// Names a file list can carry that are hostile to logs and parsers: control characters, an
+/// escape sequence, a backslash, a carriage return, DEL, bytes that are not UTF-8. (Tabs and
+/// newlines cannot be listed; the generator skips them, and only plain runs carry them.)
+const ODD_NAMES: &[&[u8]] = &[
+    b"back\\slash.rpm",
+    b"ctl\x01.rpm",
+    b"esc\x1b[31mred.rpm",
+    b"cr\rname.rpm",
+    b"del\x7f.rpm",
+    b"raw\xff\xfe.rpm",
+    b"tab\tname.rpm",
+    b"nl\nname.rpm",
+];
+
+fn odd(dir: &Path, name: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
+/// The attacker's seat: names with control characters and backslashes in a file list travel
+/// by list (added, then removed), reach no log raw, and leave the next run a null run.
+#[test]
+fn control_characters_and_backslashes_in_list_paths_travel_and_never_reach_a_log_raw() {
+    let lab = lab("wait");
+    write_config(&lab, LIST_CONFIG, None);
+    common::publish_list(&lab);
+    synced(&lab, "sync fedora");
+    let up = lab.upstream_dir("fedora").join("updates/odd");
+    fs::create_dir(&up).unwrap();
+    for n in ODD_NAMES {
+        fs::write(odd(&up, n), n).unwrap();
+    }
+    common::publish_list(&lab);
+    synced(&lab, "sync fedora");
+    let run = last_run(&lab);
+    assert_eq!(run["runs"][0]["kind"], "filelist", "{run}");
+    // Every listable name arrived by list (the dir and 6 files); tab and newline did not.
+    assert_eq!(run["runs"][0]["transferred"], 7, "{run}");
+    let here = lab.mirrors[0].dest("fedora").join("updates/odd");
+    for n in &ODD_NAMES[..6] {
+        assert_eq!(fs::read(odd(&here, n)).unwrap(), *n);
+    }
+    // A plain run carries the two names no list can hold; the list-based runs leave them be.
+    let (code, _, err) = common::local(&lab, &["sync", "--full", "fedora"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(lab.in_sync(0, "fedora"));
+
+    // Removed upstream: removed here by the list, the unlistable ones by the next plain run.
+    for n in &ODD_NAMES[..3] {
+        fs::remove_file(odd(&up, n)).unwrap();
+    }
+    common::publish_list(&lab);
+    synced(&lab, "sync fedora updates");
+    let run = last_run(&lab);
+    assert_eq!(
+        (
+            run["runs"][0]["kind"].as_str(),
+            run["runs"][0]["deleted"].as_u64()
+        ),
+        (Some("filelist"), Some(3)),
+        "{run}"
+    );
+    assert!(lab.in_sync(0, "fedora"));
+    synced(&lab, "sync fedora");
+    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
+
+    // No log holds a raw control character (rsync escapes names as \#ooo, the handler as \xNN).
+    for log in ["handler.log", "fedora/rsync.log"] {
+        let bytes = fs::read(lab.mirrors[0].state_dir.join(log)).unwrap();
+        let raw = bytes
+            .iter()
+            .position(|&b| (b < 0x20 && b != b'\n') || b == 0x7f);
+        assert!(raw.is_none(), "{log}: raw byte at {raw:?}");
+    }
+}
+
+struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            base.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let dir = base.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0750"))
+            .arg("tmpfs")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(dir, base)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` until writes fail; remove the returned file to free it.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).unwrap();
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    while f.write_all(&[0u8; 1]).is_ok() {}
+    path
+}
+
+/// The attacker's seat: the state dir fills up while a file-list run fetches its list. The run
+/// loses nothing (the list is not adopted half-written, the mirror is not left behind), and
+/// once there is room again the next runs converge and end in a null run.
+#[test]
+fn a_full_state_dir_during_a_file_list_run_loses_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs for the state dir needs root");
+        return;
+    }
+    let tmpfs = Tmpfs::mount("1m");
+    let lab = lab("detach");
+    lab.give_to_account(&tmpfs.0).unwrap();
+    let gate = common::wrapper(&lab, true);
+    write_config(&lab, LIST_CONFIG, Some(&gate.path));
+    let old = format!(
+        "state_dir = {:?}",
+        lab.mirrors[0].state_dir.display().to_string()
+    );
+    let text = fs::read_to_string(&lab.mirrors[0].handler_config).unwrap();
+    let state = tmpfs.0.clone();
+    lab.write_handler_config(
+        0,
+        &text.replace(
+            &old,
+            &format!("state_dir = {:?}", state.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let status = || {
+        let mut cmd = lab.command_as_account(HANDLER);
+        cmd.arg("--config")
+            .arg(&lab.mirrors[0].handler_config)
+            .args(["status", "--json"]);
+        let (_, out, _) = common::run(cmd);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default()
+    };
+    let idle = || {
+        fs::metadata(state.join("fedora/pending")).is_ok_and(|m| m.len() == 0)
+            && !state.join("fedora/inflight").exists()
+            && !common::lab_process_running(&lab, b"__run")
+    };
+    let sync_and_wait = |what: &str| {
+        let (code, out, err) = ssh(&lab, "sync fedora");
+        assert_eq!(code, 0, "{what}: {out} {err}");
+        assert!(lab.wait_until(LONG, idle), "{what}: never idle");
+    };
+    common::publish_list(&lab);
+    sync_and_wait("first");
+    sync_and_wait("null");
+    assert_eq!(
+        status()["modules"][0]["last_run"]["runs"][0]["kind"],
+        "null"
+    );
+
+    // New content; the run's first rsync (the list fetch) waits at the gate while the disk
+    // fills.
+    fs::write(
+        lab.upstream_dir("fedora").join("updates/late.rpm"),
+        "late\n",
+    )
+    .unwrap();
+    common::publish_list(&lab);
+    fs::remove_file(&gate.gate).unwrap();
+    let _ = fs::remove_file(&gate.started);
+    let (code, out, err) = ssh(&lab, "sync fedora");
+    assert_eq!((code, out.as_str()), (0, "accepted"), "{err}");
+    assert!(lab.wait_until(LONG, || gate.started.exists()));
+    let filler = fill(&state);
+    fs::write(&gate.gate, "").unwrap();
+    assert!(lab.wait_until(LONG, || !common::lab_process_running(&lab, b"__run")));
+    let baseline = fs::read(state.join("fedora/filelist.baseline")).unwrap();
+    assert!(
+        !baseline.windows(8).any(|w| w == b"late.rpm"),
+        "a list fetched into a full disk was adopted"
+    );
+
+    // Room again: the next trigger converges, and the one after is a null run.
+    fs::remove_file(&filler).unwrap();
+    sync_and_wait("after");
+    assert!(lab.in_sync(0, "fedora"), "the mirror did not converge");
+    sync_and_wait("null again");
+    let last = status()["modules"][0]["last_run"].clone();
+    assert_eq!(last["runs"][0]["kind"], "null", "{last}");
+}
