@@ -160,8 +160,19 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     };
     let md = ModuleDir::new(&cfg.state_dir, module);
     let parsed: Vec<Option<RelDir>> = targets.iter().filter_map(|t| parse_target(t)).collect();
-    let turn = queue(&md, &parsed).and_then(|()| wait_turn(&md));
-    let lock = match turn {
+    // Targets that cannot be queued (a full disk) are not left to a waiter: this pusher
+    // waits its turn whatever the waiters, and pushes them itself.
+    let mut own = Vec::new();
+    if let Err(e) = queue(&md, &parsed) {
+        log_event(
+            cfg,
+            m,
+            "downstream-error",
+            &format!("cannot queue the targets ({e}): this pusher pushes them itself"),
+        );
+        own = parsed;
+    }
+    let lock = match wait_turn(&md, !own.is_empty()) {
         Ok(Some(lock)) => lock,
         // Another pusher waits: it pushes our targets with its own.
         Ok(None) => return super::EXIT_OK,
@@ -172,15 +183,15 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     };
     let mut all_ok = true;
     loop {
-        let round = match take(&md, PENDING) {
-            Ok(t) if t.is_empty() => break,
-            Ok(t) => t,
-            Err(e) => {
-                log_event(cfg, m, "downstream-error", &e.to_string());
-                all_ok = false;
-                break;
-            }
-        };
+        let queued = take(&md, PENDING).unwrap_or_else(|e| {
+            log_event(cfg, m, "downstream-error", &e.to_string());
+            all_ok = false;
+            Vec::new()
+        });
+        let round = merge(&queued, &std::mem::take(&mut own));
+        if round.is_empty() {
+            break;
+        }
         all_ok &= push_round(cfg, m, &md, registry, &round);
     }
     drop(lock);
@@ -192,18 +203,20 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
 }
 
 /// Becomes the pusher that pushes (`Some`, holding `downstream.lock`), after waiting for the
-/// one pushing now; `None` when another pusher already waits.
-fn wait_turn(md: &ModuleDir) -> io::Result<Option<std::fs::File>> {
+/// one pushing now; `None` when another pusher already waits (unless `must_wait`: this one
+/// holds targets no queue has).
+fn wait_turn(md: &ModuleDir, must_wait: bool) -> io::Result<Option<std::fs::File>> {
     let wait = md.open_rw(WAIT_LOCK)?;
-    match wait.try_lock() {
-        Ok(()) => {}
+    let waiting = match wait.try_lock() {
+        Ok(()) => Some(wait),
+        Err(TryLockError::WouldBlock) if must_wait => None,
         Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(e),
-    }
+    };
     let push = md.open_rw(PUSH_LOCK)?;
     push.lock()?;
     // Our turn: the next pusher to come may wait now.
-    drop(wait);
+    drop(waiting);
     Ok(Some(push))
 }
 
@@ -602,18 +615,28 @@ mod tests {
         assert!(take(&md, PENDING).unwrap().is_empty());
         // The first pusher's turn comes at once; a second waits (here: would block, so it is
         // tried on a thread that is released when the first lets go); a third leaves.
-        let first = wait_turn(&md).unwrap().expect("first pusher pushes");
+        let first = wait_turn(&md, false).unwrap().expect("first pusher pushes");
         let md2 = md.clone();
-        let second = std::thread::spawn(move || wait_turn(&md2).unwrap().is_some());
+        let second = std::thread::spawn(move || wait_turn(&md2, false).unwrap().is_some());
         // Wait until the second holds the waiter's lock.
         let probe = md.open_rw(WAIT_LOCK).unwrap();
         while probe.try_lock().is_ok() {
             probe.unlock().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert!(wait_turn(&md).unwrap().is_none(), "a third pusher waited");
+        assert!(
+            wait_turn(&md, false).unwrap().is_none(),
+            "a third pusher waited"
+        );
+        // One whose targets could not be queued waits anyway, after the waiter.
+        let md3 = md.clone();
+        let must = std::thread::spawn(move || wait_turn(&md3, true).unwrap().is_some());
         drop(first);
         assert!(second.join().unwrap(), "the waiting pusher got its turn");
+        assert!(
+            must.join().unwrap(),
+            "a pusher with unqueued targets got its turn"
+        );
     }
 
     /// Issue 16 item 3: intended targets survive a runner killed after its transfer and are
@@ -658,7 +681,7 @@ mod tests {
         assert!(queue(&md, &t(&["a"])).is_err());
         std::fs::remove_file(md.path(QUEUE_LOCK)).unwrap();
         std::os::unix::fs::symlink(&victim, md.path(WAIT_LOCK)).unwrap();
-        assert!(wait_turn(&md).is_err());
+        assert!(wait_turn(&md, false).is_err());
         std::fs::remove_file(md.path(WAIT_LOCK)).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
 
