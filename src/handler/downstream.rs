@@ -6,8 +6,7 @@
 //! this mirror's own answer nor its next sync. A run that changed nothing pushes nothing, which
 //! also ends any cycle a misconfiguration creates (A downstream of B and B of A).
 //!
-//! Pushers of one module, under `<state_dir>/<module>/` (files opened without following
-//! symlinks):
+//! Pushers of one module, under `<state_dir>/<module>/` (files named in [`super::state`]):
 //! - `downstream.pending`: the targets queued for a pusher, one per line, merged (a full push
 //!   swallows dirs, more than [`MAX_DIR_PUSHES`] dirs become one full push). Every pusher first
 //!   adds its own targets here.
@@ -19,7 +18,8 @@
 //!   turn comes (it queued its own before it took this lock, and takes the queue only after it
 //!   holds `downstream.lock`). So a stalled downstream holds at most two pushers per module,
 //!   however many pushes reach the hub meanwhile, and each target is pushed after the run
-//!   that queued it.
+//!   that queued it. (A pusher whose targets cannot be queued, on a full disk, waits its turn
+//!   anyway and pushes them itself.)
 //! - `downstream.intended`: the targets of a batch, recorded before its transfer
 //!   ([`record_intended`]) and moved to the queue after it ([`pass_on`]): a runner killed
 //!   between the two leaves them there, and the next batch pushes them even when it changes
@@ -37,18 +37,13 @@ use serde::{Deserialize, Serialize};
 use super::child;
 use super::cli::DOWNSTREAM_VERB;
 use super::config::{Config, Module};
+use super::exit::{EXIT_CONFIG, EXIT_NOPERM, EXIT_OK, EXIT_SYNC_FAILED, EXIT_TEMPFAIL};
+use super::last_run::RunRecord;
 use super::log;
-use super::queue::{read_state_file, write_atomic, ModuleDir};
-use super::runner::{self, log_event};
-use super::status::RunRecord;
+use super::queue::WHOLE_MODULE;
+use super::state::{self, read_state_file, ModuleDir};
 use crate::request::RelDir;
 
-pub const DOWNSTREAM_FILE: &str = "downstream.json";
-const PENDING: &str = "downstream.pending";
-const INTENDED: &str = "downstream.intended";
-const PUSH_LOCK: &str = "downstream.lock";
-const WAIT_LOCK: &str = "downstream.wait";
-const QUEUE_LOCK: &str = "downstream.queue.lock";
 /// More changed dirs than this are passed on as one full push.
 pub const MAX_DIR_PUSHES: usize = 8;
 /// The longest line of mirrorpush's JSON Lines kept for parsing: a summary is a few hundred
@@ -75,7 +70,7 @@ pub struct Push {
 
 /// The last downstream push of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub struct PushRecord {
     pub start: String,
     pub end: String,
     pub duration_ms: u64,
@@ -84,7 +79,7 @@ pub struct Record {
     pub ok: bool,
 }
 
-impl Record {
+impl PushRecord {
     /// Over every push: mirrors selected, ok, failed.
     pub fn totals(&self) -> (u64, u64, u64) {
         self.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
@@ -93,8 +88,8 @@ impl Record {
     }
 }
 
-pub fn read(md: &ModuleDir) -> Option<Record> {
-    let bytes = read_state_file(&md.path(DOWNSTREAM_FILE)).ok()?;
+pub fn read(md: &ModuleDir) -> Option<PushRecord> {
+    let bytes = read_state_file(&md.path(state::DOWNSTREAM)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -102,7 +97,7 @@ pub fn read(md: &ModuleDir) -> Option<Record> {
 /// (one package installs both).
 pub fn master_binary(cfg: &Config) -> PathBuf {
     cfg.mirrorpush.clone().unwrap_or_else(|| {
-        runner::self_exe()
+        child::self_exe()
             .parent()
             .map_or_else(|| PathBuf::from("/usr/bin"), Path::to_path_buf)
             .join("mirrorpush")
@@ -131,17 +126,15 @@ pub fn targets(m: &Module, record: &RunRecord) -> Option<Vec<Option<RelDir>>> {
 
 /// Starts the detached pusher for `targets` (called by the runner after a batch).
 pub fn spawn(cfg: &Config, m: &Module, targets: &[Option<RelDir>]) {
-    let mut cmd = Command::new(runner::self_exe());
-    cmd.arg("--config")
-        .arg(std::path::absolute(&cfg.path).unwrap_or_else(|_| cfg.path.clone()))
-        .arg(DOWNSTREAM_VERB)
-        .arg(m.name.as_str());
-    for t in targets {
-        cmd.arg(t.as_ref().map_or(super::queue::FULL_SYNC, RelDir::as_str));
-    }
-    if let Err(e) = runner::detach(&mut cmd).spawn() {
-        log_event(
-            cfg,
+    let mut args = vec![DOWNSTREAM_VERB, m.name.as_str()];
+    args.extend(
+        targets
+            .iter()
+            .map(|t| t.as_ref().map_or(WHOLE_MODULE, RelDir::as_str)),
+    );
+    if let Err(e) = child::spawn_self(&cfg.path, &args) {
+        log::event(
+            &cfg.state_dir,
             m,
             "downstream-error",
             &format!("cannot start the push: {e}"),
@@ -153,10 +146,10 @@ pub fn spawn(cfg: &Config, m: &Module, targets: &[Option<RelDir>]) {
 /// is queued (or leaves that to the pusher already waiting), recording each round.
 pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     let Some(m) = cfg.modules.get(module) else {
-        return super::EXIT_NOPERM;
+        return EXIT_NOPERM;
     };
     let Some(registry) = &m.downstream else {
-        return super::EXIT_CONFIG;
+        return EXIT_CONFIG;
     };
     let md = ModuleDir::new(&cfg.state_dir, module);
     let parsed: Vec<Option<RelDir>> = targets.iter().filter_map(|t| parse_target(t)).collect();
@@ -164,8 +157,8 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     // waits its turn whatever the waiters, and pushes them itself.
     let mut own = Vec::new();
     if let Err(e) = queue(&md, &parsed) {
-        log_event(
-            cfg,
+        log::event(
+            &cfg.state_dir,
             m,
             "downstream-error",
             &format!("cannot queue the targets ({e}): this pusher pushes them itself"),
@@ -175,16 +168,16 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     let lock = match wait_turn(&md, !own.is_empty()) {
         Ok(Some(lock)) => lock,
         // Another pusher waits: it pushes our targets with its own.
-        Ok(None) => return super::EXIT_OK,
+        Ok(None) => return EXIT_OK,
         Err(e) => {
-            log_event(cfg, m, "downstream-error", &e.to_string());
-            return super::EXIT_TEMPFAIL;
+            log::event(&cfg.state_dir, m, "downstream-error", &e.to_string());
+            return EXIT_TEMPFAIL;
         }
     };
     let mut all_ok = true;
     loop {
-        let queued = take(&md, PENDING).unwrap_or_else(|e| {
-            log_event(cfg, m, "downstream-error", &e.to_string());
+        let queued = take(&md, state::DOWNSTREAM_PENDING).unwrap_or_else(|e| {
+            log::event(&cfg.state_dir, m, "downstream-error", &e.to_string());
             all_ok = false;
             Vec::new()
         });
@@ -196,9 +189,9 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     }
     drop(lock);
     if all_ok {
-        super::EXIT_OK
+        EXIT_OK
     } else {
-        super::EXIT_RSYNC_FAILED
+        EXIT_SYNC_FAILED
     }
 }
 
@@ -206,14 +199,14 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
 /// one pushing now; `None` when another pusher already waits (unless `must_wait`: this one
 /// holds targets no queue has).
 fn wait_turn(md: &ModuleDir, must_wait: bool) -> io::Result<Option<std::fs::File>> {
-    let wait = md.open_rw(WAIT_LOCK)?;
+    let wait = md.open_rw(state::DOWNSTREAM_WAIT)?;
     let waiting = match wait.try_lock() {
         Ok(()) => Some(wait),
         Err(TryLockError::WouldBlock) if must_wait => None,
         Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(e),
     };
-    let push = md.open_rw(PUSH_LOCK)?;
+    let push = md.open_rw(state::DOWNSTREAM_LOCK)?;
     push.lock()?;
     // Our turn: the next pusher to come may wait now.
     drop(waiting);
@@ -242,7 +235,7 @@ fn push_round(
             )
         })
         .collect();
-    let record = Record {
+    let record = PushRecord {
         start,
         end: log::now(),
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -258,10 +251,9 @@ fn push_round(
         .collect();
     let names: Vec<&str> = targets
         .iter()
-        .map(|t| t.as_ref().map_or(super::queue::FULL_SYNC, RelDir::as_str))
+        .map(|t| t.as_ref().map_or(WHOLE_MODULE, RelDir::as_str))
         .collect();
-    log_event(
-        cfg,
+    log::event(&cfg.state_dir,
         m,
         if record.ok {
             "downstream-ok"
@@ -280,11 +272,11 @@ fn push_round(
     );
     match serde_json::to_vec_pretty(&record) {
         Ok(bytes) => {
-            if let Err(e) = write_atomic(&md.path(DOWNSTREAM_FILE), &bytes) {
-                log_event(cfg, m, "status-error", &e.to_string());
+            if let Err(e) = state::write(&md.path(state::DOWNSTREAM), &bytes) {
+                log::event(&cfg.state_dir, m, "status-error", &e.to_string());
             }
         }
-        Err(e) => log_event(cfg, m, "status-error", &e.to_string()),
+        Err(e) => log::event(&cfg.state_dir, m, "status-error", &e.to_string()),
     }
     record.ok
 }
@@ -292,13 +284,15 @@ fn push_round(
 /// Before a batch's transfer (the caller holds the module lock): adds the batch's targets to
 /// the record of intended downstream pushes. Returns the targets a killed runner left there,
 /// which [`pass_on`] pushes after this batch even if it changes nothing.
+// Called by the run pipeline around each batch (issue 16 item 3), once the runner is wired.
+#[allow(dead_code)]
 pub fn record_intended(
     md: &ModuleDir,
     targets: &[Option<RelDir>],
 ) -> io::Result<Vec<Option<RelDir>>> {
     let _guard = queue_lock(md)?;
-    let left = read_targets(md, INTENDED)?;
-    write_targets(md, INTENDED, &merge(&left, targets))?;
+    let left = read_targets(md, state::DOWNSTREAM_INTENDED)?;
+    write_targets(md, state::DOWNSTREAM_INTENDED, &merge(&left, targets))?;
     Ok(left)
 }
 
@@ -306,6 +300,7 @@ pub fn record_intended(
 /// passes on what it changed and what a killed runner intended (`left`, from
 /// [`record_intended`]), and a pusher starts for whatever is queued. A failed batch keeps the
 /// record for the next one.
+#[allow(dead_code)]
 pub fn pass_on(
     cfg: &Config,
     m: &Module,
@@ -320,7 +315,7 @@ pub fn pass_on(
     match hand_over(md, &changed, left) {
         Ok(queued) if !queued.is_empty() => spawn(cfg, m, &queued),
         Ok(_) => {}
-        Err(e) => log_event(cfg, m, "downstream-error", &e.to_string()),
+        Err(e) => log::event(&cfg.state_dir, m, "downstream-error", &e.to_string()),
     }
 }
 
@@ -328,6 +323,7 @@ pub fn pass_on(
 /// returns everything queued (which includes what a runner killed before it started a pusher
 /// left in the queue). The record is cleared only once its targets are queued: a kill in
 /// between pushes them twice, never not at all.
+#[allow(dead_code)]
 fn hand_over(
     md: &ModuleDir,
     changed: &[Option<RelDir>],
@@ -335,22 +331,22 @@ fn hand_over(
 ) -> io::Result<Vec<Option<RelDir>>> {
     let _guard = queue_lock(md)?;
     let wanted = merge(changed, left);
-    let pending = read_targets(md, PENDING)?;
+    let pending = read_targets(md, state::DOWNSTREAM_PENDING)?;
     let all = merge(&pending, &wanted);
     if all != pending {
-        write_targets(md, PENDING, &all)?;
+        write_targets(md, state::DOWNSTREAM_PENDING, &all)?;
     }
-    remove(md, INTENDED)?;
+    remove(md, state::DOWNSTREAM_INTENDED)?;
     Ok(all)
 }
 
 /// Adds `targets` to the pushers' queue.
 fn queue(md: &ModuleDir, targets: &[Option<RelDir>]) -> io::Result<()> {
     let _guard = queue_lock(md)?;
-    let pending = read_targets(md, PENDING)?;
+    let pending = read_targets(md, state::DOWNSTREAM_PENDING)?;
     let all = merge(&pending, targets);
     if all != pending {
-        write_targets(md, PENDING, &all)?;
+        write_targets(md, state::DOWNSTREAM_PENDING, &all)?;
     }
     Ok(())
 }
@@ -366,7 +362,7 @@ fn take(md: &ModuleDir, name: &str) -> io::Result<Vec<Option<RelDir>>> {
 }
 
 fn queue_lock(md: &ModuleDir) -> io::Result<std::fs::File> {
-    let f = md.open_rw(QUEUE_LOCK)?;
+    let f = md.open_rw(state::DOWNSTREAM_QUEUE_LOCK)?;
     f.lock()?;
     Ok(f)
 }
@@ -380,7 +376,7 @@ fn remove(md: &ModuleDir, name: &str) -> io::Result<()> {
 
 /// `(all)` or a dir; anything else (a damaged file) is dropped.
 fn parse_target(t: &str) -> Option<Option<RelDir>> {
-    if t == super::queue::FULL_SYNC {
+    if t == WHOLE_MODULE {
         return Some(None);
     }
     RelDir::parse(t).ok().map(Some)
@@ -398,10 +394,10 @@ fn read_targets(md: &ModuleDir, name: &str) -> io::Result<Vec<Option<RelDir>>> {
 fn write_targets(md: &ModuleDir, name: &str, targets: &[Option<RelDir>]) -> io::Result<()> {
     let mut text = String::new();
     for t in targets {
-        text.push_str(t.as_ref().map_or(super::queue::FULL_SYNC, RelDir::as_str));
+        text.push_str(t.as_ref().map_or(WHOLE_MODULE, RelDir::as_str));
         text.push('\n');
     }
-    write_atomic(&md.path(name), text.as_bytes())
+    state::write(&md.path(name), text.as_bytes())
 }
 
 /// The union of two target sets, in one canonical form: `[None]` when either holds the full
@@ -431,7 +427,7 @@ fn merge(a: &[Option<RelDir>], b: &[Option<RelDir>]) -> Vec<Option<RelDir>> {
 
 /// `mirrorpush --registry R push --json <module> [dir]`, read back from its JSON Lines.
 fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) -> Push {
-    let target = dir.unwrap_or(super::queue::FULL_SYNC).to_owned();
+    let target = dir.unwrap_or(WHOLE_MODULE).to_owned();
     let mut cmd = Command::new(master);
     cmd.arg("--registry")
         .arg(registry)
@@ -455,8 +451,8 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
     };
     let out = running.stdout.take();
     let summary = std::thread::spawn(move || out.and_then(read_summary));
-    let stderr = child::drain(running.stderr.take(), 64 * 1024);
-    let status = match child::wait_bounded(running, PUSH_WALL_CLOCK) {
+    let stderr = child::read_capped(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PUSH_WALL_CLOCK, Duration::ZERO) {
         Some(Ok(s)) => s,
         Some(Err(e)) => return failed(format!("waiting for mirrorpush: {e}")),
         None => return failed("mirrorpush did not end within 6h and was killed".into()),
@@ -611,15 +607,18 @@ mod tests {
         queue(&md, &t(&["a"])).unwrap();
         queue(&md, &t(&["b/c"])).unwrap();
         queue(&md, &t(&["a", "b"])).unwrap();
-        assert_eq!(take(&md, PENDING).unwrap(), t(&["a", "b"]));
-        assert!(take(&md, PENDING).unwrap().is_empty());
+        assert_eq!(
+            take(&md, state::DOWNSTREAM_PENDING).unwrap(),
+            t(&["a", "b"])
+        );
+        assert!(take(&md, state::DOWNSTREAM_PENDING).unwrap().is_empty());
         // The first pusher's turn comes at once; a second waits (here: would block, so it is
         // tried on a thread that is released when the first lets go); a third leaves.
         let first = wait_turn(&md, false).unwrap().expect("first pusher pushes");
         let md2 = md.clone();
         let second = std::thread::spawn(move || wait_turn(&md2, false).unwrap().is_some());
         // Wait until the second holds the waiter's lock.
-        let probe = md.open_rw(WAIT_LOCK).unwrap();
+        let probe = md.open_rw(state::DOWNSTREAM_WAIT).unwrap();
         while probe.try_lock().is_ok() {
             probe.unlock().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -652,8 +651,13 @@ mod tests {
         assert_eq!(left, t(&["updates"]));
         // It changed nothing itself: the killed batch's targets are still pushed.
         assert_eq!(hand_over(&md, &[], &left).unwrap(), t(&["updates"]));
-        assert!(read_targets(&md, INTENDED).unwrap().is_empty());
-        assert_eq!(read_targets(&md, PENDING).unwrap(), t(&["updates"]));
+        assert!(read_targets(&md, state::DOWNSTREAM_INTENDED)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            read_targets(&md, state::DOWNSTREAM_PENDING).unwrap(),
+            t(&["updates"])
+        );
         // A runner killed after the hand-over, before it started a pusher: the next hand-over
         // returns the queue, so a pusher starts for it.
         assert!(record_intended(&md, &t(&["x"])).unwrap().is_empty());
@@ -672,39 +676,46 @@ mod tests {
         let (tmp, md) = md();
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, "keep\n").unwrap();
-        std::os::unix::fs::symlink(&victim, md.path(PENDING)).unwrap();
+        std::os::unix::fs::symlink(&victim, md.path(state::DOWNSTREAM_PENDING)).unwrap();
         assert!(queue(&md, &t(&["a"])).is_err());
-        assert!(take(&md, PENDING).is_err());
-        std::fs::remove_file(md.path(PENDING)).unwrap();
-        let _ = std::fs::remove_file(md.path(QUEUE_LOCK));
-        std::os::unix::fs::symlink(&victim, md.path(QUEUE_LOCK)).unwrap();
+        assert!(take(&md, state::DOWNSTREAM_PENDING).is_err());
+        std::fs::remove_file(md.path(state::DOWNSTREAM_PENDING)).unwrap();
+        let _ = std::fs::remove_file(md.path(state::DOWNSTREAM_QUEUE_LOCK));
+        std::os::unix::fs::symlink(&victim, md.path(state::DOWNSTREAM_QUEUE_LOCK)).unwrap();
         assert!(queue(&md, &t(&["a"])).is_err());
-        std::fs::remove_file(md.path(QUEUE_LOCK)).unwrap();
-        std::os::unix::fs::symlink(&victim, md.path(WAIT_LOCK)).unwrap();
+        std::fs::remove_file(md.path(state::DOWNSTREAM_QUEUE_LOCK)).unwrap();
+        std::os::unix::fs::symlink(&victim, md.path(state::DOWNSTREAM_WAIT)).unwrap();
         assert!(wait_turn(&md, false).is_err());
-        std::fs::remove_file(md.path(WAIT_LOCK)).unwrap();
+        std::fs::remove_file(md.path(state::DOWNSTREAM_WAIT)).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
 
-        let fifo = std::ffi::CString::new(md.path(INTENDED).into_os_string().into_encoded_bytes())
-            .unwrap();
+        let fifo = std::ffi::CString::new(
+            md.path(state::DOWNSTREAM_INTENDED)
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
         // SAFETY: mkfifo(3) with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         assert!(record_intended(&md, &t(&["a"])).is_err(), "a FIFO was read");
-        std::fs::remove_file(md.path(INTENDED)).unwrap();
+        std::fs::remove_file(md.path(state::DOWNSTREAM_INTENDED)).unwrap();
 
-        std::fs::hard_link(&victim, md.path(PENDING)).unwrap();
+        std::fs::hard_link(&victim, md.path(state::DOWNSTREAM_PENDING)).unwrap();
         queue(&md, &t(&["a"])).unwrap();
         // Its lines are read like any queue's (each a valid target, or dropped); the linked
         // file itself is never written.
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
-        assert_eq!(take(&md, PENDING).unwrap(), t(&["a", "keep"]));
+        assert_eq!(
+            take(&md, state::DOWNSTREAM_PENDING).unwrap(),
+            t(&["a", "keep"])
+        );
 
         std::fs::write(
-            md.path(PENDING),
+            md.path(state::DOWNSTREAM_PENDING),
             "../../etc\n/abs\n-rf\na\\b\nok\x01\n\u{1b}[31m\nreal\n",
         )
         .unwrap();
-        assert_eq!(take(&md, PENDING).unwrap(), t(&["real"]));
+        assert_eq!(take(&md, state::DOWNSTREAM_PENDING).unwrap(), t(&["real"]));
     }
 
     /// Issue 16 item 9: the summary is the last line however much comes before it, and a line
