@@ -66,6 +66,16 @@ pub struct Argv {
     bounded: Option<(String, u64)>,
 }
 
+/// The words themselves, for whoever shows the command (a rerun line): the marker of a run
+/// that has ended tells nobody anything.
+impl std::ops::Deref for Argv {
+    type Target = [OsString];
+
+    fn deref(&self) -> &[OsString] {
+        &self.args
+    }
+}
+
 /// The argv of a transfer pass, with a fresh marker.
 pub fn args(module: &Module, job: &Pass) -> Argv {
     args_with_marker(module, job, &new_marker())
