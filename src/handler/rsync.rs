@@ -66,12 +66,9 @@ pub struct Argv {
     bounded: Option<(String, u64)>,
 }
 
-/// The words themselves, for whoever shows the command (a rerun line): the marker of a run
-/// that has ended tells nobody anything.
-impl std::ops::Deref for Argv {
-    type Target = [OsString];
-
-    fn deref(&self) -> &[OsString] {
+impl Argv {
+    /// The arguments after the program name.
+    pub(crate) fn words(&self) -> &[OsString] {
         &self.args
     }
 }
