@@ -31,7 +31,7 @@ pub struct Cli {
     pub verbose: u8,
     /// The push history database (default: the registry's `[defaults] history`, else
     /// /var/lib/mirrorpush/history.db).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "MIRRORPUSH_HISTORY")]
     pub history: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

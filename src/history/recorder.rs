@@ -99,7 +99,8 @@ impl Recorder {
     }
 }
 
-/// Takes the master's value of every proof the mirrors use; `serial` is the one most of them use.
+/// Takes the master's value of every proof the mirrors use; `serial` is the Archive serial when
+/// any mirror verifies by trace, else the value of the proof most of them use.
 fn with_proofs(mut push: NewPush, tree: Option<&Path>, mirrors: &[&Mirror]) -> NewPush {
     let mut uses: BTreeMap<String, usize> = BTreeMap::new();
     for m in mirrors {
@@ -128,7 +129,10 @@ fn with_proofs(mut push: NewPush, tree: Option<&Path>, mirrors: &[&Mirror]) -> N
         };
         push.proofs.push((text, value));
     }
-    let most = uses.iter().max_by_key(|(_, n)| **n).map(|(s, _)| s.clone());
+    // The Archive serial when any mirror verifies by trace (every trace proof has that one
+    // master value), else the proof most mirrors use.
+    let trace = uses.keys().find(|s| s.starts_with("trace:")).cloned();
+    let most = trace.or_else(|| uses.iter().max_by_key(|(_, n)| **n).map(|(s, _)| s.clone()));
     push.serial = most.and_then(|s| {
         push.proofs
             .iter()
