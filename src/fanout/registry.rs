@@ -806,6 +806,70 @@ keepalive_interval = "1m"
     }
 
     #[test]
+    fn url_verify_history_and_trees() {
+        let r = parse(
+            r#"
+[defaults]
+history = "hist/history.db"
+url = "https://{module}.example.net/pub/{module}/"
+verify = "trace:project/trace/m.example.net"
+
+[verify]
+tree = "/srv/pub"
+[verify.trees]
+epel = "/srv/epel"
+
+[[mirror]]
+name = "a"
+modules = ["fedora"]
+
+[[mirror]]
+name = "b"
+modules = ["epel"]
+url = { epel = "rsync://b.example.net/epel/" }
+verify = "file:repodata/repomd.xml"
+"#,
+        )
+        .unwrap();
+        assert_eq!(r.history, Path::new("/etc/mp/hist/history.db"));
+        assert_eq!(r.verify.of("fedora"), Some(Path::new("/srv/pub")));
+        assert_eq!(r.verify.of("epel"), Some(Path::new("/srv/epel")));
+        let (a, b) = (&r.mirrors[0], &r.mirrors[1]);
+        assert_eq!(
+            a.url.as_ref().unwrap().for_module("fedora").as_deref(),
+            Some("https://fedora.example.net/pub/fedora/")
+        );
+        assert_eq!(
+            a.verify.as_ref().unwrap().to_string(),
+            "trace:project/trace/m.example.net"
+        );
+        assert_eq!(b.url.as_ref().unwrap().for_module("fedora"), None);
+        assert_eq!(
+            b.verify.as_ref().unwrap().to_string(),
+            "file:repodata/repomd.xml"
+        );
+        assert_eq!(a.transport(), "ssh");
+        let plain = parse("[[mirror]]\nname = \"m\"\n").unwrap();
+        assert_eq!(plain.history, Path::new(DEFAULT_HISTORY));
+        assert_eq!(
+            (
+                plain.mirrors[0].url.clone(),
+                plain.mirrors[0].verify.clone()
+            ),
+            (None, None)
+        );
+
+        let e = fails("[[mirror]]\nname = \"m\"\nurl = \"ftp://m/x\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("url")));
+        let e = fails("[[mirror]]\nname = \"m\"\nverify = \"file:../etc/passwd\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("verify")));
+        let e = fails("[defaults]\nverify = \"md5:x\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("verify")));
+        let e = fails("[verify]\ntre = \"/srv\"\n");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
     fn locate_never_panics_on_odd_offsets() {
         assert_eq!(locate("", 5), (Some(1), None));
         assert_eq!(locate("a = 1\nb = é", 11).0, Some(2));
