@@ -8,6 +8,7 @@
 //!   carry a push, and the propagation report (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
+mod atomic;
 pub mod filelist;
 pub mod handler;
 pub mod request;
