@@ -186,7 +186,6 @@ pub async fn run(
             .collect();
         let checks = look_all(
             &round,
-            &push,
             concurrency,
             deadline,
             &mut looks,
@@ -253,10 +252,15 @@ fn plan(
         }
     }
     let filtered = !args.mirrors.is_empty() || !args.tags.is_empty();
+    let by_name: HashMap<&str, &crate::fanout::registry::Mirror> = registry
+        .mirrors
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
     let mut targets = Vec::new();
     let mut left_out = Vec::new();
     for row in rows {
-        let entry = registry.get(&row.mirror);
+        let entry = by_name.get(row.mirror.as_str()).copied();
         let picked = !filtered
             || args.mirrors.contains(&row.mirror)
             || entry.is_some_and(|m| m.tags.iter().any(|t| args.tags.contains(t)));
@@ -300,7 +304,6 @@ fn plan(
 /// Looks at every target of a round, at most `concurrency` at once, until `deadline`.
 async fn look_all(
     round: &[&Target],
-    push: &PushRow,
     concurrency: usize,
     deadline: Instant,
     looks: &mut HashMap<String, Look>,
@@ -376,7 +379,6 @@ async fn look_all(
             }
         }
     }
-    let _ = push;
     checks
 }
 
