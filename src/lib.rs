@@ -4,6 +4,8 @@
 //! - [`handler`]: the mirror-side forced command (synchronous; no tokio, no russh).
 //! - [`filelist`]: per-module file lists: format, generator (master) and sync planner (handler).
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
+//! - [`history`], [`verify`], [`propagation`]: the push history, proof from outside that mirrors
+//!   carry a push, and the propagation report (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
 mod atomic;
@@ -14,3 +16,9 @@ pub mod rlimit;
 
 #[cfg(feature = "master")]
 pub mod fanout;
+#[cfg(feature = "master")]
+pub mod history;
+#[cfg(feature = "master")]
+pub mod propagation;
+#[cfg(feature = "master")]
+pub mod verify;
