@@ -12,7 +12,7 @@ use russh::keys::PrivateKey;
 
 use super::json;
 use super::known_hosts::KnownHosts;
-use super::protocol::{Command, Protocol};
+use super::protocol::{Exec, Protocol};
 use super::registry::{Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
@@ -335,7 +335,7 @@ fn usage(message: &str) -> i32 {
 fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) {
     let mut out = std::io::stdout().lock();
     // Exactly what each mirror would be sent; without a module, the full push of each module.
-    let commands_for = |m: &Mirror| -> Vec<Command> {
+    let commands_for = |m: &Mirror| -> Vec<Exec> {
         match request {
             Some(r) => vec![m.protocol.command(r)],
             None => m

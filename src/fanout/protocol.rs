@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::session::Captured;
+use super::output::Captured;
 use crate::request::Request;
 
 /// The line ftpsync prints (on stdout, exit 1) when another ftpsync holds its lock. It has
@@ -80,7 +80,7 @@ impl fmt::Display for Answer {
 
 /// The exact command one mirror gets for a push, and anything the operator should know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
+pub struct Exec {
     /// Sent as the SSH `exec` request, byte for byte.
     pub text: String,
     /// E.g. that a dir push reaches an ftpsync mirror as a full sync.
@@ -121,13 +121,13 @@ impl Protocol {
     }
 
     /// What this mirror is sent for `request`.
-    pub fn command(&self, request: &Request) -> Command {
+    pub fn command(&self, request: &Request) -> Exec {
         match self {
-            Protocol::Mirrorpush => Command {
+            Protocol::Mirrorpush => Exec {
                 text: request.to_string(),
                 note: None,
             },
-            Protocol::Ftpsync { archive } => Command {
+            Protocol::Ftpsync { archive } => Exec {
                 // runmirrors: PUSHARGS="${PUSHARGS} sync:archive:${PUSHARCHIVE}", then
                 // "${PUSHARGS} ${PUSHARGS1}" with PUSHARGS1="sync:all".
                 text: format!(

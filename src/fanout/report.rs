@@ -372,8 +372,8 @@ pub fn short_duration(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::fanout::known_hosts::KnownHosts;
+    use crate::fanout::output::Captured;
     use crate::fanout::registry::Registry;
-    use crate::fanout::session::Captured;
     use crate::request::Request;
     use std::sync::Arc;
 

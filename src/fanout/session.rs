@@ -15,12 +15,10 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::known_hosts::{KnownHosts, Verdict};
-use super::protocol::{Answer, Command, Ended};
+use super::output::Captured;
+use super::protocol::{Answer, Ended, Exec};
 use super::registry::Mirror;
 use crate::request::Request;
-
-/// Output kept per mirror; a mirror that streams forever cannot exhaust memory.
-pub const OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// Everything needed to push to one mirror.
 #[derive(Clone)]
@@ -28,7 +26,7 @@ pub struct Target {
     pub mirror: Mirror,
     pub request: Request,
     /// What this mirror is sent for `request` (its protocol's rendering).
-    pub command: Command,
+    pub command: Exec,
     pub known_hosts: Arc<KnownHosts>,
     /// `None`: authenticate with the keys ssh-agent offers.
     pub key: Option<Arc<PrivateKey>>,
@@ -66,36 +64,6 @@ pub struct Outcome {
     pub attempts: u32,
     /// Failed before the SSH session was up, for a reason another try might not hit.
     pub retriable: bool,
-}
-
-/// stdout and stderr of the handler, together at most [`OUTPUT_LIMIT`] bytes.
-#[derive(Debug, Clone, Default)]
-pub struct Captured {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub truncated: bool,
-}
-
-impl Captured {
-    fn push(&mut self, stderr: bool, data: &[u8]) {
-        let room = OUTPUT_LIMIT.saturating_sub(self.stdout.len() + self.stderr.len());
-        if data.len() > room {
-            self.truncated = true;
-        }
-        let kept = &data[..data.len().min(room)];
-        if stderr {
-            self.stderr.extend_from_slice(kept);
-        } else {
-            self.stdout.extend_from_slice(kept);
-        }
-    }
-
-    /// Both streams as text (stdout first), for reports.
-    pub fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.stdout).into_owned();
-        s.push_str(&String::from_utf8_lossy(&self.stderr));
-        s
-    }
 }
 
 /// Pushes to one mirror, retrying connection-level failures `mirror.retries` times with backoff.
@@ -572,17 +540,6 @@ fn describe(e: &russh::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_is_bounded() {
-        let mut c = Captured::default();
-        for _ in 0..100 {
-            c.push(false, &[b'x'; 1000]);
-            c.push(true, &[b'y'; 1000]);
-        }
-        assert_eq!(c.stdout.len() + c.stderr.len(), OUTPUT_LIMIT);
-        assert!(c.truncated);
-    }
 
     #[test]
     fn a_dead_session_is_named_with_its_keepalives() {
