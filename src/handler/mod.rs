@@ -9,6 +9,7 @@
 //! - [`downstream`]: a hub passing pushes on. [`status`]: last-run records and `status`.
 //!   [`log`]: `handler.log`. [`check`]: `check`.
 
+pub mod authorized_key;
 pub mod check;
 pub mod child;
 pub mod cli;
@@ -97,6 +98,9 @@ pub fn main(args: &[OsString]) -> i32 {
         (Verb::Sync { raw, full }, None) => request(&inv, raw, false, *full),
         (Verb::Status { json }, None) => status_cmd(&inv, *json),
         (Verb::Check, None) => check::run(&inv),
+        (Verb::AuthorizedKey { from, key_file }, None) => {
+            authorized_key::run(&inv.config, inv.key.as_deref(), from.as_deref(), key_file)
+        }
         (Verb::Help, None) => {
             say(cli::USAGE);
             EXIT_OK
