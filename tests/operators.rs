@@ -42,3 +42,66 @@ fn the_printed_key_line_lets_the_master_push() {
     let log = fs::read_to_string(m.state_dir.join("handler.log")).unwrap();
     assert!(log.contains("key=\"pasted\""), "{log}");
 }
+
+fn push_with(registry: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirrorpush"));
+    cmd.arg("--registry").arg(registry).arg("push").args(args);
+    run(cmd)
+}
+
+/// A stage-1 mirror that fails (here on its host key: the registry names it `localhost`,
+/// which known_hosts does not list) holds back stage 2 with `after_failed_stage = "hold"`,
+/// and by default stage 2 starts with a warning that names the failed mirror.
+#[test]
+fn a_failed_stage_holds_back_or_warns() {
+    let lab = mirrorpush_lab::Lab::start(mirrorpush_lab::LabOptions {
+        mirrors: 2,
+        handler_bin: env!("CARGO_BIN_EXE_mirrorpush-handler").into(),
+        ..Default::default()
+    })
+    .expect("lab starts");
+    let staged = lab
+        .registry_toml("")
+        .replace(
+            "name = \"mirror1\"\nhost = \"127.0.0.1\"",
+            "name = \"mirror1\"\nhost = \"localhost\"",
+        )
+        .replace("name = \"mirror2\"\n", "name = \"mirror2\"\nstage = 2\n");
+    assert!(staged.contains("localhost") && staged.contains("stage = 2"));
+    let hold = lab.root.join("hold.toml");
+    fs::write(
+        &hold,
+        staged.replace(
+            "[defaults]\n",
+            "[defaults]\nafter_failed_stage = \"hold\"\n",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = push_with(&hold, &["fedora"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("host key"), "{out}");
+    let held = out.lines().find(|l| l.starts_with("mirror2")).unwrap();
+    assert!(
+        held.contains("FAILED") && held.contains("held back") && held.contains("(mirror1)"),
+        "{held}"
+    );
+    assert!(
+        out.contains("2 mirror(s): 0 ok, 2 failed (1 held back)"),
+        "{out}"
+    );
+    // Nothing reached mirror2: its handler never ran.
+    assert!(!lab.mirrors[1].state_dir.join("handler.log").exists());
+
+    let warn = lab.root.join("warn.toml");
+    fs::write(&warn, &staged).unwrap();
+    let (code, out, err) = push_with(&warn, &["fedora"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = "warning: stage 2 starts although 1 mirror of stage 1 failed (mirror1)";
+    assert!(out.contains(line), "{out}");
+    assert!(err.contains(line), "said at once on stderr too: {err}");
+    let pushed = out.lines().find(|l| l.starts_with("mirror2")).unwrap();
+    assert!(
+        pushed.contains("ok") && pushed.contains("accepted"),
+        "{pushed}"
+    );
+}

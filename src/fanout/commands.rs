@@ -116,7 +116,14 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
             std::future::pending::<()>().await;
         }
     };
-    let summary = scheduler::run(targets, concurrency, reporter, stop).await;
+    let summary = scheduler::run(
+        targets,
+        concurrency,
+        registry.after_failed_stage,
+        reporter,
+        stop,
+    )
+    .await;
     if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.all_ok() {

@@ -40,6 +40,8 @@ pub struct MirrorReport {
     /// The handler's stdout then stderr, at most 64 KiB.
     pub output: String,
     pub output_truncated: bool,
+    /// Never started: an earlier stage had a failure and `after_failed_stage = "hold"`.
+    pub held: bool,
 }
 
 impl MirrorReport {
@@ -64,7 +66,20 @@ impl MirrorReport {
             output: outcome.output.text(),
             output_truncated: outcome.output.truncated,
             error: outcome.error,
+            held: false,
         }
+    }
+
+    /// A mirror of a later stage that is not pushed because an earlier stage had failures.
+    pub fn held(target: &Target, why: String) -> Self {
+        let outcome = Outcome {
+            error: Some(why.clone()),
+            message: why,
+            ..Outcome::default()
+        };
+        let mut report = MirrorReport::new(target, outcome, Duration::ZERO);
+        report.held = true;
+        report
     }
 
     /// A mirror that never got an answer because the push was interrupted.
@@ -131,6 +146,10 @@ pub struct Summary {
     pub synced_within_ms: Option<u64>,
     /// Mirrors with a completion warning.
     pub warnings: usize,
+    /// Failed mirrors that were never started: held back after an earlier stage's failure.
+    pub held: usize,
+    /// One line for each later stage that started although an earlier one had failures.
+    pub stage_warnings: Vec<String>,
     /// The propagation line, as printed on the terminal.
     pub propagation: String,
 }
@@ -170,6 +189,8 @@ impl Summary {
                 .map(|r| r.started_ms.saturating_add(r.elapsed_ms))
                 .max(),
             warnings: done.iter().filter(|r| r.warning.is_some()).count(),
+            held: done.iter().filter(|r| r.held).count(),
+            stage_warnings: Vec::new(),
             propagation: String::new(),
         };
         s.propagation = propagation(&s);
@@ -185,6 +206,7 @@ pub struct Reporter {
     done: Vec<MirrorReport>,
     running: usize,
     waiting: usize,
+    stage_warnings: Vec<String>,
 }
 
 impl Reporter {
@@ -195,12 +217,22 @@ impl Reporter {
             done: Vec::new(),
             running: 0,
             waiting: selected,
+            stage_warnings: Vec::new(),
         }
     }
 
     pub fn started(&mut self) {
         self.waiting = self.waiting.saturating_sub(1);
         self.running += 1;
+        self.draw_progress();
+    }
+
+    /// A later stage starts although an earlier one had failures: said at once on stderr (a
+    /// push may run for hours), and again with the report.
+    pub fn stage_warning(&mut self, text: String) {
+        self.clear_progress();
+        eprintln!("warning: {text}");
+        self.stage_warnings.push(text);
         self.draw_progress();
     }
 
@@ -221,12 +253,13 @@ impl Reporter {
     /// mode), or the summary object (JSON). Returns the summary.
     pub fn finish(mut self, interrupted: bool, elapsed: Duration) -> Summary {
         self.clear_progress();
-        let summary = Summary::from_reports(
+        let mut summary = Summary::from_reports(
             &self.done,
             self.waiting + self.running,
             interrupted,
             elapsed,
         );
+        summary.stage_warnings = std::mem::take(&mut self.stage_warnings);
         let mut out = io::stdout().lock();
         if self.json {
             let _ = writeln!(
@@ -239,6 +272,9 @@ impl Reporter {
                 .sort_by(|a, b| (a.stage, &a.mirror).cmp(&(b.stage, &b.mirror)));
             let _ = out.write_all(human_lines(&self.done).as_bytes());
             let _ = out.write_all(human_warnings(&self.done).as_bytes());
+            for w in &summary.stage_warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
             let _ = writeln!(out, "{}", human_summary(&summary));
             let _ = writeln!(out, "{}", summary.propagation);
         }
@@ -306,11 +342,15 @@ pub fn human_warnings(reports: &[MirrorReport]) -> String {
 
 pub fn human_summary(s: &Summary) -> String {
     let mut line = format!("{} mirror(s): {} ok, {} failed", s.selected, s.ok, s.failed);
+    if s.held > 0 {
+        line.push_str(&format!(" ({} held back)", s.held));
+    }
     if s.not_started > 0 {
         line.push_str(&format!(", {} not finished", s.not_started));
     }
-    if s.warnings > 0 {
-        line.push_str(&format!(", {} warning(s)", s.warnings));
+    let warnings = s.warnings + s.stage_warnings.len();
+    if warnings > 0 {
+        line.push_str(&format!(", {warnings} warning(s)"));
     }
     if s.interrupted {
         line.push_str(" (interrupted)");
