@@ -16,7 +16,7 @@ use super::protocol::{Exec, Protocol};
 use super::registry::{Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
-use super::select::{Choice, Selector};
+use super::select::{self, Choice, Selector};
 use super::session::Target;
 use crate::request::{ModuleName, Request};
 
@@ -94,9 +94,10 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         .map(|c| c.mirror)
         .collect();
     if selected.is_empty() {
-        return usage(&format!(
-            "no mirror selected for \"{request}\"; see `mirrorpush list --module {}`",
-            request.module
+        return usage(&select::why_none(
+            &registry,
+            &request.module,
+            &request.to_string(),
         ));
     }
     let targets = match prepare(&selected, &request) {
