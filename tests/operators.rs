@@ -105,3 +105,32 @@ fn a_failed_stage_holds_back_or_warns() {
         "{pushed}"
     );
 }
+
+/// A key line sshd skips (here a typo in an option) leaves the master only "authentication
+/// refused": the message names the offered key's fingerprint, as `ssh-keygen -lf` prints it,
+/// and its identity file, so the mirror admin can find the line to fix.
+#[test]
+fn a_refused_key_is_named_by_fingerprint_and_file() {
+    let lab = lab("detach");
+    let m = &lab.mirrors[0];
+    let line = fs::read_to_string(&m.authorized_keys).unwrap();
+    fs::write(&m.authorized_keys, line.replacen("command=", "comand=", 1)).unwrap();
+    let (code, out, err) = push_with(&lab.registry, &["fedora"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let keygen = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(lab.identity.with_extension("pub"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&keygen.stdout).into_owned();
+    let fingerprint = printed.split_whitespace().nth(1).unwrap();
+    assert!(fingerprint.starts_with("SHA256:"), "{printed}");
+    let failed = out.lines().find(|l| l.starts_with("mirror1")).unwrap();
+    assert!(
+        failed.contains("authentication refused")
+            && failed.contains(fingerprint)
+            && failed.contains(&lab.identity.display().to_string())
+            && failed.contains("typos"),
+        "{failed}"
+    );
+}

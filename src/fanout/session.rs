@@ -421,12 +421,24 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
     let user = target.mirror.user.as_str();
     let conn =
         |e: russh::Error| Failure::Connect(format!("during authentication: {}", describe(&e)));
-    let refused = || {
+    // Name the key that was offered, as `ssh-keygen -lf` prints it: the mirror admin can
+    // compare it with the line in authorized_keys, where a mangled key or a typo in the
+    // options makes sshd skip the line without telling the client why.
+    let refused = |offered: String| {
         Failure::Refused(format!(
-            "authentication refused for user {user:?}: the server did not accept our key"
+            "authentication refused for user {user:?}: the server did not accept {offered}; \
+             check that key's line in the mirror's authorized_keys for typos"
         ))
     };
     if let Some(key) = &target.key {
+        let offered = match &target.mirror.identity {
+            Some(path) => format!(
+                "the key {} ({})",
+                fingerprint(key.public_key()),
+                path.display()
+            ),
+            None => format!("the key {}", fingerprint(key.public_key())),
+        };
         let hash = rsa_hash(handle, key.public_key()).await.map_err(conn)?;
         let result = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
@@ -435,7 +447,7 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
         return if result.success() {
             Ok(())
         } else {
-            Err(refused())
+            Err(refused(offered))
         };
     }
     let mut agent = AgentClient::connect_env().await.map_err(|e| {
@@ -447,10 +459,12 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
         .request_identities()
         .await
         .map_err(|e| Failure::Refused(format!("ssh-agent: {e}")))?;
+    let mut offered = Vec::new();
     for id in identities {
         let AgentIdentity::PublicKey { key, .. } = id else {
             continue;
         };
+        offered.push(fingerprint(&key));
         let hash = rsa_hash(handle, &key).await.map_err(conn)?;
         match handle
             .authenticate_publickey_with(user, key, hash, &mut agent)
@@ -461,7 +475,16 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
             Err(e) => debug!(error = %e, "agent key not usable"),
         }
     }
-    Err(refused())
+    Err(refused(if offered.is_empty() {
+        "any key: ssh-agent holds none".to_owned()
+    } else {
+        format!("the ssh-agent key(s) {}", offered.join(", "))
+    }))
+}
+
+/// `SHA256:...`, as `ssh-keygen -lf` prints a key's fingerprint.
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
 }
 
 /// RSA keys must sign with SHA-2 when the server allows it (OpenSSH >= 8.8 refuses SHA-1).
