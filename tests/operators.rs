@@ -134,3 +134,22 @@ fn a_refused_key_is_named_by_fingerprint_and_file() {
         "{failed}"
     );
 }
+
+/// A file-list module whose upstream has not published its list yet: `check` says what that
+/// means and what to do, instead of rsync's `link_stat ... No such file or directory`.
+#[test]
+fn check_before_the_upstream_published_its_list_says_what_to_do() {
+    let lab = lab("detach");
+    common::write_config(&lab, "filelist = \"fullfiletimelist-fedora\"\n", None);
+    let (code, out, err) = common::local(&lab, &["check"]);
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(
+        err.contains("the upstream has not published its list yet")
+            && err.contains("mirrorpush filelist")
+            && err.contains("without `filelist`"),
+        "{err}"
+    );
+    common::publish_list(&lab);
+    let (code, out, err) = common::local(&lab, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
