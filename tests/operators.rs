@@ -153,3 +153,99 @@ fn check_before_the_upstream_published_its_list_says_what_to_do() {
     let (code, out, err) = common::local(&lab, &["check"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Every live line of a shipped example is a table header or marked `# EDIT:`: whatever else
+/// it offers is commented out, so a copy carries no example value the admin did not choose.
+fn live_lines(example: &str) -> Vec<&str> {
+    example
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// `key = ...  # EDIT: ...` lines get `value`; other lines stay.
+fn fill(example: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for line in example.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match values.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) if line.contains("# EDIT:") || !line.starts_with('#') => {
+                out.push_str(&format!("{key} = {v}\n"))
+            }
+            _ => out.push_str(&format!("{line}\n")),
+        }
+    }
+    out
+}
+
+/// The shipped `handler.toml` and `mirrors.toml` work once the values marked `# EDIT:` are
+/// filled in: the handler's `check` passes, the master's `check` passes, and a push syncs. (The
+/// lab's own paths and account stand in for `/var/lib/mirrorpush`, the known_hosts and the
+/// `mirrorpush` user, which a real machine has at their defaults.)
+#[test]
+fn the_shipped_examples_work_once_filled_in() {
+    let lab = lab("detach");
+    let m = &lab.mirrors[0];
+    let root = env!("CARGO_MANIFEST_DIR");
+    let handler = fs::read_to_string(format!("{root}/examples/handler.toml")).unwrap();
+    for line in live_lines(&handler) {
+        assert!(
+            line.contains("# EDIT:") || line.starts_with('['),
+            "handler.toml: {line}"
+        );
+    }
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let config = format!(
+        "state_dir = {}\nrsync = {}\n{}",
+        q(&m.state_dir),
+        q(&lab.rsync_bin),
+        fill(
+            &handler,
+            &[
+                ("source", format!("{:?}", lab.rsync_url("fedora"))),
+                ("dest", q(&m.dest("fedora"))),
+            ],
+        )
+    );
+    assert!(!config.contains("example.org"), "{config}");
+    lab.write_handler_config(0, &config).unwrap();
+    let (code, out, err) = common::local(&lab, &["check"]);
+    assert_eq!(code, 0, "{out}{err}\n{config}");
+
+    let registry = fs::read_to_string(format!("{root}/examples/mirrors.toml")).unwrap();
+    for line in live_lines(&registry) {
+        assert!(
+            line.contains("# EDIT:") || line.starts_with('[') || line.starts_with("identity"),
+            "mirrors.toml: {line}"
+        );
+    }
+    let filled = fill(
+        &registry,
+        &[
+            ("identity", q(&lab.identity)),
+            (
+                "name",
+                format!("\"mirror1\"\nhost = \"127.0.0.1\"\nport = {}", m.port),
+            ),
+        ],
+    )
+    .replace(
+        "[defaults]\n",
+        &format!(
+            "[defaults]\nuser = {:?}\nknown_hosts = {}\n",
+            lab.user,
+            q(&lab.known_hosts)
+        ),
+    );
+    let path = lab.root.join("example-mirrors.toml");
+    fs::write(&path, &filled).unwrap();
+    let mut check = Command::new(env!("CARGO_BIN_EXE_mirrorpush"));
+    check.arg("--registry").arg(&path).arg("check");
+    let (code, out, err) = run(check);
+    assert_eq!(code, 0, "{out}{err}\n{filled}");
+    let (code, out, err) = push_with(&path, &["fedora"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("accepted"), "{out}");
+    assert!(lab.wait_until(common::LONG, || lab.in_sync(0, "fedora")));
+}

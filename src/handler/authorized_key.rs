@@ -394,6 +394,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_line_is_what_the_verb_prints() {
+        let example = include_str!("../../authorized_keys.example");
+        let live: Vec<&str> = example
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(live.len(), 1, "{live:?}");
+        let printed = line(
+            "/etc/mirrorpush/handler.toml",
+            Some("fedora-master"),
+            Some("203.0.113.10,2001:db8::10"),
+            KEY,
+        )
+        .unwrap();
+        let options = |l: &str| l.split(" ssh-ed25519 ").next().unwrap().to_owned();
+        assert_eq!(options(live[0]), options(&printed));
+    }
+
+    #[test]
     fn base64_round_trips() {
         assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
         assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
