@@ -249,3 +249,35 @@ fn the_shipped_examples_work_once_filled_in() {
     assert!(out.contains("accepted"), "{out}");
     assert!(lab.wait_until(common::LONG, || lab.in_sync(0, "fedora")));
 }
+
+/// One non-UTF-8 byte in known_hosts (a Latin-1 comment) used to stop every push; now the file
+/// is read as bytes, the push goes through, and `check` warns about the line it cannot parse.
+#[test]
+fn a_latin1_known_hosts_comment_does_not_stop_the_push() {
+    let lab = lab("detach");
+    let original = fs::read_to_string(&lab.known_hosts).unwrap();
+    assert_eq!(original.lines().count(), 1, "{original}");
+    // Line 1: the mirror's entry, its comment in Latin-1; line 2: unparsable; line 3: comment.
+    let mut bytes = original.trim_end().as_bytes().to_vec();
+    bytes.extend_from_slice(b" root@mirr\xf6r\nold.example.net ssh-ed25519 AAAA\n# caf\xe9\n");
+    assert!(std::str::from_utf8(&bytes).is_err());
+    let known_hosts = lab.root.join("latin1_known_hosts");
+    fs::write(&known_hosts, &bytes).unwrap();
+    let registry = lab.root.join("latin1.toml");
+    let text = lab.registry_toml("").replace(
+        &format!("known_hosts = {:?}", lab.known_hosts.display().to_string()),
+        &format!("known_hosts = {:?}", known_hosts.display().to_string()),
+    );
+    assert!(text.contains("latin1_known_hosts"));
+    fs::write(&registry, text).unwrap();
+    let (code, out, err) = push_with(&registry, &["fedora"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut check = Command::new(env!("CARGO_BIN_EXE_mirrorpush"));
+    check.arg("--registry").arg(&registry).arg("check");
+    let (code, out, err) = run(check);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning: ") && out.contains("line(s) 2 cannot be parsed"),
+        "{out}"
+    );
+}

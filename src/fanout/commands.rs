@@ -236,6 +236,9 @@ pub fn check(registry_path: &Path) -> i32 {
         Err(code) => return code,
     };
     let mut problems = Vec::new();
+    // Warnings about the files themselves, once per file.
+    let mut notes = Vec::new();
+    let mut skipped_warned: Vec<PathBuf> = Vec::new();
     let enabled: Vec<&Mirror> = registry.mirrors.iter().filter(|m| m.enabled).collect();
     for m in &enabled {
         if m.modules.is_empty() {
@@ -257,20 +260,33 @@ pub fn check(registry_path: &Path) -> i32 {
             None => {}
         }
         match load_known_hosts(&m.known_hosts, &m.name) {
-            Ok(kh) if !kh.knows(&m.host, m.port) => problems.push(format!(
-                "mirror {}: no host key for {} in {} (add it with `ssh-keyscan -p {} {}` after checking it)",
-                m.name,
-                super::known_hosts::host_port_name(&m.host, m.port),
-                m.known_hosts.display(),
-                m.port,
-                m.host
-            )),
-            Ok(_) => {}
+            Ok(kh) => {
+                if !kh.skipped.is_empty() && !skipped_warned.contains(&m.known_hosts) {
+                    skipped_warned.push(m.known_hosts.clone());
+                    let lines: Vec<String> = kh.skipped.iter().map(usize::to_string).collect();
+                    notes.push(format!(
+                        "{}: line(s) {} cannot be parsed and are skipped (as OpenSSH skips them)",
+                        m.known_hosts.display(),
+                        lines.join(", ")
+                    ));
+                }
+                if !kh.knows(&m.host, m.port) {
+                    problems.push(format!(
+                        "mirror {}: no host key for {} in {} (add it with `ssh-keyscan -p {} {}` after checking it)",
+                        m.name,
+                        super::known_hosts::host_port_name(&m.host, m.port),
+                        m.known_hosts.display(),
+                        m.port,
+                        m.host
+                    ));
+                }
+            }
             Err(e) => problems.push(e),
         }
     }
     problems.dedup();
-    let warnings = completion_warnings(&enabled);
+    let mut warnings = notes;
+    warnings.extend(completion_warnings(&enabled));
     let mut out = std::io::stdout().lock();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
