@@ -60,12 +60,12 @@ impl MirrorReport {
             protocol: mirror.protocol.name(),
             request: target.command.text.clone(),
             note: target.command.note.clone(),
-            message: outcome.message,
+            message: capped(outcome.message),
             warning: None,
             attempts: outcome.attempts,
             output: outcome.output.text(),
             output_truncated: outcome.output.truncated,
-            error: outcome.error,
+            error: outcome.error.map(capped),
             held: false,
         }
     }
@@ -106,6 +106,18 @@ impl MirrorReport {
             Some(a) => format!("answered {a}, not synced"),
             None => format!("answered {:?}, not synced", self.message),
         };
+        if self.protocol == "ftpsync" {
+            // ftpsync has no modes: `queued` means it was already running and runs once more
+            // for this push. Nothing to configure; only the stage order is not guaranteed.
+            self.warning = later_stages.then(|| {
+                format!(
+                    "{said}: ftpsync was already running and syncs once more after its current \
+                     run, and later stages have started: they may pull from it before it has the \
+                     content"
+                )
+            });
+            return;
+        }
         self.warning = if later_stages {
             Some(format!(
                 "{said}, and later stages have started: they may pull from it before it has the \
@@ -300,6 +312,27 @@ impl Reporter {
             eprint!("\r\x1b[K");
         }
     }
+}
+
+/// Longest `message`/`error` kept, in bytes: a mirror's first output line can be 64 KiB of
+/// text it chose, and one report line of that size splits into journal records (journald cuts
+/// at 48 KiB) that can read like other mirrors' lines. The full text stays in JSON `output`.
+pub const MESSAGE_LIMIT: usize = 300;
+
+/// `text` cut to [`MESSAGE_LIMIT`] bytes at a character boundary, with a mark saying so.
+fn capped(text: String) -> String {
+    if text.len() <= MESSAGE_LIMIT {
+        return text;
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... [{} more bytes; the whole output is in push --json]",
+        &text[..end],
+        text.len() - end
+    )
 }
 
 fn ms(d: Duration) -> u64 {
@@ -531,6 +564,42 @@ mod tests {
             text.contains("synced (dir push sent as a full sync"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_busy_ftpsync_mirror_is_not_told_to_use_wait_mode() {
+        let t = target("protocol = \"ftpsync\"", None);
+        let mut r = MirrorReport::new(&t, answered(Some(Answer::Queued), "queued"), Duration::ZERO);
+        r.check_completion(true, true);
+        let w = r
+            .warning
+            .clone()
+            .expect("flagged: later stages have started");
+        assert!(w.contains("ftpsync was already running"), "{w}");
+        assert!(
+            !w.contains("wait mode") && !w.contains("wait = true"),
+            "{w}"
+        );
+        // In the last stage a busy ftpsync is normal: nothing to warn about.
+        r.check_completion(false, true);
+        assert_eq!(r.warning, None);
+    }
+
+    #[test]
+    fn long_messages_are_capped_with_a_mark() {
+        let long = format!("accepted {}", "é".repeat(100_000));
+        let r = MirrorReport::new(
+            &target("", None),
+            answered(Some(Answer::Accepted), &long),
+            Duration::ZERO,
+        );
+        assert!(r.message.len() < MESSAGE_LIMIT + 80, "{}", r.message.len());
+        assert!(r
+            .message
+            .ends_with("more bytes; the whole output is in push --json]"));
+        assert!(r.message.starts_with("accepted éé"));
+        let short = capped("synced".into());
+        assert_eq!(short, "synced");
     }
 
     #[test]

@@ -519,7 +519,14 @@ async fn run_request(
         match msg {
             ChannelMsg::Data { data } => ended.output.push(false, &data),
             ChannelMsg::ExtendedData { data, .. } => ended.output.push(true, &data),
-            ChannelMsg::ExitStatus { exit_status } => ended.exit_status = Some(exit_status),
+            ChannelMsg::ExitStatus { exit_status } => match ended.exit_status {
+                None => ended.exit_status = Some(exit_status),
+                // Bounded: a mirror that repeats itself cannot grow this past a few entries.
+                Some(_) if ended.later_exit_statuses.len() < 8 => {
+                    ended.later_exit_statuses.push(exit_status)
+                }
+                Some(_) => {}
+            },
             ChannelMsg::ExitSignal { signal_name, .. } => {
                 ended.signal = Some(format!("{signal_name:?}"))
             }
