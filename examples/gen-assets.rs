@@ -1,5 +1,7 @@
 //! Writes the master's man pages and shell completions from its clap definitions, for packaging:
-//! `cargo run --example gen-assets [OUT_DIR]` (default `target/assets`), then `cargo deb`.
+//! `cargo run --example gen-assets [OUT_DIR]` (default `target/assets`). The package build runs
+//! it as the workspace member `assets/` (`mirrorpush-assets`), which includes this file and
+//! needs only the CLI's dependencies, not the test lab or proptest (`scripts/build-deb.sh`).
 //!
 //! `mirrorpush.1` is composed here: the parts that come from the command line (synopsis,
 //! description, options, each command with its options, the environment variables, the exit
@@ -17,7 +19,7 @@ use mirrorpush::fanout::cli::Cli;
 use mirrorpush::fanout::commands::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 use mirrorpush::fanout::registry::{DEFAULT_KNOWN_HOSTS, DEFAULT_REGISTRY};
 
-fn main() -> std::io::Result<()> {
+pub fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or("target/assets".into()));
     let (man_dir, completions_dir) = (out.join("man"), out.join("completions"));
     // Pages of commands that no longer exist must not be packaged: start from an empty dir.

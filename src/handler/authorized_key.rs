@@ -258,7 +258,7 @@ fn embedded_type(blob: &[u8]) -> Option<&[u8]> {
 /// Standard base64 with padding, as ssh-keygen writes it; `None` for anything else.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
