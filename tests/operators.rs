@@ -281,3 +281,35 @@ fn a_latin1_known_hosts_comment_does_not_stop_the_push() {
         "{out}"
     );
 }
+
+/// A key line pasted from the docs must work: no `command="..."` line in the man page, the
+/// README, the docs or the example is wrapped with a backslash (sshd reads one key per line).
+#[test]
+fn no_documented_key_line_is_wrapped() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files = vec![
+        format!("{root}/man/mirrorpush-handler.8"),
+        format!("{root}/README.md"),
+        format!("{root}/authorized_keys.example"),
+    ];
+    for e in fs::read_dir(format!("{root}/docs")).unwrap() {
+        files.push(e.unwrap().path().display().to_string());
+    }
+    let mut seen = 0;
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for line in text.lines().filter(|l| l.contains("restrict,")) {
+            if !line.contains("command=") {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                !line.trim_end().ends_with('\\')
+                    && !line.trim_end().ends_with("\\e")
+                    && line.matches('"').count() % 2 == 0,
+                "{f}: a wrapped key line: {line}"
+            );
+        }
+    }
+    assert!(seen >= 3, "{seen} key lines found");
+}
