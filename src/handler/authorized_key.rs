@@ -15,10 +15,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{EXIT_OK, EXIT_USAGE};
-
-/// The key file could not be read (sysexits' EX_NOINPUT).
-pub const EXIT_NOINPUT: i32 = 66;
+use super::exit::{EXIT_NOINPUT, EXIT_OK, EXIT_USAGE};
 
 /// A public key file is one line; anything much larger is not one.
 const MAX_KEY_FILE: u64 = 64 * 1024;
@@ -36,9 +33,9 @@ const KEY_TYPES: &[&str] = &[
 
 /// Why no line was printed: an exit code and the text after `error: `.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyLineError {
-    pub code: i32,
-    pub message: String,
+pub(crate) struct KeyLineError {
+    pub(crate) code: i32,
+    pub(crate) message: String,
 }
 
 fn bad(message: impl Into<String>) -> KeyLineError {
@@ -50,21 +47,21 @@ fn bad(message: impl Into<String>) -> KeyLineError {
 
 /// What the line is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyLine<'a> {
+pub(crate) struct KeyLine<'a> {
     /// Absolute path of the handler sshd runs.
-    pub handler: &'a Path,
+    pub(crate) handler: &'a Path,
     /// Absolute path of its config.
-    pub config: &'a Path,
+    pub(crate) config: &'a Path,
     /// `--key LABEL` for the handler's log lines.
-    pub label: Option<&'a str>,
+    pub(crate) label: Option<&'a str>,
     /// `from="..."`: the master's addresses (sshd patterns, comma-separated).
-    pub from: Option<&'a str>,
+    pub(crate) from: Option<&'a str>,
     /// The public key line, as `ssh-keygen` writes it (`type base64 [comment]`).
-    pub public_key: &'a str,
+    pub(crate) public_key: &'a str,
 }
 
 /// The verb: reads the key, prints the line, returns the exit code.
-pub fn run(config: &Path, label: Option<&str>, from: Option<&str>, key_file: &OsStr) -> i32 {
+pub(crate) fn run(config: &Path, label: Option<&str>, from: Option<&str>, key_file: &OsStr) -> i32 {
     match line_for(config, label, from, key_file) {
         Ok(line) => {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -156,7 +153,7 @@ fn read_key(key_file: &OsStr) -> Result<String, KeyLineError> {
 }
 
 /// The authorized_keys line.
-pub fn render(line: &KeyLine<'_>) -> Result<String, KeyLineError> {
+pub(crate) fn render(line: &KeyLine<'_>) -> Result<String, KeyLineError> {
     let key = checked_key(line.public_key)?;
     let mut words = vec![
         utf8(line.handler, "the handler's path")?,
