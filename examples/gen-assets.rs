@@ -321,7 +321,7 @@ fn see_also(cmd: &clap::Command, this: Option<&str>) -> String {
     }
     s.push_str(
         ".PP\nThe README (/usr/share/doc/mirrorpush/README.md) sets up masters and mirrors \
-         step by step and documents every registry key.\n",
+         step by step; docs/master.md beside it documents every registry key.\n",
     );
     s
 }
@@ -354,16 +354,21 @@ or one the registry marks
 that does, gets a warning: the later stages may pull from it before it has the content.
 .B check
 warns about such mirrors before any push.
+When a mirror of an earlier stage failed, a later stage starts with a warning that names it;
+with \fBafter_failed_stage = "hold"\fR in the registry's \fB[defaults]\fR no later stage starts,
+and its mirrors are reported held back (failed).
 .PP
 With
 .BR \-\-json ,
 one JSON object per mirror as it finishes (\fBmirror\fR, \fBhost\fR, \fBport\fR, \fBstage\fR,
 \fBok\fR, \fBexit_status\fR, \fBerror\fR, \fBanswer\fR, \fBelapsed_ms\fR, \fBstarted_ms\fR,
 \fBprotocol\fR, \fBrequest\fR, \fBnote\fR, \fBmessage\fR, \fBwarning\fR, \fBattempts\fR,
-\fBoutput\fR, \fBoutput_truncated\fR), then one \fB{{"summary": ...}}\fR object with the counts
+\fBoutput\fR, \fBoutput_truncated\fR, \fBheld\fR), then one \fB{{"summary": ...}}\fR object with the counts
 (\fBsynced\fR, \fBaccepted\fR, \fBqueued\fR, \fBfailed\fR, ...), \fBslowest_synced_ms\fR,
-\fBsynced_within_ms\fR and \fBpropagation\fR. Control characters, DEL, C1 controls and bidi
-overrides in any string are written as \e\fBu\fR escapes.
+\fBsynced_within_ms\fR, \fBstage_warnings\fR and \fBpropagation\fR. Control characters, DEL, C1
+controls, bidi overrides and marks and the line separators U+2028 and U+2029 in any string are
+written as \e\fBu\fR escapes. \fBmessage\fR and \fBerror\fR are cut to 300 bytes with a mark;
+\fBoutput\fR keeps up to 64 KiB of each stream.
 .PP
 While a session waits for its answer, SSH keepalives go out every \fBkeepalive_interval\fR
 (default 15s); a mirror that answers none of three is given up. The mirror's \fBtimeout\fR bounds
