@@ -5,9 +5,25 @@
 # step of the script, the total, the machine's cores and its load average before and after
 # (other work on the machine slows the build; the figures are only as quiet as the machine).
 # Needs cargo-deb (`cargo install cargo-deb --locked`).
-#   benches/package-build.sh
+#   benches/package-build.sh            # the timed build
+#   benches/package-build.sh --crates   # only what the man page generator builds beyond the
+#                                       # programs (no build, a few seconds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--crates" ]; then
+    crates() { cargo tree "$@" --prefix none 2>/dev/null | sed 's/ (\*)//' | sort -u; }
+    programs=$(crates -p mirrorpush -e normal)
+    example=$(crates -p mirrorpush -e normal,dev)
+    assets=$(crates -p mirrorpush-assets -e normal)
+    extra() { comm -13 <(printf '%s\n' "$programs") <(printf '%s\n' "$1") | grep -c .; }
+    echo "crates of the release programs: $(printf '%s\n' "$programs" | grep -c .)"
+    echo "examples/gen-assets.rs as an example (debug build, every dev-dependency): all of them" \
+        "again in debug, plus $(extra "$example") more"
+    echo "assets/ (mirrorpush-assets, in the programs' release build): $(extra "$assets") more:" \
+        "$(comm -13 <(printf '%s\n' "$programs") <(printf '%s\n' "$assets") | cut -d' ' -f1 | tr '\n' ' ')"
+    exit 0
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git archive HEAD | tar -x -C "$work"
