@@ -283,6 +283,34 @@ fn compare(path: &Path, expected: &str, actual: &str) {
     );
 }
 
+/// rsync's `--out-format` starts with a marker drawn per run (32 hex digits and `|`).
+trait RunMarkers {
+    fn replace_run_markers(self) -> String;
+}
+
+impl RunMarkers for String {
+    fn replace_run_markers(self) -> String {
+        const KEY: &str = "--out-format=";
+        let mut out = String::with_capacity(self.len());
+        let mut rest = self.as_str();
+        while let Some(i) = rest.find(KEY) {
+            let (head, tail) = rest.split_at(i + KEY.len());
+            out.push_str(head);
+            let hex = tail.len() > 32
+                && tail.as_bytes()[..32].iter().all(u8::is_ascii_hexdigit)
+                && tail.as_bytes()[32] == b'|';
+            rest = if hex {
+                out.push_str("<MARKER>");
+                &tail[32..]
+            } else {
+                tail
+            };
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
 /// What varies from run to run, replaced by placeholders; everything else stays as it is.
 struct Norm {
     /// Literal strings (lab paths, the daemon's port) and their placeholders, longest first.
@@ -302,7 +330,7 @@ impl Norm {
                 s.replace_range(from..from + len, "<RSYNC VERSION>");
             }
         }
-        durations(&times(&s))
+        durations(&times(&s)).replace_run_markers()
     }
 
     /// A `handler.log` line: times, the client's port and non-zero byte counts.

@@ -137,3 +137,39 @@ fn waiters_past_the_cap_are_answered_queued_at_once_and_still_run() {
     let s = status_json(&lab);
     assert_eq!(s["modules"][0]["last_run"]["ok"], true, "{s}");
 }
+
+#[test]
+fn a_list_whose_entries_are_mostly_missing_upstream_is_never_adopted() {
+    let lab = lab("wait");
+    publish_list(&lab);
+    // 2000 entries that exist nowhere, appended to an honest list.
+    let path = lab.upstream_dir("fedora").join(LIST);
+    let text = fs::read_to_string(&path).unwrap();
+    let mut fake = String::from("1700000000\td\t4096\tzzzz\n");
+    for i in 0..2000 {
+        fake.push_str(&format!("1700000000\tf\t10\tzzzz/fake-{i:05}\n"));
+    }
+    let at = text
+        .find("\n\n[Checksums")
+        .expect("list has a checksums section")
+        + 1;
+    fs::write(&path, format!("{}{fake}{}", &text[..at], &text[at..])).unwrap();
+    write_config(&lab, &format!("filelist = \"{LIST}\""), None);
+
+    let (code, _, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 0, "{err}");
+    let state = common::module_state(&lab);
+    assert!(
+        !state.join("filelist.baseline").exists(),
+        "a list naming what the upstream does not have became the baseline"
+    );
+    let log = fs::read_to_string(lab.mirrors[0].state_dir.join("handler.log")).unwrap();
+    assert!(log.contains("verdict=filelist-untrusted"), "{log}");
+    assert!(!lab.mirrors[0].dest("fedora").join("zzzz").exists());
+
+    // The honest list is adopted again.
+    publish_list(&lab);
+    let (code, _, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 0, "{err}");
+    assert!(state.join("filelist.baseline").exists());
+}

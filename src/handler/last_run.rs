@@ -49,6 +49,9 @@ pub struct TargetRun {
     pub result: String,
     #[serde(flatten)]
     pub changes: Changes,
+    /// The last rsync this target ran, shell-quoted, to rerun it by hand as the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_command: Option<String>,
 }
 
 impl TargetRun {
@@ -61,6 +64,7 @@ impl TargetRun {
             rsync_exit: Some(0),
             result: "ok".into(),
             changes,
+            rsync_command: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl TargetRun {
             rsync_exit,
             result,
             changes,
+            rsync_command: None,
         }
     }
 
@@ -96,7 +101,14 @@ impl TargetRun {
             rsync_exit: None,
             result: "ok: the file list is unchanged".into(),
             changes: Changes::default(),
+            rsync_command: None,
         }
+    }
+
+    /// Records the command line of the last rsync the target ran.
+    pub(crate) fn ran(mut self, command: Option<String>) -> TargetRun {
+        self.rsync_command = command;
+        self
     }
 
     /// A run that fell back to a plain rsync says why in its result.

@@ -27,6 +27,9 @@ const CONNECT_TIMEOUT_SECS: u64 = 60;
 const TERM_GRACE: Duration = Duration::from_secs(10);
 /// Itemized lines copied into rsync.log per run; the rest are only counted.
 const LOGGED_ITEMS: u64 = 10_000;
+/// Other lines of rsync's stdout copied per run: its statistics need about 20; the rest can
+/// only be messages the upstream sends, which must not fill the disk either.
+const LOGGED_OTHER: u64 = 1_000;
 
 /// The mirror's modes, whatever the upstream serves: directories 0755, files 0644 (0755 when
 /// executable upstream), never setuid, setgid or sticky, never group- or world-writable. With
@@ -49,8 +52,50 @@ pub(crate) struct Pass {
     pub files_from: Option<PathBuf>,
 }
 
-/// The argv after the program name.
-pub fn args(module: &Module, job: &Pass) -> Vec<OsString> {
+/// rsync's argv (after the program name) and how to read what that run prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argv {
+    args: Vec<OsString>,
+    /// What `--out-format` puts before each itemized change of this run. Only lines that
+    /// start with it are counted: rsync's stdout also carries text the upstream chooses (its
+    /// MOTD, messages its sender prints), which could otherwise fake a change.
+    marker: Option<String>,
+    /// A one-file fetch bounded by `--max-size`: the file's name as rsync names it when it
+    /// skips it (the source's last component) and the bound, so a file rsync skipped as too
+    /// large is a failed fetch, not an unchanged one.
+    bounded: Option<(String, u64)>,
+}
+
+/// The argv of a transfer pass, with a fresh marker.
+pub fn args(module: &Module, job: &Pass) -> Argv {
+    args_with_marker(module, job, &new_marker())
+}
+
+/// An unguessable marker per run: 128 random bits, hex, and a `|`.
+fn new_marker() -> String {
+    let mut bytes = [0u8; 16];
+    let filled = fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !filled {
+        // No /dev/urandom: the kernel's getrandom(2) directly.
+        // SAFETY: writes at most `bytes.len()` bytes into `bytes`.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if usize::try_from(n).ok() != Some(bytes.len()) {
+            // Still unique per run; guessable only by someone who knows the time and our pid.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+            bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+    }
+    let mut m: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    m.push('|');
+    m
+}
+
+fn args_with_marker(module: &Module, job: &Pass, marker: &str) -> Argv {
     let mut a: Vec<String> = Vec::new();
     a.push(
         if job.files_from.is_some() {
@@ -62,18 +107,19 @@ pub fn args(module: &Module, job: &Pass) -> Vec<OsString> {
     );
     a.push(CHMOD.into());
     a.extend(
-        [
-            "--safe-links",
-            "--delay-updates",
-            "--itemize-changes",
-            "--stats",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["--safe-links", "--delay-updates"]
+            .iter()
+            .map(|s| s.to_string()),
     );
+    // `--itemize-changes` is `--out-format=%i %n%L`: the same lines, behind this run's marker.
+    a.push(format!("--out-format={marker}%i %n%L"));
+    a.push("--stats".into());
     a.push(format!("--timeout={IO_TIMEOUT_SECS}"));
     if module.is_daemon_source() {
         a.push(format!("--contimeout={CONNECT_TIMEOUT_SECS}"));
+        // The daemon's message of the day is the upstream's text: not for the log's reader
+        // to mistake for a change.
+        a.push("--no-motd".into());
     }
     if job.delete {
         a.push("--delete-delay".into());
@@ -99,23 +145,42 @@ pub fn args(module: &Module, job: &Pass) -> Vec<OsString> {
     a.push("--".into());
     a.push(job.source.clone());
     a.push(".".into());
-    a.into_iter().map(OsString::from).collect()
+    Argv {
+        args: a.into_iter().map(OsString::from).collect(),
+        marker: Some(marker.to_owned()),
+        bounded: None,
+    }
 }
 
 /// The argv that fetches one file (a module's file list) from `source` into `dest_name` in the
 /// working directory: times kept, so an unchanged list costs the upstream one stat, and the
-/// previous fetch is the basis, so only a changed list's delta travels.
-pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Vec<OsString> {
-    let mut a: Vec<String> = vec!["-t".into(), "--stats".into()];
+/// previous fetch is the basis, so only a changed list's delta travels. A list larger than
+/// `max_list_size` is not fetched (`--max-size`; rsync reports the skip, `--info=skip1`, and
+/// [`run`] makes it a failed fetch). Only the admin's connection options apply.
+pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Argv {
+    let mut a: Vec<String> = vec!["-t".into(), "--stats".into(), "--info=skip1".into()];
     a.push(format!("--timeout={IO_TIMEOUT_SECS}"));
     if module.is_daemon_source() {
         a.push(format!("--contimeout={CONNECT_TIMEOUT_SECS}"));
+        a.push("--no-motd".into());
     }
-    a.extend(module.rsync_args.iter().cloned());
+    a.extend(super::config::fetch_options(&module.rsync_args));
+    // Last: no option before it can raise the bound.
+    a.push(format!("--max-size={}", module.max_list_size));
     a.push("--".into());
     a.push(source.to_owned());
     a.push(dest_name.to_owned());
-    a.into_iter().map(OsString::from).collect()
+    Argv {
+        args: a.into_iter().map(OsString::from).collect(),
+        marker: None,
+        bounded: Some((source_name(source).to_owned(), module.max_list_size)),
+    }
+}
+
+/// The last component of an rsync source (`rsync://h/m/a/list`, `h::m/list`, `/up/list`).
+fn source_name(source: &str) -> &str {
+    let last = source.rsplit('/').next().unwrap_or(source);
+    last.rsplit("::").next().unwrap_or(last)
 }
 
 /// Parses `rsync  version 3.5.0  protocol version 32`.
@@ -218,6 +283,8 @@ pub enum RsyncExit {
     Signalled(i32),
     TimedOut(Duration),
     NotStarted(String),
+    /// rsync ended well but left the bounded file out: it is larger than the bound.
+    TooLarge(String, u64),
 }
 
 impl RsyncExit {
@@ -239,6 +306,9 @@ impl RsyncExit {
                 humantime::format_duration(*d)
             ),
             RsyncExit::NotStarted(e) => format!("rsync could not start: {e}"),
+            RsyncExit::TooLarge(name, limit) => {
+                format!("{name} is larger than max_list_size ({limit} bytes) and was not fetched")
+            }
         }
     }
 }
@@ -263,15 +333,18 @@ impl Changes {
         self.transferred + self.deleted > 0
     }
 
-    /// Counts one line of rsync's stdout.
-    fn count(&mut self, line: &str) -> LineKind {
+    /// Counts one line of rsync's stdout. Changes are only read from lines behind this run's
+    /// `marker` (its itemized changes, `line` already stripped of it when `marked`).
+    fn count(&mut self, line: &str, marked: bool) -> LineKind {
+        if !marked {
+            if let Some(n) = line.strip_prefix("Total bytes received: ") {
+                self.bytes_received = n.trim().replace(',', "").parse().unwrap_or(0);
+            }
+            return LineKind::Other;
+        }
         if line.starts_with("*deleting ") {
             self.deleted += 1;
             return LineKind::Item;
-        }
-        if let Some(n) = line.strip_prefix("Total bytes received: ") {
-            self.bytes_received = n.trim().replace(',', "").parse().unwrap_or(0);
-            return LineKind::Other;
         }
         let b = line.as_bytes();
         // `%i %n`: an 11-character code (YXcstpoguax), a space, the name.
@@ -281,7 +354,7 @@ impl Changes {
             && b"fdLDS".contains(&b[1])
             && b[2..11].iter().all(|c| b"cstpoguaxT.+ ?n".contains(c));
         if !itemized {
-            return LineKind::Other;
+            return LineKind::Item;
         }
         // `.` is an attribute-only update (a directory's time): not a change of content.
         if b[0] != b'.' {
@@ -310,7 +383,7 @@ pub struct RunPlace<'a> {
 /// disk with its log).
 pub(crate) fn run(
     rsync: &Path,
-    args: &[OsString],
+    argv: &Argv,
     place: &RunPlace,
     timeout: Duration,
 ) -> (RsyncExit, Changes) {
@@ -328,7 +401,7 @@ pub(crate) fn run(
         }
     };
     let mut cmd = Command::new(rsync);
-    cmd.args(args);
+    cmd.args(&argv.args);
     // Own group: the timeout (or the guard) kills rsync and the children it forks together.
     child::scrubbed(&mut cmd).stdout(Stdio::piped()).stderr(err);
     // Into the checked directory itself; if the runner dies, rsync must not run on unsupervised.
@@ -345,16 +418,23 @@ pub(crate) fn run(
     child::record_group(place.pgid_file, pgid);
     let reader = running.stdout.take().map(|out| {
         let mut log = place.log.try_clone().ok();
-        std::thread::spawn(move || read_output(out, log.as_mut()))
+        let marker = argv.marker.clone();
+        let bounded = argv.bounded.as_ref().map(|(name, _)| name.clone());
+        std::thread::spawn(move || {
+            read_output(out, log.as_mut(), marker.as_deref(), bounded.as_deref())
+        })
     });
     let status = child::wait_bounded(running, timeout, TERM_GRACE);
-    let changes = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let (changes, skipped) = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     guard.done();
     let _ = fs::remove_file(place.pgid_file);
     let exit = match status {
         None => RsyncExit::TimedOut(timeout),
         Some(Ok(st)) => match (st.code(), st.signal()) {
-            (Some(0), _) => RsyncExit::Success,
+            (Some(0), _) => match (&argv.bounded, skipped) {
+                (Some((name, limit)), true) => RsyncExit::TooLarge(name.clone(), *limit),
+                _ => RsyncExit::Success,
+            },
             (Some(c), _) => RsyncExit::Failed(c),
             (None, Some(s)) => RsyncExit::Signalled(s),
             (None, None) => RsyncExit::NotStarted("unknown exit status".into()),
@@ -364,9 +444,19 @@ pub(crate) fn run(
     (exit, changes)
 }
 
-fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
+/// Reads rsync's stdout to the end: counts the changes behind `marker` (and copies those lines
+/// to the log without it, up to [`LOGGED_ITEMS`]), copies other lines (statistics, messages)
+/// up to [`LOGGED_OTHER`], and tells whether rsync skipped the `bounded` file as too large.
+fn read_output(
+    out: impl io::Read,
+    mut log: Option<&mut File>,
+    marker: Option<&str>,
+    bounded: Option<&str>,
+) -> (Changes, bool) {
     let mut changes = Changes::default();
-    let mut items = 0u64;
+    let mut skipped = false;
+    let (mut items, mut others) = (0u64, 0u64);
+    let over = bounded.map(|name| format!("{name} is over max-size"));
     let mut reader = BufReader::new(out);
     let mut line = Vec::new();
     loop {
@@ -375,16 +465,32 @@ fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
-        let keep = match changes.count(text.trim_end_matches('\n')) {
+        let (body, marked) = match marker.and_then(|m| line.strip_prefix(m.as_bytes())) {
+            Some(rest) => (rest, true),
+            None => (&line[..], false),
+        };
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim_end_matches('\n');
+        if over.as_deref() == Some(text) {
+            skipped = true;
+        }
+        let keep = match changes.count(text, marked) {
             LineKind::Item => {
                 items += 1;
                 items <= LOGGED_ITEMS
             }
-            LineKind::Other => true,
+            LineKind::Other => {
+                others += 1;
+                others <= LOGGED_OTHER
+            }
         };
         if let (true, Some(f)) = (keep, log.as_mut()) {
-            let _ = f.write_all(&line);
+            let _ = f.write_all(body);
+        }
+    }
+    if others > LOGGED_OTHER {
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "({} more lines not logged)", others - LOGGED_OTHER);
         }
     }
     if items > LOGGED_ITEMS {
@@ -396,7 +502,7 @@ fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
             );
         }
     }
-    changes
+    (changes, skipped)
 }
 
 #[cfg(test)]
@@ -419,11 +525,25 @@ mod tests {
             trace: None,
             lastsync: None,
             downstream: None,
+            max_list_size: 3 << 30,
+            max_list_entries: 20_000_000,
         }
     }
 
-    fn strs(v: Vec<OsString>) -> Vec<String> {
-        v.into_iter().map(|s| s.into_string().unwrap()).collect()
+    fn strs(v: Argv) -> Vec<String> {
+        v.args
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    /// An argv of a plain program (no marker, not bounded) for the process tests.
+    fn plain(args: &[&str]) -> Argv {
+        Argv {
+            args: args.iter().map(OsString::from).collect(),
+            marker: None,
+            bounded: None,
+        }
     }
 
     #[test]
@@ -436,16 +556,17 @@ mod tests {
             ..Pass::default()
         };
         assert_eq!(
-            strs(args(&m, &job)),
+            strs(args_with_marker(&m, &job, "0123abcd|")),
             [
                 "-rlpt",
                 CHMOD,
                 "--safe-links",
                 "--delay-updates",
-                "--itemize-changes",
+                "--out-format=0123abcd|%i %n%L",
                 "--stats",
                 "--timeout=600",
                 "--contimeout=60",
+                "--no-motd",
                 "--delete-delay",
                 "--max-delete=40000",
                 "--filter=P /project/trace/me",
@@ -464,7 +585,7 @@ mod tests {
         let a = strs(args(&module("/up/m/"), &first_pass));
         assert!(!a
             .iter()
-            .any(|x| x.starts_with("--contimeout") || x.contains("delete")));
+            .any(|x| x.starts_with("--contimeout") || x.contains("delete") || x == "--no-motd"));
         assert!(a.contains(&"--exclude=repodata/".to_owned()));
         assert_eq!(a[a.len() - 2..], ["/up/m/a/b/", "."]);
         let list = Pass {
@@ -476,6 +597,41 @@ mod tests {
         assert_eq!(a[0], "-lpt");
         assert!(a.contains(&"--files-from=/state/m/transfer".to_owned()));
         assert!(a.contains(&"--from0".to_owned()));
+        // Every run has its own marker, 128 random bits.
+        let (x, y) = (new_marker(), new_marker());
+        assert!(x != y && x.len() == 33 && x.ends_with('|'), "{x} {y}");
+        let mut fetch_module = module("rsync://up/m/");
+        fetch_module.rsync_args = vec!["--bwlimit=1M".into(), "--exclude=*.iso".into()];
+        fetch_module.max_list_size = 1000;
+        let f = fetch_args(
+            &fetch_module,
+            "rsync://up/m/fullfiletimelist-m",
+            "filelist.fetched",
+        );
+        assert_eq!(
+            f.bounded,
+            Some(("fullfiletimelist-m".to_owned(), 1000)),
+            "{f:?}"
+        );
+        assert_eq!(source_name("h::m/a/list"), "list");
+        assert_eq!(source_name("h::list"), "list");
+        assert_eq!(source_name("/up/list"), "list");
+        assert_eq!(
+            strs(f),
+            [
+                "-t",
+                "--stats",
+                "--info=skip1",
+                "--timeout=600",
+                "--contimeout=60",
+                "--no-motd",
+                "--bwlimit=1M",
+                "--max-size=1000",
+                "--",
+                "rsync://up/m/fullfiletimelist-m",
+                "filelist.fetched"
+            ]
+        );
     }
 
     #[test]
@@ -495,21 +651,19 @@ mod tests {
 
     #[test]
     fn counts_what_changed() {
-        let mut c = Changes::default();
-        for line in [
-            ">f+++++++++ new",
-            ">f..t...... touched",
-            "cL+++++++++ link -> a",
-            "cLc.T...... retargeted -> b",
-            "cd+++++++++ dir/",
-            ".d..t...... dir-time-only/",
-            "*deleting   old",
-            "cannot delete non-empty directory: x",
-            "Total bytes received: 1,234",
-            "sent 1 bytes  received 2 bytes",
-        ] {
-            c.count(line);
-        }
+        let out = "M|>f+++++++++ new\n\
+                   M|>f..t...... touched\n\
+                   M|cL+++++++++ link -> a\n\
+                   M|cLc.T...... retargeted -> b\n\
+                   M|cd+++++++++ dir/\n\
+                   M|.d..t...... dir-time-only/\n\
+                   M|*deleting   old\n\
+                   cannot delete non-empty directory: x\n\
+                   Total bytes received: 1,234\n\
+                   sent 1 bytes  received 2 bytes\n";
+        let t = tempfile::tempdir().unwrap();
+        let mut log = File::create(t.path().join("log")).unwrap();
+        let (c, skipped) = read_output(out.as_bytes(), Some(&mut log), Some("M|"), None);
         assert_eq!(
             c,
             Changes {
@@ -518,7 +672,60 @@ mod tests {
                 bytes_received: 1234
             }
         );
-        assert!(c.changed_anything());
+        assert!(c.changed_anything() && !skipped);
+        // The log reads as rsync's own itemized output: the marker is not in it.
+        let logged = fs::read_to_string(t.path().join("log")).unwrap();
+        assert_eq!(logged, out.replace("M|", ""));
+    }
+
+    /// Issue 16 item 2: an upstream's MOTD (or any text its sender prints) that looks like an
+    /// itemized change counts nothing; only lines behind this run's marker do.
+    #[test]
+    fn unmarked_lines_that_look_like_changes_count_nothing() {
+        let out = ">f+++++++++ not/really/changed\n\
+                   *deleting   not/really/deleted\n\
+                   cd+++++++++ fake/\n\
+                   OTHER|>f+++++++++ another/run/marker\n\
+                   Total bytes received: 10\n";
+        let (c, _) = read_output(out.as_bytes(), None, Some("b6f1|"), None);
+        assert_eq!(
+            c,
+            Changes {
+                transferred: 0,
+                deleted: 0,
+                bytes_received: 10
+            }
+        );
+        assert!(!c.changed_anything());
+    }
+
+    #[test]
+    fn a_fetch_rsync_skipped_for_size_is_noticed() {
+        let (_, skipped) = read_output(
+            &b"fullfiletimelist-m is over max-size\nTotal bytes received: 9\n"[..],
+            None,
+            None,
+            Some("fullfiletimelist-m"),
+        );
+        assert!(skipped);
+        let (_, skipped) = read_output(
+            &b"other is over max-size\n"[..],
+            None,
+            None,
+            Some("fullfiletimelist-m"),
+        );
+        assert!(!skipped);
+    }
+
+    #[test]
+    fn the_log_keeps_a_bounded_number_of_other_lines() {
+        let out = "noise\n".repeat(LOGGED_OTHER as usize + 5);
+        let t = tempfile::tempdir().unwrap();
+        let mut log = File::create(t.path().join("log")).unwrap();
+        read_output(out.as_bytes(), Some(&mut log), Some("M|"), None);
+        let logged = fs::read_to_string(t.path().join("log")).unwrap();
+        assert_eq!(logged.lines().count(), LOGGED_OTHER as usize + 1);
+        assert!(logged.ends_with("(5 more lines not logged)\n"), "{logged}");
     }
 
     /// Runs `program args` in `dir` through [`run`], with a log and pgid file in `state`.
@@ -541,8 +748,7 @@ mod tests {
             log: &log,
             pgid_file: &state.join("pgid"),
         };
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        run(Path::new(program), &args, &place, limit).0
+        run(Path::new(program), &plain(args), &place, limit).0
     }
 
     #[test]
@@ -576,7 +782,7 @@ mod tests {
         };
         let (o, _) = run(
             Path::new("/usr/bin/touch"),
-            &["written-here".into()],
+            &plain(&["written-here"]),
             &place,
             Duration::from_secs(10),
         );

@@ -56,8 +56,17 @@ pub(crate) const LIST_TRANSFER_LAST: &str = "filelist.transfer.last";
 // Per module, a hub's pushes ([`super::downstream`]).
 /// The last downstream push's record.
 pub(crate) const DOWNSTREAM: &str = "downstream.json";
-/// flock: one pusher at a time per module.
+/// flock: held by the one pusher that pushes.
 pub(crate) const DOWNSTREAM_LOCK: &str = "downstream.lock";
+/// flock: held by the one pusher waiting for [`DOWNSTREAM_LOCK`].
+pub(crate) const DOWNSTREAM_WAIT: &str = "downstream.wait";
+/// Short exclusive flock around every change to the two target files below.
+pub(crate) const DOWNSTREAM_QUEUE_LOCK: &str = "downstream.queue.lock";
+/// The targets queued for the pushers, one per line.
+pub(crate) const DOWNSTREAM_PENDING: &str = "downstream.pending";
+/// The targets of a batch, recorded before its transfer and queued after it.
+#[allow(dead_code)] // until the run pipeline calls downstream::record_intended
+pub(crate) const DOWNSTREAM_INTENDED: &str = "downstream.intended";
 
 /// Most bytes read from a state file: far above what the queue's bounds allow.
 const READ_LIMIT: u64 = 4 * 1024 * 1024;

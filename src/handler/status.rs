@@ -92,6 +92,9 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
                         t.changes.deleted,
                         t.changes.bytes_received
                     );
+                    if let Some(c) = &t.rsync_command {
+                        let _ = writeln!(out, "  rsync:     {c}");
+                    }
                 }
                 let more = r.requests_total.saturating_sub(r.requests.len());
                 let more = if more > 0 {
@@ -162,6 +165,9 @@ mod tests {
                             deleted: 1,
                             bytes_received: 99,
                         },
+                        rsync_command: Some(
+                            "cd /srv/m && /usr/bin/rsync -rlpt -- 'rsync://h/m/' .".into(),
+                        ),
                     }],
                     ok: false,
                     rsync_exit: Some(23),
@@ -198,7 +204,7 @@ mod tests {
         );
         assert!(t.contains("  pending:   1 (a/b)\n"), "{t}");
         assert!(
-            t.contains("  run:       full (all): 3 transferred, 1 deleted, 99 bytes received\n"),
+            t.contains("  run:       full (all): 3 transferred, 1 deleted, 99 bytes received\n  rsync:     cd /srv/m && /usr/bin/rsync -rlpt -- 'rsync://h/m/' .\n"),
             "{t}"
         );
         assert!(t.contains("idle:\n  last run:  never\n"), "{t}");

@@ -84,6 +84,7 @@ pub(crate) fn gone_upstream(
                 rsync_exit: None,
                 result: format!("the dir is gone upstream: removed here ({n} entries)"),
                 changes,
+                rsync_command: None,
             }
         }
         Err(e) => failed(

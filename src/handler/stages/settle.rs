@@ -7,13 +7,17 @@
 //! list, last, so mirrors that pull from this one (a hub's leaves) fetch a list that matches
 //! its tree, after a dir push too.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use super::decide::Decision;
 use super::{event, shown_in_dest, Context, Event};
 use crate::filelist::plan;
 use crate::handler::destdir;
 use crate::handler::last_run::TargetRun;
+use crate::handler::pattern;
 use crate::handler::state;
 use crate::request::RelDir;
 
@@ -39,11 +43,25 @@ pub(crate) fn target(
                 let _ = fs::remove_file(&baseline);
             }
             if *adopt && run.ok && dir.is_none() {
+                let fetched = ctx.md.path(state::LIST_FETCHED);
+                if let Some(why) = mostly_missing(ctx, listed_paths(&fetched)) {
+                    events.push(event("filelist-untrusted", why));
+                    return Ok(());
+                }
                 return move_baseline(ctx, None, false, events);
             }
             Ok(())
         }
-        Decision::Listed { .. } if run.ok => move_baseline(ctx, dir, true, events),
+        Decision::Listed { .. } if run.ok => {
+            let planned = ctx.md.path(state::LIST_TRANSFER);
+            if let Some(why) = mostly_missing(ctx, nul_separated(&planned)) {
+                // The old baseline no longer describes the tree either: the next run is plain.
+                events.push(event("filelist-untrusted", why));
+                let _ = fs::remove_file(&baseline);
+                return Ok(());
+            }
+            move_baseline(ctx, dir, true, events)
+        }
         Decision::Listed { .. } | Decision::Refused(_) => Ok(()),
     }
 }
@@ -100,4 +118,95 @@ fn publish_list(ctx: &Context, events: &mut Vec<Event>) -> Result<(), String> {
         events.push(event("filelist-publish-error", why.clone()));
         why
     })
+}
+
+/// Entries sampled on disk before a list is adopted.
+const SAMPLE: usize = 1000;
+/// Fewer entries than this are not judged: a small list proves little either way.
+const SAMPLE_MIN: usize = 100;
+
+/// Why a list must not be adopted: most of the entries the run should have brought (a sample
+/// of up to [`SAMPLE`], spread over the list) are not on disk after it. rsync's
+/// `--ignore-missing-args` skips entries the upstream does not have, and a plain run never
+/// looks at the list: a list naming millions of entries that exist nowhere would otherwise
+/// become the baseline and cost every later run.
+fn mostly_missing(ctx: &Context, paths: io::Result<Vec<Vec<u8>>>) -> Option<String> {
+    // What the admin's own `--exclude`s keep off this mirror is not missing upstream.
+    let excluded: Vec<&str> = ctx
+        .m
+        .rsync_args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--exclude="))
+        .collect();
+    let paths: Vec<Vec<u8>> = paths
+        .ok()?
+        .into_iter()
+        .filter(|p| !excluded.iter().any(|x| pattern::matches(x, p)))
+        .collect();
+    if paths.len() < SAMPLE_MIN {
+        return None;
+    }
+    let missing = paths
+        .iter()
+        .filter(|p| {
+            rustix::fs::statat(
+                &ctx.dest,
+                std::ffi::OsStr::from_bytes(p),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_err()
+        })
+        .count();
+    (missing * 2 > paths.len()).then(|| {
+        format!(
+            "{missing} of {} sampled entries of the file list are not on this mirror after the run (missing upstream): the list is not adopted",
+            paths.len()
+        )
+    })
+}
+
+/// Every n-th of the paths in a NUL-separated list (the planner's transfer list), so that at
+/// most [`SAMPLE`] are kept however long the list is.
+fn nul_separated(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let len = fs::metadata(path)?.len();
+    sampled(BufReader::new(File::open(path)?).split(0), len)
+}
+
+/// The paths of the `[Files]` entries of a file list (plain `f`, `d` and `l` entries only: the
+/// ones a public mirror can read), sampled as [`nul_separated`].
+fn listed_paths(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let len = fs::metadata(path)?.len();
+    let mut in_files = false;
+    let entries = BufReader::new(File::open(path)?)
+        .split(b'\n')
+        .filter_map(move |line| {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.starts_with(b"[") {
+                in_files = line == b"[Files]";
+                return None;
+            }
+            let mut fields = line.splitn(4, |&b| b == b'\t');
+            let (_, kind, _, name) = (fields.next(), fields.next()?, fields.next(), fields.next()?);
+            (in_files && matches!(kind, b"f" | b"d" | b"l")).then(|| Ok(name.to_vec()))
+        });
+    sampled(entries, len)
+}
+
+/// Keeps about [`SAMPLE`] items spread evenly, judging the stride from the file's length.
+fn sampled(items: impl Iterator<Item = io::Result<Vec<u8>>>, len: u64) -> io::Result<Vec<Vec<u8>>> {
+    // ~60 bytes per list line: a stride that keeps about SAMPLE entries of a long list.
+    let stride = usize::try_from(len / (60 * SAMPLE as u64))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        if i % stride == 0 && !item.is_empty() {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }

@@ -108,8 +108,9 @@ pub(crate) fn plain(ctx: &Context, dir: Option<&RelDir>) -> Plain {
         pgid_file: &pgid_file,
     };
     let mut changes = Changes::default();
+    let mut command = None;
     for (delete, exclude) in passes {
-        let job = Pass {
+        let pass = Pass {
             source: source.clone(),
             delete,
             protect: protected_within(m, dir),
@@ -117,7 +118,9 @@ pub(crate) fn plain(ctx: &Context, dir: Option<&RelDir>) -> Plain {
             files_from: None,
         };
         let offset = ctx.log.metadata().map_or(0, |meta| meta.len());
-        let (exit, c) = rsync::run(&ctx.cfg.rsync, &rsync::args(m, &job), &place, m.timeout);
+        let args = rsync::args(m, &pass);
+        command = Some(rerun(ctx, dir, &args));
+        let (exit, c) = rsync::run(&ctx.cfg.rsync, &args, &place, m.timeout);
         changes.add(c);
         if exit == RsyncExit::Success {
             continue;
@@ -131,15 +134,18 @@ pub(crate) fn plain(ctx: &Context, dir: Option<&RelDir>) -> Plain {
                 };
             }
         }
-        return Plain::Ended(TargetRun::failed(
-            name,
-            RunKind::Plain,
-            exit.exit_code(),
-            exit.describe(),
-            changes,
-        ));
+        return Plain::Ended(
+            TargetRun::failed(
+                name,
+                RunKind::Plain,
+                exit.exit_code(),
+                exit.describe(),
+                changes,
+            )
+            .ran(command),
+        );
     }
-    Plain::Ended(TargetRun::succeeded(name, RunKind::Plain, changes))
+    Plain::Ended(TargetRun::succeeded(name, RunKind::Plain, changes).ran(command))
 }
 
 /// Transfers the planned entries (`planned` of them, in two passes with `last`) inside the
@@ -191,6 +197,7 @@ pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>, planned: u64) -> Targe
         Err(e) => return fail(format!("file list: {e}"), Changes::default(), None),
     };
     let mut changes = Changes::default();
+    let mut command = None;
     let pgid_file = md.path(state::RSYNC_PGID);
     let place = RunPlace {
         cwd: &cwd,
@@ -201,7 +208,7 @@ pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>, planned: u64) -> Targe
         if count == 0 {
             continue;
         }
-        let job = Pass {
+        let pass = Pass {
             source: root.clone(),
             // Deletions are the remove stage's, after every pass.
             delete: false,
@@ -209,13 +216,31 @@ pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>, planned: u64) -> Targe
             exclude: Vec::new(),
             files_from: Some(list.clone()),
         };
-        let (exit, c) = rsync::run(&ctx.cfg.rsync, &rsync::args(m, &job), &place, m.timeout);
+        let args = rsync::args(m, &pass);
+        command = Some(rerun(ctx, dir, &args));
+        let (exit, c) = rsync::run(&ctx.cfg.rsync, &args, &place, m.timeout);
         changes.add(c);
         if exit != RsyncExit::Success {
-            return fail(exit.describe(), changes, exit.exit_code());
+            return fail(exit.describe(), changes, exit.exit_code()).ran(command);
         }
     }
-    TargetRun::succeeded(name, RunKind::Filelist, changes)
+    TargetRun::succeeded(name, RunKind::Filelist, changes).ran(command)
+}
+
+/// The command line that reruns one rsync pass by hand, as the account: rsync runs inside the
+/// opened directory, which for a person is `cd <dest>[/<dir>]`.
+fn rerun(ctx: &Context, dir: Option<&RelDir>, args: &[std::ffi::OsString]) -> String {
+    let cwd = match dir {
+        None => ctx.m.dest.clone(),
+        Some(d) => ctx.m.dest.join(d.as_str()),
+    };
+    let words = std::iter::once(ctx.cfg.rsync.to_string_lossy().into_owned())
+        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()));
+    format!(
+        "cd {} && {}",
+        shell_words::quote(&cwd.to_string_lossy()),
+        shell_words::join(words)
+    )
 }
 
 /// The handler's own files that lie inside the transfer root, as paths relative to it.
