@@ -53,12 +53,16 @@ fn run() -> Result<(), String> {
         }
         lab.write_handler_config(i, &text)
             .map_err(|e| format!("cannot write {}: {e}", m.handler_config.display()))?;
+        // The forced command as sshd hands it to the account's shell: quoted for it.
+        let forced = shell_words::join([
+            handler.display().to_string(),
+            "--config".into(),
+            m.handler_config.display().to_string(),
+        ]);
         println!(
-            "{}:   sshd on 127.0.0.1:{}, forced command: {} --config {}{}",
+            "{}:   sshd on 127.0.0.1:{}, forced command: {forced}{}",
             m.name,
             m.port,
-            handler.display(),
-            m.handler_config.display(),
             if i == 0 { "  (mode = \"wait\")" } else { "" }
         );
     }

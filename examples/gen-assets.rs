@@ -1,5 +1,7 @@
 //! Writes the master's man pages and shell completions from its clap definitions, for packaging:
-//! `cargo run --example gen-assets [OUT_DIR]` (default `target/assets`), then `cargo deb`.
+//! `cargo run --example gen-assets [OUT_DIR]` (default `target/assets`). The package build runs
+//! it as the workspace member `assets/` (`mirrorpush-assets`), which includes this file and
+//! needs only the CLI's dependencies, not the test lab or proptest (`scripts/build-deb.sh`).
 //!
 //! `mirrorpush.1` is composed here: the parts that come from the command line (synopsis,
 //! description, options, each command with its options, the environment variables, the exit
@@ -17,7 +19,7 @@ use mirrorpush::fanout::cli::Cli;
 use mirrorpush::fanout::commands::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 use mirrorpush::fanout::registry::{DEFAULT_HISTORY, DEFAULT_KNOWN_HOSTS, DEFAULT_REGISTRY};
 
-fn main() -> std::io::Result<()> {
+pub fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or("target/assets".into()));
     let (man_dir, completions_dir) = (out.join("man"), out.join("completions"));
     // Pages of commands that no longer exist must not be packaged: start from an empty dir.
@@ -320,7 +322,7 @@ fn see_also(cmd: &clap::Command, this: Option<&str>) -> String {
     }
     s.push_str(
         ".PP\nThe README (/usr/share/doc/mirrorpush/README.md) sets up masters and mirrors \
-         step by step and documents every registry key.\n",
+         step by step; docs/master.md beside it documents every registry key.\n",
     );
     s
 }
@@ -353,16 +355,21 @@ or one the registry marks
 that does, gets a warning: the later stages may pull from it before it has the content.
 .B check
 warns about such mirrors before any push.
+When a mirror of an earlier stage failed, a later stage starts with a warning that names it;
+with \fBafter_failed_stage = "hold"\fR in the registry's \fB[defaults]\fR no later stage starts,
+and its mirrors are reported held back (failed).
 .PP
 With
 .BR \-\-json ,
 one JSON object per mirror as it finishes (\fBmirror\fR, \fBhost\fR, \fBport\fR, \fBstage\fR,
 \fBok\fR, \fBexit_status\fR, \fBerror\fR, \fBanswer\fR, \fBelapsed_ms\fR, \fBstarted_ms\fR,
 \fBprotocol\fR, \fBrequest\fR, \fBnote\fR, \fBmessage\fR, \fBwarning\fR, \fBattempts\fR,
-\fBoutput\fR, \fBoutput_truncated\fR), then one \fB{{"summary": ...}}\fR object with the counts
+\fBoutput\fR, \fBoutput_truncated\fR, \fBheld\fR), then one \fB{{"summary": ...}}\fR object with the counts
 (\fBsynced\fR, \fBaccepted\fR, \fBqueued\fR, \fBfailed\fR, ...), \fBslowest_synced_ms\fR,
-\fBsynced_within_ms\fR and \fBpropagation\fR. Control characters, DEL, C1 controls and bidi
-overrides in any string are written as \e\fBu\fR escapes.
+\fBsynced_within_ms\fR, \fBstage_warnings\fR and \fBpropagation\fR. Control characters, DEL, C1
+controls, bidi overrides and marks and the line separators U+2028 and U+2029 in any string are
+written as \e\fBu\fR escapes. \fBmessage\fR and \fBerror\fR are cut to 300 bytes with a mark;
+\fBoutput\fR keeps up to 64 KiB of each stream.
 .PP
 While a session waits for its answer, SSH keepalives go out every \fBkeepalive_interval\fR
 (default 15s); a mirror that answers none of three is given up. The mirror's \fBtimeout\fR bounds

@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "==> no shipped file cites the internal design notes"
 scripts/check-docs.sh
 echo "==> no import cycles in src/handler or src/fanout"
-python3 scripts/check-imports.py handler
+python3 scripts/check-imports.py handler fanout
 echo "==> the handler builds without tokio or russh"
 cargo build --quiet --no-default-features --bin mirrorpush-handler
 for crate in tokio russh clap; do

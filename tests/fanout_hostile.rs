@@ -29,6 +29,12 @@ enum Mode {
     DeadAfterExec,
     /// Answers `accepted` followed by C1 controls, bidi overrides and DEL.
     Controls,
+    /// Answers with one first line of 256 KiB of printable text it chose.
+    LongLine,
+    /// Exits 1, then sends `synced` and exits 0.
+    TwoExitStatuses,
+    /// Fills stderr with 200 KiB of noise before it answers `synced` on stdout.
+    StderrNoise,
 }
 
 #[derive(Default)]
@@ -144,11 +150,18 @@ impl Mirror {
 
     /// `mirrorpush push --json fedora` against this mirror, with `extra` registry keys.
     fn push(&self, extra: &str, flags: &[&str]) -> Output {
+        self.push_as(extra, flags, &["--json"])
+    }
+
+    /// `mirrorpush push [how] fedora`: `--json`, or nothing for the human report.
+    fn push_as(&self, extra: &str, flags: &[&str], how: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_mirrorpush"))
             .arg("--registry")
             .arg(self.registry(extra))
             .args(flags)
-            .args(["push", "--json", "fedora"])
+            .arg("push")
+            .args(how)
+            .arg("fedora")
             .env_remove("SSH_AUTH_SOCK")
             .stdin(Stdio::null())
             .output()
@@ -282,6 +295,57 @@ fn terminal_controls_from_a_mirror_never_reach_the_json_raw() {
     assert_eq!(m["answer"], "accepted");
 }
 
+/// A mirror's first output line is the report's message: in the human report it is cut to a few
+/// hundred bytes with a mark (a 256 KiB line would split into journal records that can read
+/// like other mirrors' lines); JSON `output` keeps what was captured.
+#[test]
+fn a_huge_first_line_is_capped_in_the_report() {
+    let mirror = start(Mode::LongLine);
+    let out = mirror.push_as("", &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("hostile")).unwrap();
+    assert!(line.len() < 500, "{} bytes", line.len());
+    assert!(line.contains("accepted forged"), "{line}");
+    assert!(
+        line.contains("more bytes; the whole output is in push --json]"),
+        "{line}"
+    );
+    assert!(stdout.lines().all(|l| l.len() < 500), "{stdout}");
+    let out = mirror.push("", &[]);
+    let (m, _) = parse(&out);
+    assert_eq!(m["output"].as_str().unwrap().len(), 64 * 1024, "{m}");
+    assert!(m["message"].as_str().unwrap().len() < 500);
+}
+
+/// A mirror that exits twice (1, then 0 with `synced`) is not taken at its second word.
+#[test]
+fn a_second_exit_status_is_a_protocol_error() {
+    let mirror = start(Mode::TwoExitStatuses);
+    let out = mirror.push("", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", dump(&out));
+    let (m, summary) = parse(&out);
+    assert_eq!(m["ok"], false, "{m}");
+    assert!(m["answer"].is_null(), "{m}");
+    assert_eq!(
+        m["error"],
+        "protocol error: the mirror sent a second exit status (1, then 0)"
+    );
+    assert_eq!(summary["failed"], 1);
+}
+
+/// stderr noise (a login shell's profile, or a flood) cannot fill the capture before the answer
+/// on stdout: each stream has its own bound.
+#[test]
+fn stderr_noise_cannot_hide_the_answer() {
+    let mirror = start(Mode::StderrNoise);
+    let out = mirror.push("", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
+    let (m, _) = parse(&out);
+    assert_eq!(m["answer"], "synced", "{m}");
+    assert_eq!(m["output_truncated"], true, "{m}");
+}
+
 const CONTROLS: &str = "accepted \u{9b}2J\u{85}\u{202e}exe.txt\u{2066}\u{7f}\u{1b}[31m\n";
 
 struct Conn {
@@ -412,6 +476,35 @@ impl server::Handler for Conn {
             Mode::Controls => {
                 let handle = session.handle();
                 tokio::spawn(async move { answer(&handle, channel, CONTROLS).await });
+            }
+            Mode::LongLine => {
+                let handle = session.handle();
+                tokio::spawn(async move {
+                    let mut line = String::from("accepted ");
+                    while line.len() < 256 * 1024 {
+                        line.push_str("forged.example  ok  0.1s  synced ");
+                    }
+                    line.push('\n');
+                    let line: &'static str = Box::leak(line.into_boxed_str());
+                    answer(&handle, channel, line).await;
+                });
+            }
+            Mode::TwoExitStatuses => {
+                let handle = session.handle();
+                tokio::spawn(async move {
+                    let _ = handle.exit_status_request(channel, 1).await;
+                    answer(&handle, channel, "synced\n").await;
+                });
+            }
+            Mode::StderrNoise => {
+                let handle = session.handle();
+                tokio::spawn(async move {
+                    let noise = vec![b'n'; 8 * 1024];
+                    for _ in 0..25 {
+                        let _ = handle.extended_data(channel, 1, noise.clone()).await;
+                    }
+                    answer(&handle, channel, "synced\n").await;
+                });
             }
             Mode::StallAfterExec | Mode::StallChannelOpen => {}
             Mode::DeadAfterExec => {

@@ -77,12 +77,17 @@ fn usage_errors_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // A module nobody carries: one plain line naming the request, no debug dump.
-    let out = run(&path, &["push", "debian"]);
+    // A module nobody carries: one plain line naming the registry and the modules it knows,
+    // with the closest one for a typo; no debug dump.
+    let out = run(&path, &["push", "fedroa"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: no mirror selected for \"sync debian\"; see `mirrorpush list --module debian`\n"
+        format!(
+            "error: no mirror in {} carries module \"fedroa\"; the modules it knows: fedora \
+             (did you mean \"fedora\"?)\n",
+            path.display()
+        )
     );
     // MIRRORPUSH_REGISTRY is honoured when --registry is absent.
     let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush"))

@@ -348,11 +348,13 @@ impl Lab {
             let mut keys = fs::read_to_string(&m.authorized_keys)?;
             let _ = writeln!(
                 keys,
-                "restrict,command=\"{} --config {} --key {}\" {}",
-                self.opts.handler_bin.display(),
-                m.handler_config.display(),
-                self.mirrors[from].name,
-                public.trim()
+                "{}",
+                forced_key_line(
+                    &self.opts.handler_bin,
+                    &m.handler_config,
+                    &self.mirrors[from].name,
+                    public.trim()
+                )
             );
             fs::write(&m.authorized_keys, keys)?;
         }
@@ -489,9 +491,13 @@ impl Lab {
         fs::write(
             &mirror.authorized_keys,
             format!(
-                "restrict,command=\"{} --config {} --key lab\" {client_pub}\n",
-                self.opts.handler_bin.display(),
-                mirror.handler_config.display()
+                "{}\n",
+                forced_key_line(
+                    &self.opts.handler_bin,
+                    &mirror.handler_config,
+                    "lab",
+                    client_pub
+                )
             ),
         )?;
         let sshd_config = mirror.dir.join("sshd_config");
@@ -945,6 +951,21 @@ fn key_without_comment(line: &str) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The authorized_keys line that forces `handler --config CONFIG --key LABEL` for
+/// `public_key`, as `mirrorpush-handler authorized-key` prints it: sshd hands `command=` to
+/// the account's shell, so every word is quoted for it, and `"` escaped for sshd.
+pub fn forced_key_line(handler: &Path, config: &Path, label: &str, public_key: &str) -> String {
+    let words = [
+        handler.to_string_lossy().into_owned(),
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--key".into(),
+        label.into(),
+    ];
+    let command = shell_words::join(&words).replace('"', "\\\"");
+    format!("restrict,command=\"{command}\" {public_key}")
 }
 
 fn make_temp_root() -> io::Result<PathBuf> {

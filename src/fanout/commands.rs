@@ -13,11 +13,11 @@ use russh::keys::PrivateKey;
 
 use super::json;
 use super::known_hosts::KnownHosts;
-use super::protocol::{Command, Protocol};
+use super::protocol::{Exec, Protocol};
 use super::registry::{Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
-use super::select::{Choice, Selector};
+use super::select::{self, Choice, Selector};
 use super::session::Target;
 use crate::history::recorder::Recorder;
 use crate::request::{ModuleName, Request};
@@ -101,9 +101,10 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         .map(|c| c.mirror)
         .collect();
     if selected.is_empty() {
-        return usage(&format!(
-            "no mirror selected for \"{request}\"; see `mirrorpush list --module {}`",
-            request.module
+        return usage(&select::why_none(
+            &registry,
+            &request.module,
+            &request.to_string(),
         ));
     }
     let targets = match prepare(&selected, &request) {
@@ -125,7 +126,14 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
             std::future::pending::<()>().await;
         }
     };
-    let summary = scheduler::run(targets, concurrency, reporter, stop).await;
+    let summary = scheduler::run(
+        targets,
+        concurrency,
+        registry.after_failed_stage,
+        reporter,
+        stop,
+    )
+    .await;
     let code = if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.all_ok() {
@@ -315,6 +323,9 @@ pub fn check(registry_path: &Path) -> i32 {
         Err(code) => return code,
     };
     let mut problems = Vec::new();
+    // Warnings about the files themselves, once per file.
+    let mut notes = Vec::new();
+    let mut skipped_warned: Vec<PathBuf> = Vec::new();
     let enabled: Vec<&Mirror> = registry.mirrors.iter().filter(|m| m.enabled).collect();
     for m in &enabled {
         if m.modules.is_empty() {
@@ -336,20 +347,33 @@ pub fn check(registry_path: &Path) -> i32 {
             None => {}
         }
         match load_known_hosts(&m.known_hosts, &m.name) {
-            Ok(kh) if !kh.knows(&m.host, m.port) => problems.push(format!(
-                "mirror {}: no host key for {} in {} (add it with `ssh-keyscan -p {} {}` after checking it)",
-                m.name,
-                super::known_hosts::host_port_name(&m.host, m.port),
-                m.known_hosts.display(),
-                m.port,
-                m.host
-            )),
-            Ok(_) => {}
+            Ok(kh) => {
+                if !kh.skipped.is_empty() && !skipped_warned.contains(&m.known_hosts) {
+                    skipped_warned.push(m.known_hosts.clone());
+                    let lines: Vec<String> = kh.skipped.iter().map(usize::to_string).collect();
+                    notes.push(format!(
+                        "{}: line(s) {} cannot be parsed and are skipped (as OpenSSH skips them)",
+                        m.known_hosts.display(),
+                        lines.join(", ")
+                    ));
+                }
+                if !kh.knows(&m.host, m.port) {
+                    problems.push(format!(
+                        "mirror {}: no host key for {} in {} (add it with `ssh-keyscan -p {} {}` after checking it)",
+                        m.name,
+                        super::known_hosts::host_port_name(&m.host, m.port),
+                        m.known_hosts.display(),
+                        m.port,
+                        m.host
+                    ));
+                }
+            }
             Err(e) => problems.push(e),
         }
     }
     problems.dedup();
-    let warnings = completion_warnings(&enabled);
+    let mut warnings = notes;
+    warnings.extend(completion_warnings(&enabled));
     let mut out = std::io::stdout().lock();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
@@ -422,7 +446,7 @@ fn usage(message: &str) -> i32 {
 fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) {
     let mut out = std::io::stdout().lock();
     // Exactly what each mirror would be sent; without a module, the full push of each module.
-    let commands_for = |m: &Mirror| -> Vec<Command> {
+    let commands_for = |m: &Mirror| -> Vec<Exec> {
         match request {
             Some(r) => vec![m.protocol.command(r)],
             None => m

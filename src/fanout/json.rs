@@ -2,7 +2,10 @@
 //!
 //! serde_json already writes C0 controls as `\uXXXX` escapes, but passes DEL, the C1 controls
 //! (U+0080..U+009F, which include CSI on many terminals) and the bidirectional overrides and
-//! isolates (U+202A..U+202E, U+2066..U+2069, which reorder what a reader sees) through raw.
+//! isolates (U+202A..U+202E, U+2066..U+2069, which reorder what a reader sees), the directional
+//! marks (U+200E, U+200F, U+061C) and the line and paragraph separators (U+2028, U+2029, which
+//! many languages' line splitters treat as line ends, turning one object into several invalid
+//! lines) through raw.
 //! Every string the master prints as JSON (mirror output, messages, errors) is mirror-supplied
 //! or derived from it, so each of those characters is written as a `\uXXXX` escape too: the
 //! JSON text stays plain, and a JSON reader still gets the exact value back.
@@ -14,7 +17,17 @@ use serde_json::ser::Formatter;
 
 /// Characters written as `\uXXXX` besides the ones JSON itself requires to be escaped.
 pub fn needs_escape(c: char) -> bool {
-    matches!(c, '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{7f}'..='\u{9f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{061c}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 /// serde_json's compact format (every default of `Formatter`), escaping [`needs_escape`] characters inside strings.
@@ -65,6 +78,23 @@ mod tests {
         assert!(text.contains("\\u001b"), "{text}");
         // Other text passes as it is; the value a JSON reader gets back is exactly the input.
         assert!(text.contains("é ✓"), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["output"], hostile);
+    }
+
+    #[test]
+    fn line_separators_and_directional_marks_are_escaped() {
+        let hostile = "one\u{2028}two\u{2029}three \u{200e}\u{200f}\u{61c}";
+        let text = line(&serde_json::json!({ "output": hostile }));
+        // What a reader that splits at U+2028/U+2029 (JavaScript, Python's str.splitlines) sees:
+        // still one line, and still valid JSON.
+        let pieces: Vec<&str> = text
+            .split(['\n', '\u{2028}', '\u{2029}', '\u{85}'])
+            .collect();
+        assert_eq!(pieces.len(), 1, "{text}");
+        for esc in ["\\u2028", "\\u2029", "\\u200e", "\\u200f", "\\u061c"] {
+            assert!(text.contains(esc), "{esc} in {text}");
+        }
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["output"], hostile);
     }

@@ -21,6 +21,8 @@ use sha1::Sha1;
 pub struct KnownHosts {
     pub path: PathBuf,
     entries: Vec<Entry>,
+    /// Line numbers of lines that are neither comments nor usable entries (`check` warns).
+    pub skipped: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,22 +92,40 @@ pub fn host_port_name(host: &str, port: u16) -> String {
 }
 
 impl KnownHosts {
+    /// Reads the file as bytes, as OpenSSH does: a comment in Latin-1 (`root@mirr\xf6r`) is no
+    /// reason to refuse every host.
     pub fn load(path: &Path) -> std::io::Result<KnownHosts> {
-        let text = std::fs::read_to_string(path)?;
-        Ok(KnownHosts::parse(path, &text))
+        let bytes = std::fs::read(path)?;
+        Ok(KnownHosts::parse_bytes(path, &bytes))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> KnownHosts {
+        KnownHosts::parse_bytes(path, text.as_bytes())
     }
 
     /// Lines that cannot be parsed are skipped (as OpenSSH does): they can only make a host
-    /// unknown, never trusted.
-    pub fn parse(path: &Path, text: &str) -> KnownHosts {
-        let entries = text
-            .lines()
-            .enumerate()
-            .filter_map(|(i, line)| parse_line(i + 1, line))
-            .collect();
+    /// unknown, never trusted. Bytes that are not UTF-8 become U+FFFD, which matches no host
+    /// name and no key, so such a line is used only where its invalid bytes are in the comment.
+    pub fn parse_bytes(path: &Path, bytes: &[u8]) -> KnownHosts {
+        let mut entries = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = String::from_utf8_lossy(raw);
+            let text = line.trim();
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            match parse_line(i + 1, text) {
+                Some(e) => entries.push(e),
+                // CA lines are skipped on purpose, not because they are broken.
+                None if text.starts_with("@cert-authority") => {}
+                None => skipped.push(i + 1),
+            }
+        }
         KnownHosts {
             path: path.to_owned(),
             entries,
+            skipped,
         }
     }
 
@@ -251,6 +271,32 @@ mod tests {
 
     fn public(line: &str) -> PublicKey {
         PublicKey::from_openssh(line).unwrap()
+    }
+
+    #[test]
+    fn a_latin1_comment_does_not_stop_the_file_and_broken_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (keygen(dir.path(), "a"), keygen(dir.path(), "b"));
+        let mut bytes = format!("m1.example.net {a}").into_bytes();
+        bytes.truncate(bytes.len() - 1);
+        bytes.extend_from_slice(b" root@mirr\xf6r\n");
+        bytes.extend_from_slice(b"m2.example.net ssh-ed25519 AAAA-not-base64\n");
+        bytes.extend_from_slice(b"m\xf6.example.net ");
+        bytes.extend_from_slice(format!("{b}\n@cert-authority *.example.net {b}\n").as_bytes());
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, &bytes).unwrap();
+        let kh = KnownHosts::load(&path).unwrap();
+        assert_eq!(
+            kh.check("m1.example.net", 22, &public(&a)),
+            Verdict::Trusted { line: 1 }
+        );
+        assert_eq!(kh.skipped, [2]);
+        // A host name with an invalid byte matches no real name.
+        assert_eq!(
+            kh.check("mo.example.net", 22, &public(&b)),
+            Verdict::Unknown
+        );
+        assert!(!kh.knows("m.example.net", 22));
     }
 
     #[test]

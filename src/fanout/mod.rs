@@ -1,15 +1,18 @@
 //! Master-side fan-out: registry, SSH sessions, scheduler, report.
 //!
-//! - [`registry`]: `mirrors.toml` parsing and validation.
-//! - [`protocol`]: what each kind of mirror (mirrorpush handler, Debian's ftpsync) is sent, and
-//!   what its answer means.
-//! - [`select`]: which mirrors a command applies to.
-//! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
-//! - [`session`]: one bounded SSH exchange with one mirror.
-//! - [`scheduler`]: stages, concurrency, Ctrl-C.
-//! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! Listed lowest first: each module imports only modules listed before it, so no module imports
+//! one that imports it back, and no lower module imports a higher one.
+//! - [`output`]: what a mirror printed, bounded.
 //! - [`json`]: JSON Lines that are safe on a terminal whatever a mirror sent.
 //! - [`logging`]: stderr logging that a mirror cannot flood.
+//! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
+//! - [`protocol`]: what each kind of mirror (mirrorpush handler, Debian's ftpsync) is sent, and
+//!   what its answer means.
+//! - [`registry`]: `mirrors.toml` parsing and validation.
+//! - [`select`]: which mirrors a command applies to.
+//! - [`session`]: one bounded SSH exchange with one mirror.
+//! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
+//! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
@@ -18,6 +21,7 @@ pub mod commands;
 pub mod json;
 pub mod known_hosts;
 pub mod logging;
+pub mod output;
 pub mod protocol;
 pub mod registry;
 pub mod report;

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::session::Captured;
+use super::output::Captured;
 use crate::request::Request;
 
 /// The line ftpsync prints (on stdout, exit 1) when another ftpsync holds its lock. It has
@@ -80,7 +80,7 @@ impl fmt::Display for Answer {
 
 /// The exact command one mirror gets for a push, and anything the operator should know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
+pub struct Exec {
     /// Sent as the SSH `exec` request, byte for byte.
     pub text: String,
     /// E.g. that a dir push reaches an ftpsync mirror as a full sync.
@@ -99,6 +99,8 @@ pub struct Ended {
     pub exec_refused: bool,
     /// Why the SSH session ended without a close, when it did (e.g. missed keepalives).
     pub session_error: Option<String>,
+    /// Every exit status after the first, in order: a well-behaved command exits once.
+    pub later_exit_statuses: Vec<u32>,
     pub output: Captured,
 }
 
@@ -121,13 +123,13 @@ impl Protocol {
     }
 
     /// What this mirror is sent for `request`.
-    pub fn command(&self, request: &Request) -> Command {
+    pub fn command(&self, request: &Request) -> Exec {
         match self {
-            Protocol::Mirrorpush => Command {
+            Protocol::Mirrorpush => Exec {
                 text: request.to_string(),
                 note: None,
             },
-            Protocol::Ftpsync { archive } => Command {
+            Protocol::Ftpsync { archive } => Exec {
                 // runmirrors: PUSHARGS="${PUSHARGS} sync:archive:${PUSHARCHIVE}", then
                 // "${PUSHARGS} ${PUSHARGS1}" with PUSHARGS1="sync:all".
                 text: format!(
@@ -152,6 +154,13 @@ impl Protocol {
         let Some(code) = ended.exit_status else {
             return failed(no_exit_status(ended));
         };
+        if let Some(&later) = ended.later_exit_statuses.first() {
+            // Which one would be the answer? Neither can be trusted: a forced command exits
+            // once, and a mirror that says "failed" then "synced" must not pass as synced.
+            return failed(format!(
+                "protocol error: the mirror sent a second exit status ({code}, then {later})"
+            ));
+        }
         match self {
             Protocol::Mirrorpush => {
                 judge_handler(code, &ended.output.stdout, stdout_line, stderr_line)
@@ -378,6 +387,20 @@ mod tests {
         let e = p.judge(&ended(Some(1), "", "\x1b[31mbad\rline\n"));
         let text = e.error.unwrap();
         assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
+    }
+
+    #[test]
+    fn a_second_exit_status_is_a_protocol_error() {
+        for p in [Protocol::Mirrorpush, ftpsync(None)] {
+            let mut e = ended(Some(1), "synced\n", "");
+            e.later_exit_statuses = vec![0];
+            let v = p.judge(&e);
+            assert_eq!(v.answer, None);
+            assert_eq!(
+                v.error.as_deref(),
+                Some("protocol error: the mirror sent a second exit status (1, then 0)")
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub const DEFAULT_HISTORY: &str = "/var/lib/mirrorpush/history.db";
 pub struct Registry {
     pub path: PathBuf,
     pub concurrency: usize,
+    /// What a push does with later stages once a mirror of an earlier stage failed.
+    pub after_failed_stage: StagePolicy,
     pub mirrors: Vec<Mirror>,
     /// The push history database (`[defaults] history`).
     pub history: PathBuf,
@@ -63,6 +65,29 @@ impl VerifyTrees {
             .get(module)
             .or(self.tree.as_ref())
             .map(PathBuf::as_path)
+    }
+}
+
+/// `[defaults] after_failed_stage`: whether a later stage starts after a mirror of an earlier
+/// stage failed. Debian's runmirrors waits for its stage-1 mirrors to end, then pushes stage 2
+/// whatever they answered (logging the ones that never finished): `Warn` does that and says
+/// so. `Hold` is for networks whose later stages pull from the earlier ones, where a failed
+/// hub means its leaves would only fetch stale content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StagePolicy {
+    /// Start the later stages, with a warning naming the failed mirrors (the default).
+    #[default]
+    Warn,
+    /// Start no later stage; its mirrors are reported as held back (a failure).
+    Hold,
+}
+
+impl StagePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StagePolicy::Warn => "warn",
+            StagePolicy::Hold => "hold",
+        }
     }
 }
 
@@ -193,6 +218,7 @@ struct RawDefaults {
     timeout: Option<Dur>,
     // Only meaningful for the whole push, so it is not accepted per mirror.
     concurrency: Option<Spanned<usize>>,
+    after_failed_stage: Option<Spanned<String>>,
     retries: Option<u32>,
     keepalive_interval: Option<Dur>,
     wait: Option<bool>,
@@ -271,6 +297,23 @@ impl Registry {
             }
             Some(c) => c.into_inner(),
             None => DEFAULT_CONCURRENCY,
+        };
+        let after_failed_stage = match &d.after_failed_stage {
+            Some(v) => match v.get_ref().as_str() {
+                "warn" => StagePolicy::Warn,
+                "hold" => StagePolicy::Hold,
+                other => {
+                    return Err(err(
+                        Some(v.span()),
+                        Some("after_failed_stage"),
+                        format!(
+                            "unknown value {other:?}: use \"warn\" (start later stages, with a \
+                             warning) or \"hold\" (start none after a failure)"
+                        ),
+                    ))
+                }
+            },
+            None => StagePolicy::Warn,
         };
         if let Some(p) = &d.port {
             if *p.get_ref() == 0 {
@@ -469,6 +512,7 @@ impl Registry {
         Ok(Registry {
             path: path.to_owned(),
             concurrency,
+            after_failed_stage,
             mirrors,
             history: resolve(
                 d.history
@@ -553,6 +597,21 @@ fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_failed_stage_is_warn_or_hold() {
+        let r = parse("[[mirror]]\nname = \"m\"\nmodules = [\"a\"]\n").unwrap();
+        assert_eq!(r.after_failed_stage, StagePolicy::Warn);
+        let r = parse("[defaults]\nafter_failed_stage = \"hold\"\n").unwrap();
+        assert_eq!(r.after_failed_stage, StagePolicy::Hold);
+        let e = parse("[defaults]\nafter_failed_stage = \"wait\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("after_failed_stage"))
+        );
+        // A push-wide choice: not accepted per mirror.
+        assert!(parse("[[mirror]]\nname = \"m\"\nafter_failed_stage = \"hold\"\n").is_err());
+    }
 
     fn parse(text: &str) -> Result<Registry, RegistryError> {
         Registry::parse(Path::new("/etc/mp/mirrors.toml"), text)

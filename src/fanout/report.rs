@@ -41,6 +41,8 @@ pub struct MirrorReport {
     /// The handler's stdout then stderr, at most 64 KiB.
     pub output: String,
     pub output_truncated: bool,
+    /// Never started: an earlier stage had a failure and `after_failed_stage = "hold"`.
+    pub held: bool,
 }
 
 impl MirrorReport {
@@ -59,13 +61,26 @@ impl MirrorReport {
             protocol: mirror.protocol.name(),
             request: target.command.text.clone(),
             note: target.command.note.clone(),
-            message: outcome.message,
+            message: capped(outcome.message),
             warning: None,
             attempts: outcome.attempts,
             output: outcome.output.text(),
             output_truncated: outcome.output.truncated,
-            error: outcome.error,
+            error: outcome.error.map(capped),
+            held: false,
         }
+    }
+
+    /// A mirror of a later stage that is not pushed because an earlier stage had failures.
+    pub fn held(target: &Target, why: String) -> Self {
+        let outcome = Outcome {
+            error: Some(why.clone()),
+            message: why,
+            ..Outcome::default()
+        };
+        let mut report = MirrorReport::new(target, outcome, Duration::ZERO);
+        report.held = true;
+        report
     }
 
     /// A mirror that never got an answer because the push was interrupted.
@@ -92,6 +107,18 @@ impl MirrorReport {
             Some(a) => format!("answered {a}, not synced"),
             None => format!("answered {:?}, not synced", self.message),
         };
+        if self.protocol == "ftpsync" {
+            // ftpsync has no modes: `queued` means it was already running and runs once more
+            // for this push. Nothing to configure; only the stage order is not guaranteed.
+            self.warning = later_stages.then(|| {
+                format!(
+                    "{said}: ftpsync was already running and syncs once more after its current \
+                     run, and later stages have started: they may pull from it before it has the \
+                     content"
+                )
+            });
+            return;
+        }
         self.warning = if later_stages {
             Some(format!(
                 "{said}, and later stages have started: they may pull from it before it has the \
@@ -132,6 +159,10 @@ pub struct Summary {
     pub synced_within_ms: Option<u64>,
     /// Mirrors with a completion warning.
     pub warnings: usize,
+    /// Failed mirrors that were never started: held back after an earlier stage's failure.
+    pub held: usize,
+    /// One line for each later stage that started although an earlier one had failures.
+    pub stage_warnings: Vec<String>,
     /// The propagation line, as printed on the terminal.
     pub propagation: String,
     /// The push's id in the history (absent when it could not be recorded).
@@ -174,6 +205,8 @@ impl Summary {
                 .map(|r| r.started_ms.saturating_add(r.elapsed_ms))
                 .max(),
             warnings: done.iter().filter(|r| r.warning.is_some()).count(),
+            held: done.iter().filter(|r| r.held).count(),
+            stage_warnings: Vec::new(),
             propagation: String::new(),
             push: None,
         };
@@ -192,6 +225,7 @@ pub struct Reporter {
     waiting: usize,
     /// Where each answer and the end are recorded, as they happen.
     history: Option<Recorder>,
+    stage_warnings: Vec<String>,
 }
 
 impl Reporter {
@@ -203,6 +237,7 @@ impl Reporter {
             running: 0,
             waiting: selected,
             history: None,
+            stage_warnings: Vec::new(),
         }
     }
 
@@ -215,6 +250,15 @@ impl Reporter {
     pub fn started(&mut self) {
         self.waiting = self.waiting.saturating_sub(1);
         self.running += 1;
+        self.draw_progress();
+    }
+
+    /// A later stage starts although an earlier one had failures: said at once on stderr (a
+    /// push may run for hours), and again with the report.
+    pub fn stage_warning(&mut self, text: String) {
+        self.clear_progress();
+        eprintln!("warning: {text}");
+        self.stage_warnings.push(text);
         self.draw_progress();
     }
 
@@ -248,6 +292,7 @@ impl Reporter {
             h.finish(&summary);
             summary.push = Some(h.push_id());
         }
+        summary.stage_warnings = std::mem::take(&mut self.stage_warnings);
         let mut out = io::stdout().lock();
         if self.json {
             let _ = writeln!(
@@ -260,6 +305,9 @@ impl Reporter {
                 .sort_by(|a, b| (a.stage, &a.mirror).cmp(&(b.stage, &b.mirror)));
             let _ = out.write_all(human_lines(&self.done).as_bytes());
             let _ = out.write_all(human_warnings(&self.done).as_bytes());
+            for w in &summary.stage_warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
             let _ = writeln!(out, "{}", human_summary(&summary));
             let _ = writeln!(out, "{}", summary.propagation);
             if let Some(id) = summary.push {
@@ -288,6 +336,27 @@ impl Reporter {
             eprint!("\r\x1b[K");
         }
     }
+}
+
+/// Longest `message`/`error` kept, in bytes: a mirror's first output line can be 64 KiB of
+/// text it chose, and one report line of that size splits into journal records (journald cuts
+/// at 48 KiB) that can read like other mirrors' lines. The full text stays in JSON `output`.
+pub const MESSAGE_LIMIT: usize = 300;
+
+/// `text` cut to [`MESSAGE_LIMIT`] bytes at a character boundary, with a mark saying so.
+fn capped(text: String) -> String {
+    if text.len() <= MESSAGE_LIMIT {
+        return text;
+    }
+    let mut end = MESSAGE_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... [{} more bytes; the whole output is in push --json]",
+        &text[..end],
+        text.len() - end
+    )
 }
 
 fn ms(d: Duration) -> u64 {
@@ -330,11 +399,15 @@ pub fn human_warnings(reports: &[MirrorReport]) -> String {
 
 pub fn human_summary(s: &Summary) -> String {
     let mut line = format!("{} mirror(s): {} ok, {} failed", s.selected, s.ok, s.failed);
+    if s.held > 0 {
+        line.push_str(&format!(" ({} held back)", s.held));
+    }
     if s.not_started > 0 {
         line.push_str(&format!(", {} not finished", s.not_started));
     }
-    if s.warnings > 0 {
-        line.push_str(&format!(", {} warning(s)", s.warnings));
+    let warnings = s.warnings + s.stage_warnings.len();
+    if warnings > 0 {
+        line.push_str(&format!(", {warnings} warning(s)"));
     }
     if s.interrupted {
         line.push_str(" (interrupted)");
@@ -396,8 +469,8 @@ pub fn short_duration(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::fanout::known_hosts::KnownHosts;
+    use crate::fanout::output::Captured;
     use crate::fanout::registry::Registry;
-    use crate::fanout::session::Captured;
     use crate::request::Request;
     use std::sync::Arc;
 
@@ -515,6 +588,42 @@ mod tests {
             text.contains("synced (dir push sent as a full sync"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_busy_ftpsync_mirror_is_not_told_to_use_wait_mode() {
+        let t = target("protocol = \"ftpsync\"", None);
+        let mut r = MirrorReport::new(&t, answered(Some(Answer::Queued), "queued"), Duration::ZERO);
+        r.check_completion(true, true);
+        let w = r
+            .warning
+            .clone()
+            .expect("flagged: later stages have started");
+        assert!(w.contains("ftpsync was already running"), "{w}");
+        assert!(
+            !w.contains("wait mode") && !w.contains("wait = true"),
+            "{w}"
+        );
+        // In the last stage a busy ftpsync is normal: nothing to warn about.
+        r.check_completion(false, true);
+        assert_eq!(r.warning, None);
+    }
+
+    #[test]
+    fn long_messages_are_capped_with_a_mark() {
+        let long = format!("accepted {}", "é".repeat(100_000));
+        let r = MirrorReport::new(
+            &target("", None),
+            answered(Some(Answer::Accepted), &long),
+            Duration::ZERO,
+        );
+        assert!(r.message.len() < MESSAGE_LIMIT + 80, "{}", r.message.len());
+        assert!(r
+            .message
+            .ends_with("more bytes; the whole output is in push --json]"));
+        assert!(r.message.starts_with("accepted éé"));
+        let short = capped("synced".into());
+        assert_eq!(short, "synced");
     }
 
     #[test]

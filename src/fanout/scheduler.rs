@@ -1,5 +1,6 @@
-//! Runs a push: stage by stage (stage N+1 starts once every stage N session has ended, whatever
-//! its result), at most `concurrency` sessions at once, each bounded by its mirror's own timeouts,
+//! Runs a push: stage by stage (stage N+1 starts once every stage N session has ended; after a
+//! failure in an earlier stage it starts with a warning, or, with `after_failed_stage = "hold"`,
+//! not at all), at most `concurrency` sessions at once, each bounded by its mirror's own timeouts,
 //! so a dead or slow mirror never holds up the others beyond them. A mirror of a stage that has
 //! later stages is expected to answer `synced` (later stages may pull from it): one that only
 //! accepted the push is flagged in its report, as is one the registry marks `wait = true`.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use super::registry::StagePolicy;
 use super::report::{MirrorReport, Reporter, Summary};
 use super::session::{self, Target};
 
@@ -20,6 +22,7 @@ use super::session::{self, Target};
 pub async fn run(
     targets: Vec<Target>,
     concurrency: usize,
+    after_failed_stage: StagePolicy,
     mut reporter: Reporter,
     stop: impl Future<Output = ()>,
 ) -> Summary {
@@ -32,7 +35,27 @@ pub async fn run(
     let concurrency = concurrency.max(1);
     tokio::pin!(stop);
     let mut interrupted = false;
+    // (stage, mirror) of every failure so far: decides whether and how a later stage starts.
+    let mut failed: Vec<(u32, String)> = Vec::new();
     'stages: for (stage, targets) in stages {
+        if !failed.is_empty() {
+            let why = earlier_failures(&failed);
+            if after_failed_stage == StagePolicy::Hold {
+                for t in &targets {
+                    reporter.started();
+                    reporter.finished(MirrorReport::held(
+                        t,
+                        format!("held back, not pushed: {why}, and after_failed_stage = \"hold\""),
+                    ));
+                }
+                continue;
+            }
+            reporter.stage_warning(format!(
+                "stage {stage} starts although {why}: its mirrors may pull from a mirror that \
+                 does not have the content (set after_failed_stage = \"hold\" in [defaults] to \
+                 start no later stage after a failure)"
+            ));
+        }
         debug!(stage, mirrors = targets.len(), "stage starts");
         let later_stages = stage < last_stage;
         let report = |t: &Target, outcome: session::Outcome, elapsed: Duration, begun: Instant| {
@@ -66,7 +89,11 @@ pub async fn run(
                     None => break,
                     Some(Ok((id, (outcome, begun, elapsed)))) => {
                         if let Some((t, _)) = running.remove(&id) {
-                            reporter.finished(report(&t, outcome, elapsed, begun));
+                            let r = report(&t, outcome, elapsed, begun);
+                            if !r.ok {
+                                failed.push((stage, r.mirror.clone()));
+                            }
+                            reporter.finished(r);
                         }
                     }
                     Some(Err(e)) => {
@@ -76,6 +103,7 @@ pub async fn run(
                             let mut outcome = session::Outcome::default();
                             outcome.error = Some(format!("internal error: {e}"));
                             outcome.message = outcome.error.clone().unwrap_or_default();
+                            failed.push((stage, t.mirror.name.clone()));
                             reporter.finished(report(&t, outcome, begun.elapsed(), begun));
                         }
                     }
@@ -100,6 +128,48 @@ pub async fn run(
     reporter.finish(interrupted, started.elapsed())
 }
 
+/// "1 mirror of stage 1 failed (hub.example.net)", naming at most a few mirrors.
+fn earlier_failures(failed: &[(u32, String)]) -> String {
+    const NAMED: usize = 3;
+    let mut stages: Vec<u32> = failed.iter().map(|(s, _)| *s).collect();
+    stages.sort_unstable();
+    stages.dedup();
+    let label = if stages.len() == 1 { "stage" } else { "stages" };
+    let stages = stages
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut names = failed
+        .iter()
+        .take(NAMED)
+        .map(|(_, n)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if failed.len() > NAMED {
+        names.push_str(&format!(" and {} more", failed.len() - NAMED));
+    }
+    let n = failed.len();
+    let mirrors = if n == 1 { "mirror" } else { "mirrors" };
+    format!("{n} {mirrors} of {label} {stages} failed ({names})")
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_failures_name_a_few_mirrors() {
+        let one = [(1, "hub".to_owned())];
+        assert_eq!(earlier_failures(&one), "1 mirror of stage 1 failed (hub)");
+        let many: Vec<(u32, String)> = (0..5).map(|i| (1 + i / 3, format!("m{i}"))).collect();
+        assert_eq!(
+            earlier_failures(&many),
+            "5 mirrors of stages 1, 2 failed (m0, m1, m2 and 2 more)"
+        );
+    }
 }

@@ -58,10 +58,101 @@ impl Selector {
     }
 }
 
+/// Why a push selected nobody, in words that lead somewhere: a module no mirror carries names
+/// the registry and the modules it knows (and the closest one, for a typo); a module that is
+/// carried but filtered out or disabled points at `list`, which shows each mirror's reason.
+pub fn why_none(registry: &Registry, module: &ModuleName, request: &str) -> String {
+    let mut known: Vec<&str> = registry
+        .mirrors
+        .iter()
+        .flat_map(|m| m.modules.iter().map(|x| x.as_str()))
+        .collect();
+    known.sort_unstable();
+    known.dedup();
+    let file = registry.path.display();
+    if known.contains(&module.as_str()) {
+        return format!(
+            "no mirror selected for \"{request}\": the mirrors in {file} that carry {module} are \
+             disabled or not named by --mirror/--tag; see `mirrorpush list --module {module}`"
+        );
+    }
+    if known.is_empty() {
+        return format!("no mirror in {file} carries any module: add [[mirror]] tables");
+    }
+    let mut text = format!(
+        "no mirror in {file} carries module \"{module}\"; the modules it knows: {}",
+        known.join(", ")
+    );
+    if let Some(close) = closest(module.as_str(), &known) {
+        text.push_str(&format!(" (did you mean {close:?}?)"));
+    }
+    text
+}
+
+/// The known name nearest to `typed` (optimal string alignment distance, so a swap of two
+/// letters counts one), when it is near enough to be a typo.
+fn closest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (typed.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(typed, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_module_nobody_carries_names_the_registry_and_the_closest_module() {
+        let r = Registry::parse(
+            Path::new("/etc/m.toml"),
+            "[[mirror]]\nname = \"a\"\nmodules = [\"fedora\", \"debian\"]\n\
+             [[mirror]]\nname = \"b\"\nmodules = [\"fedora-epel\"]\nenabled = false\n",
+        )
+        .unwrap();
+        let m = |s: &str| ModuleName::parse(s).unwrap();
+        assert_eq!(
+            why_none(&r, &m("fedroa"), "sync fedroa"),
+            "no mirror in /etc/m.toml carries module \"fedroa\"; the modules it knows: debian, \
+             fedora, fedora-epel (did you mean \"fedora\"?)"
+        );
+        assert!(!why_none(&r, &m("ubuntu"), "sync ubuntu").contains("did you mean"));
+        let carried = why_none(&r, &m("fedora-epel"), "sync fedora-epel");
+        assert!(
+            carried.contains("disabled") && carried.contains("list --module fedora-epel"),
+            "{carried}"
+        );
+        assert_eq!(edit_distance("fedroa", "fedora"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 
     #[test]
     fn selects_by_module_tag_name_and_enabled() {

@@ -15,12 +15,10 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::known_hosts::{KnownHosts, Verdict};
-use super::protocol::{Answer, Command, Ended};
+use super::output::Captured;
+use super::protocol::{Answer, Ended, Exec};
 use super::registry::Mirror;
 use crate::request::Request;
-
-/// Output kept per mirror; a mirror that streams forever cannot exhaust memory.
-pub const OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// Everything needed to push to one mirror.
 #[derive(Clone)]
@@ -28,7 +26,7 @@ pub struct Target {
     pub mirror: Mirror,
     pub request: Request,
     /// What this mirror is sent for `request` (its protocol's rendering).
-    pub command: Command,
+    pub command: Exec,
     pub known_hosts: Arc<KnownHosts>,
     /// `None`: authenticate with the keys ssh-agent offers.
     pub key: Option<Arc<PrivateKey>>,
@@ -66,36 +64,6 @@ pub struct Outcome {
     pub attempts: u32,
     /// Failed before the SSH session was up, for a reason another try might not hit.
     pub retriable: bool,
-}
-
-/// stdout and stderr of the handler, together at most [`OUTPUT_LIMIT`] bytes.
-#[derive(Debug, Clone, Default)]
-pub struct Captured {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub truncated: bool,
-}
-
-impl Captured {
-    fn push(&mut self, stderr: bool, data: &[u8]) {
-        let room = OUTPUT_LIMIT.saturating_sub(self.stdout.len() + self.stderr.len());
-        if data.len() > room {
-            self.truncated = true;
-        }
-        let kept = &data[..data.len().min(room)];
-        if stderr {
-            self.stderr.extend_from_slice(kept);
-        } else {
-            self.stdout.extend_from_slice(kept);
-        }
-    }
-
-    /// Both streams as text (stdout first), for reports.
-    pub fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.stdout).into_owned();
-        s.push_str(&String::from_utf8_lossy(&self.stderr));
-        s
-    }
 }
 
 /// Pushes to one mirror, retrying connection-level failures `mirror.retries` times with backoff.
@@ -453,12 +421,24 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
     let user = target.mirror.user.as_str();
     let conn =
         |e: russh::Error| Failure::Connect(format!("during authentication: {}", describe(&e)));
-    let refused = || {
+    // Name the key that was offered, as `ssh-keygen -lf` prints it: the mirror admin can
+    // compare it with the line in authorized_keys, where a mangled key or a typo in the
+    // options makes sshd skip the line without telling the client why.
+    let refused = |offered: String| {
         Failure::Refused(format!(
-            "authentication refused for user {user:?}: the server did not accept our key"
+            "authentication refused for user {user:?}: the server did not accept {offered}; \
+             check that key's line in the mirror's authorized_keys for typos"
         ))
     };
     if let Some(key) = &target.key {
+        let offered = match &target.mirror.identity {
+            Some(path) => format!(
+                "the key {} ({})",
+                fingerprint(key.public_key()),
+                path.display()
+            ),
+            None => format!("the key {}", fingerprint(key.public_key())),
+        };
         let hash = rsa_hash(handle, key.public_key()).await.map_err(conn)?;
         let result = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
@@ -467,7 +447,7 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
         return if result.success() {
             Ok(())
         } else {
-            Err(refused())
+            Err(refused(offered))
         };
     }
     let mut agent = AgentClient::connect_env().await.map_err(|e| {
@@ -479,10 +459,12 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
         .request_identities()
         .await
         .map_err(|e| Failure::Refused(format!("ssh-agent: {e}")))?;
+    let mut offered = Vec::new();
     for id in identities {
         let AgentIdentity::PublicKey { key, .. } = id else {
             continue;
         };
+        offered.push(fingerprint(&key));
         let hash = rsa_hash(handle, &key).await.map_err(conn)?;
         match handle
             .authenticate_publickey_with(user, key, hash, &mut agent)
@@ -493,7 +475,16 @@ async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result
             Err(e) => debug!(error = %e, "agent key not usable"),
         }
     }
-    Err(refused())
+    Err(refused(if offered.is_empty() {
+        "any key: ssh-agent holds none".to_owned()
+    } else {
+        format!("the ssh-agent key(s) {}", offered.join(", "))
+    }))
+}
+
+/// `SHA256:...`, as `ssh-keygen -lf` prints a key's fingerprint.
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
 }
 
 /// RSA keys must sign with SHA-2 when the server allows it (OpenSSH >= 8.8 refuses SHA-1).
@@ -528,7 +519,14 @@ async fn run_request(
         match msg {
             ChannelMsg::Data { data } => ended.output.push(false, &data),
             ChannelMsg::ExtendedData { data, .. } => ended.output.push(true, &data),
-            ChannelMsg::ExitStatus { exit_status } => ended.exit_status = Some(exit_status),
+            ChannelMsg::ExitStatus { exit_status } => match ended.exit_status {
+                None => ended.exit_status = Some(exit_status),
+                // Bounded: a mirror that repeats itself cannot grow this past a few entries.
+                Some(_) if ended.later_exit_statuses.len() < 8 => {
+                    ended.later_exit_statuses.push(exit_status)
+                }
+                Some(_) => {}
+            },
             ChannelMsg::ExitSignal { signal_name, .. } => {
                 ended.signal = Some(format!("{signal_name:?}"))
             }
@@ -572,17 +570,6 @@ fn describe(e: &russh::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_is_bounded() {
-        let mut c = Captured::default();
-        for _ in 0..100 {
-            c.push(false, &[b'x'; 1000]);
-            c.push(true, &[b'y'; 1000]);
-        }
-        assert_eq!(c.stdout.len() + c.stderr.len(), OUTPUT_LIMIT);
-        assert!(c.truncated);
-    }
 
     #[test]
     fn a_dead_session_is_named_with_its_keepalives() {

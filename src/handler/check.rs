@@ -178,17 +178,35 @@ fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Finding>) {
     if let Some(list) = &m.filelist {
         sources.push(format!("{}{list}", m.source));
     }
+    let mut source_lists = false;
     for source in sources {
-        if let Err(why) = list_source(&cfg.rsync, m, &source) {
-            problems.push(Finding(
+        match list_source(&cfg.rsync, m, &source) {
+            Ok(()) => source_lists = true,
+            // The module answers but its list is not there: the usual state before the
+            // upstream's first publish (or, behind a hub, before the hub's first full run).
+            Err(why) if source_lists && names_a_missing_file(&why) => problems.push(Finding(
+                EXIT_CONFIG,
+                format!(
+                    "module '{}': the upstream has not published its list yet ({source} does \
+                     not exist): run `mirrorpush filelist` there (behind a hub: wait for the \
+                     hub's first full run), or sync once without `filelist` and add it later",
+                    m.name
+                ),
+            )),
+            Err(why) => problems.push(Finding(
                 EXIT_CONFIG,
                 format!(
                     "module '{}': upstream {source} cannot be listed: {why}",
                     m.name
                 ),
-            ));
+            )),
         }
     }
+}
+
+/// rsync's "partial transfer" exit with the sender's `link_stat ... No such file or directory`.
+fn names_a_missing_file(why: &str) -> bool {
+    why.starts_with("rsync exit 23") && why.contains("No such file or directory")
 }
 
 /// `rsync --list-only` of one source (no recursion), bounded in time.

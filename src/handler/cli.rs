@@ -1,7 +1,7 @@
 //! Hand-parsed argv (the handler takes no clap: it must start in a few ms).
 //!
 //! `mirrorpush-handler [--config F] [--key LABEL] [sync [--full] <module> [dir] | status [--json]
-//! | check | --version]`
+//! | check | authorized-key [--from PATTERNS] KEYFILE|- | --version]`
 //! Without a verb the request comes from `SSH_ORIGINAL_COMMAND` (forced-command mode); with a
 //! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always waits for the run
 //! that covers it, running it in the foreground when no runner is active (a systemd unit would
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use super::config::DEFAULT_CONFIG;
 
-pub(crate) const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | --version]";
+pub(crate) const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | authorized-key [--from PATTERNS] KEYFILE|- | --version]";
 pub(crate) const RUN_VERB: &str = "__run";
 pub(crate) const DOWNSTREAM_VERB: &str = "__downstream";
 
@@ -37,6 +37,11 @@ pub enum Verb {
         json: bool,
     },
     Check,
+    /// `authorized-key [--from PATTERNS] KEYFILE|-`: print the key line for one master.
+    AuthorizedKey {
+        from: Option<String>,
+        key_file: OsString,
+    },
     Help,
     Version,
     /// Hidden: the detached runner for one module.
@@ -109,6 +114,14 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
         [b"status"] => Verb::Status { json: false },
         [b"status", b"--json"] => Verb::Status { json: true },
         [b"check"] => Verb::Check,
+        [b"authorized-key", b"--from", from, key_file] => Verb::AuthorizedKey {
+            from: Some(String::from_utf8_lossy(from).into_owned()),
+            key_file: std::ffi::OsStr::from_bytes(key_file).to_owned(),
+        },
+        [b"authorized-key", key_file] if !key_file.starts_with(b"--") => Verb::AuthorizedKey {
+            from: None,
+            key_file: std::ffi::OsStr::from_bytes(key_file).to_owned(),
+        },
         [b"--help" | b"-h" | b"help"] => Verb::Help,
         [b"--version" | b"-V"] => Verb::Version,
         [b"__run", module] => Verb::Run(String::from_utf8_lossy(module).into_owned()),

@@ -1167,8 +1167,10 @@ dest = "/srv/mirror/fedora"
     fn the_shipped_example_is_valid() {
         let text = include_str!("../../examples/handler.toml");
         let c = parse(Path::new("examples/handler.toml"), text).unwrap();
-        assert_eq!(c.modules["debian"].mode, Mode::Wait);
-        assert!(!c.modules["debian"].allow_dirs);
+        // One module, every optional key commented out: the defaults.
+        assert_eq!(c.modules.len(), 1);
+        assert_eq!(c.modules["fedora"].mode, Mode::Detach);
+        assert!(c.modules["fedora"].allow_dirs);
     }
 
     #[test]

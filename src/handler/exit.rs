@@ -10,6 +10,8 @@ pub const EXIT_SYNC_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 64;
 /// Temporary: state dir not writable, lock error, cannot start the sync.
 pub const EXIT_TEMPFAIL: i32 = 75;
+/// `authorized-key`: the key file cannot be read (sysexits' EX_NOINPUT).
+pub const EXIT_NOINPUT: i32 = 66;
 /// Well-formed but not permitted.
 pub const EXIT_NOPERM: i32 = 77;
 pub const EXIT_CONFIG: i32 = 78;

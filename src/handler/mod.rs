@@ -6,12 +6,13 @@
 //! - The stranger path, [`serve`]: parse → admit → enqueue → answer or wait. It starts the
 //!   [`runner`], which drives each batch through the [`stages`] (decide → transfer → remove →
 //!   settle → record) and then hands a hub's push to [`downstream`].
-//! - Admin verbs: [`status`], [`check`].
+//! - Admin verbs: [`status`], [`check`], [`authorized_key`] (the key line for a master).
 //! - Below them: [`queue`] (the queue protocol), [`rsync`] (argv, version floor, what changed),
 //!   [`last_run`] (the run records), [`destdir`] (the mirror tree by fd), [`trace`], [`pattern`] (rsync's pattern rules),
 //!   [`child`] (the one way to start a program), [`log`] (`handler.log`), [`state`] (every file
 //!   of the state dir), [`config`], [`cli`], [`exit`] (exit codes and answers).
 
+mod authorized_key;
 mod check;
 mod child;
 mod cli;
@@ -72,6 +73,9 @@ pub fn main(args: &[OsString]) -> i32 {
         (Verb::Sync { raw, plain }, None) => serve::request(&inv, raw, local, *plain),
         (Verb::Status { json }, None) => status::command(&inv, *json),
         (Verb::Check, None) => check::run(&inv, root),
+        (Verb::AuthorizedKey { from, key_file }, None) => {
+            authorized_key::run(&inv.config, inv.key.as_deref(), from.as_deref(), key_file)
+        }
         (Verb::Help, None) => {
             say(cli::USAGE);
             EXIT_OK
