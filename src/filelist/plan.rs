@@ -1,13 +1,32 @@
 //! The handler's side of file-list sync: given the last list applied successfully (the
 //! baseline) and the list just fetched from upstream, what to transfer and what to delete.
 //!
-//! Lists can be huge (Fedora's hold 12 million entries), so the planner never holds two lists
-//! of paths. It keeps the baseline as a sorted array of (path hash, fingerprint of type, size
-//! and mtime) with a seen-bit per entry, streams the fetched list against it, writing the
-//! entries to transfer as it goes, then streams the baseline again for the entries that left.
-//! The hashes are keyed with a random key per run (SipHash, as std's `RandomState`), so a
-//! hostile list cannot craft collisions; an accidental one (odds about n²/2⁶⁵) makes the
-//! planner refuse the list, which costs one plain rsync.
+//! Lists can be huge (Fedora's hold 12 million entries), so the planner never holds a list.
+//!
+//! **Sorted lists: a merge.** `mirrorpush filelist` writes `[Files]` in [`cmp_paths`] order (a
+//! depth-first walk with sorted dirs: a dir, then everything below it, then its next sibling).
+//! Two lists in that order are planned by merging them as two streams, one pass over each,
+//! in memory that does not grow with the list: the entry being looked at in each, the dirs
+//! above it, and the paths to delete (at most `max_delete` of them). The order also makes the
+//! structural checks local: a path listed twice is two equal neighbours, and an entry's parent
+//! is the innermost listed dir still open above it.
+//!
+//! **Any other order: an index, capped.** A list that is not in that order (Fedora's
+//! `create-filelist` walks with `scandir`, which yields names in the filesystem's directory
+//! order) is noticed at its first entry out of order; the merge's outputs are dropped and the
+//! plan is made again by the index planner: the baseline as a sorted array of (path hash,
+//! fingerprint of type, size and mtime) with a seen-bit per entry, the fetched list streamed
+//! against it, then the baseline again for the entries that left. That costs about 40 bytes per
+//! entry, so it is bounded by the entry cap ([`Limits::max_entries`]; beyond it a list is
+//! refused with [`PlanError::TooManyEntries`], class `Fallback`: a plain rsync). The hashes are
+//! keyed with a random key per run (SipHash, as std's `RandomState`), so a hostile list cannot
+//! craft collisions; an accidental one (odds about n²/2⁶⁵) makes the planner refuse the list,
+//! which costs one plain rsync.
+//!
+//! **The null check** compares the two files' sizes, then their bytes, before anything is
+//! parsed: an unchanged list costs one read of each file and no parsing. A changed list of the
+//! same size is read again from the top by the plan, but only its identical prefix was read
+//! before; a changed list of another size (nearly every real change) is not compared at all.
 //!
 //! Beyond what the reader refuses, a fetched list is invalid when a path appears twice or when
 //! an entry's parent is not listed as a directory (a child of a symlink or of a file is how a
@@ -18,6 +37,7 @@
 //! `rsync --from0 --files-from=F`. They are written under temporary names and renamed into
 //! place only when the whole plan succeeded: after an error neither exists.
 
+use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::{self, File};
@@ -29,9 +49,25 @@ use super::format::{Access, Algo, EntryRef, Item, Kind, ListError, Reader, Write
 use super::{cmp_paths, is_within, parent, AtomicFile};
 use crate::request::{escape_bytes, RelDir};
 
-/// Most entries a list may hold (Fedora's largest holds about 12 million); beyond this the
-/// planner's memory, about 40 bytes per entry, would no longer be reasonable.
+/// The default entry cap: most entries a list may hold (Fedora's largest module holds about
+/// 12 million). It bounds what an unsorted list costs the index planner (about 40 bytes per
+/// entry, 2 GB at the cap); a sorted list costs the same small memory at any size.
 pub const MAX_ENTRIES: u64 = 50_000_000;
+
+/// Limits a plan runs under (the handler's admin-settable ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most entries either list may hold; beyond it: [`PlanError::TooManyEntries`].
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_entries: MAX_ENTRIES,
+        }
+    }
+}
 
 /// What to plan.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +125,9 @@ pub enum PlanError {
     InvalidBaseline { list: PathBuf, reason: String },
     /// More deletions than `max_delete`.
     TooManyDeletions { delete: u64, max_delete: u64 },
+    /// A list (fetched or baseline) holds more entries than [`Limits::max_entries`]: it is
+    /// not planned (a plain rsync instead) and does not become a baseline.
+    TooManyEntries { list: PathBuf, max_entries: u64 },
     /// Reading or writing a file failed.
     Io { path: PathBuf, error: io::Error },
 }
@@ -96,9 +135,9 @@ pub enum PlanError {
 impl PlanError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            PlanError::InvalidList { .. } | PlanError::InvalidBaseline { .. } => {
-                ErrorClass::Fallback
-            }
+            PlanError::InvalidList { .. }
+            | PlanError::InvalidBaseline { .. }
+            | PlanError::TooManyEntries { .. } => ErrorClass::Fallback,
             PlanError::TooManyDeletions { .. } => ErrorClass::Refused,
             PlanError::Io { .. } => ErrorClass::Temporary,
         }
@@ -117,6 +156,11 @@ impl fmt::Display for PlanError {
             PlanError::TooManyDeletions { delete, max_delete } => write!(
                 f,
                 "the file list would delete {delete} entries, more than max_delete ({max_delete}); nothing was deleted"
+            ),
+            PlanError::TooManyEntries { list, max_entries } => write!(
+                f,
+                "file list {} holds more than {max_entries} entries (the entry cap); not planned",
+                show(list)
             ),
             PlanError::Io { path, error } => write!(f, "{}: {error}", show(path)),
         }
@@ -415,8 +459,21 @@ fn explain(keys: &Keys, list: &Path, flaw: Flaw) -> Result<String, PlanError> {
 
 /// Reads a whole fetched list and applies every check the planner applies (the reader's, then
 /// duplicates and parents). For a run without a baseline, before its list becomes one.
-/// Returns the number of entries.
+/// Returns the number of entries. Under the default [`Limits`].
 pub fn validate(list: &Path) -> Result<u64, PlanError> {
+    validate_limited(list, &Limits::default())
+}
+
+/// [`validate`] under `limits`. A list in list order is checked in one pass in small memory;
+/// any other order by the index (see the module docs).
+pub fn validate_limited(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
+    match validate_sorted(list, limits)? {
+        Some(count) => Ok(count),
+        None => validate_indexed(list, limits),
+    }
+}
+
+fn validate_indexed(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
     let keys = Keys::new();
     let mut structure = Structure::new();
     let mut reader = Reader::new(open(list)?);
@@ -427,7 +484,7 @@ pub fn validate(list: &Path) -> Result<u64, PlanError> {
     {
         if let Item::Entry(e) = item {
             count += 1;
-            check_count(count, list)?;
+            check_count(count, list, limits)?;
             structure.add(&keys, keys.path(e.path), &e);
         }
     }
@@ -437,13 +494,12 @@ pub fn validate(list: &Path) -> Result<u64, PlanError> {
     Ok(count)
 }
 
-fn check_count(count: u64, list: &Path) -> Result<(), PlanError> {
-    if count > MAX_ENTRIES {
-        return Err(invalid(
-            Side::Fetched,
-            list,
-            format!("more than {MAX_ENTRIES} entries"),
-        ));
+fn check_count(count: u64, list: &Path, limits: &Limits) -> Result<(), PlanError> {
+    if count > limits.max_entries {
+        return Err(PlanError::TooManyEntries {
+            list: list.to_owned(),
+            max_entries: limits.max_entries,
+        });
     }
     Ok(())
 }
@@ -484,8 +540,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Plans the run (see the module docs). Errors are classified by [`PlanError::class`].
+/// Plans the run (see the module docs) under the default [`Limits`]. Errors are classified by
+/// [`PlanError::class`].
 pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
+    plan_limited(req, &Limits::default())
+}
+
+/// [`plan`] under `limits` (the handler's `max_list_entries`).
+pub fn plan_limited(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
     // Outputs of an earlier run must never be mistaken for this one's.
     for out in [req.transfer_out, req.delete_out] {
         match fs::remove_file(out) {
@@ -493,12 +555,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
             _ => {}
         }
     }
-    let mut transfer_file =
-        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
-    let mut delete_file =
-        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
-
     if same_bytes(req.baseline, req.fetched)? {
+        let (transfer_file, delete_file) = outputs(req)?;
         transfer_file
             .commit(false)
             .map_err(io_error(req.transfer_out))?;
@@ -512,7 +570,24 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
             entries: 0,
         });
     }
+    match plan_sorted(req, limits)? {
+        Some(plan) => Ok(plan),
+        None => plan_indexed(req, limits),
+    }
+}
 
+/// The two output files, under temporary names until committed.
+fn outputs(req: &PlanRequest<'_>) -> Result<(AtomicFile, AtomicFile), PlanError> {
+    let transfer_file =
+        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
+    let delete_file =
+        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
+    Ok((transfer_file, delete_file))
+}
+
+/// The index planner, for lists not in list order (see the module docs).
+fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
+    let (mut transfer_file, mut delete_file) = outputs(req)?;
     let keys = Keys::new();
     let scope = req.scope;
     let skip = req.skip_restricted;
@@ -520,11 +595,14 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     // The baseline's entries in scope.
     let mut rows = Vec::new();
     let mut reader = Reader::new(open(req.baseline)?);
+    let mut baseline_count = 0u64;
     while let Some(item) = reader
         .next_item()
         .map_err(|e| list_error(Side::Baseline, req.baseline, e))?
     {
         if let Item::Entry(e) = item {
+            baseline_count += 1;
+            check_count(baseline_count, req.baseline, limits)?;
             if counts(&e, scope, skip) {
                 rows.push((keys.path(e.path), keys.fingerprint(&e)));
             }
@@ -549,7 +627,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     {
         let Item::Entry(e) = item else { continue };
         count += 1;
-        check_count(count, req.fetched)?;
+        check_count(count, req.fetched, limits)?;
         let h = keys.path(e.path);
         structure.add(&keys, h, &e);
         if !counts(&e, scope, skip) {
@@ -632,6 +710,221 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     })
 }
 
+/// How a list's order and structure look to a one-pass reader.
+enum Step {
+    /// In list order and, so far, well formed.
+    Ok,
+    /// Out of list order, or an entry whose parent is not the innermost listed dir above it
+    /// (which in list order is a flaw, but in another order may be a dir listed later): only
+    /// the index planner can tell, so it takes over.
+    NotSorted,
+    /// The same path twice in a row: invalid in any order. The reason, for the error.
+    Duplicate(String),
+}
+
+/// The one-pass checks of a list in list order: strictly increasing paths, and each entry's
+/// parent the innermost listed dir still open above it. Memory: the previous path and the
+/// chain of open dirs (each a prefix of the next, so one buffer and their lengths).
+struct Walk {
+    prev: Vec<u8>,
+    prev_line: u64,
+    started: bool,
+    chain: Vec<u8>,
+    open: Vec<usize>,
+    count: u64,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk {
+            prev: Vec::with_capacity(256),
+            prev_line: 0,
+            started: false,
+            chain: Vec::with_capacity(256),
+            open: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn step(&mut self, e: &EntryRef<'_>, line: u64) -> Step {
+        if self.started {
+            match cmp_paths(&self.prev, e.path) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    return Step::Duplicate(format!(
+                        "line {line}: '{}' is listed twice (first on line {})",
+                        escape_bytes(e.path),
+                        self.prev_line
+                    ))
+                }
+                Ordering::Greater => return Step::NotSorted,
+            }
+        }
+        // Close the dirs this entry is not below; in list order a dir's subtree is contiguous.
+        while let Some(&n) = self.open.last() {
+            if is_within(e.path, &self.chain[..n]) {
+                break;
+            }
+            self.open.pop();
+        }
+        let parent_len = parent(e.path).map(<[u8]>::len);
+        if parent_len != self.open.last().copied() {
+            return Step::NotSorted;
+        }
+        if e.kind == Kind::Dir {
+            self.chain.clear();
+            self.chain.extend_from_slice(e.path);
+            self.open.push(e.path.len());
+        }
+        self.prev.clear();
+        self.prev.extend_from_slice(e.path);
+        self.prev_line = line;
+        self.started = true;
+        self.count += 1;
+        Step::Ok
+    }
+}
+
+/// One list being merged: its reader and its checks.
+struct Stream {
+    reader: Reader<BufReader<File>>,
+    walk: Walk,
+    side: Side,
+}
+
+/// What reading the next entry of a stream found.
+enum Next<'a> {
+    Entry(EntryRef<'a>),
+    End,
+    NotSorted,
+}
+
+impl Stream {
+    fn open(path: &Path, side: Side) -> Result<Stream, PlanError> {
+        Ok(Stream {
+            reader: Reader::new(open(path)?),
+            walk: Walk::new(),
+            side,
+        })
+    }
+
+    /// The next entry (checksum lines are checked and passed over), checked.
+    fn next(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
+        let Some((e, line)) = self
+            .reader
+            .next_entry()
+            .map_err(|e| list_error(self.side, path, e))?
+        else {
+            return Ok(Next::End);
+        };
+        match self.walk.step(&e, line) {
+            Step::Ok => {}
+            Step::NotSorted => return Ok(Next::NotSorted),
+            Step::Duplicate(reason) => return Err(invalid(self.side, path, reason)),
+        }
+        check_count(self.walk.count, path, limits)?;
+        Ok(Next::Entry(e))
+    }
+}
+
+/// [`validate`] in one pass; `None` when the list is not in list order.
+fn validate_sorted(list: &Path, limits: &Limits) -> Result<Option<u64>, PlanError> {
+    let mut stream = Stream::open(list, Side::Fetched)?;
+    loop {
+        match stream.next(list, limits)? {
+            Next::Entry(_) => {}
+            Next::End => return Ok(Some(stream.walk.count)),
+            Next::NotSorted => return Ok(None),
+        }
+    }
+}
+
+/// The merge planner (see the module docs); `None` when either list is not in list order
+/// (nothing is left behind: the outputs are dropped uncommitted).
+fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, PlanError> {
+    let (mut transfer_file, mut delete_file) = outputs(req)?;
+    let (scope, skip) = (req.scope, req.skip_restricted);
+    let mut base = Stream::open(req.baseline, Side::Baseline)?;
+    let mut fetched = Stream::open(req.fetched, Side::Fetched)?;
+    let write_err = io_error(req.transfer_out);
+    let (mut transfer, mut entries, mut delete) = (0u64, 0u64, 0u64);
+    // Paths to delete, in list order (parents first); bounded by max_delete.
+    let mut gone: Vec<Vec<u8>> = Vec::new();
+    let mut note_gone = |path: &[u8]| {
+        delete += 1;
+        if delete <= req.max_delete {
+            gone.push(path.to_vec());
+        }
+    };
+    let mut a = base.next(req.baseline, limits)?;
+    let mut b = fetched.next(req.fetched, limits)?;
+    loop {
+        // Which side(s) the smaller path is on.
+        let (take_a, take_b) = match (&a, &b) {
+            (Next::NotSorted, _) | (_, Next::NotSorted) => return Ok(None),
+            (Next::End, Next::End) => break,
+            (Next::Entry(_), Next::End) => (true, false),
+            (Next::End, Next::Entry(_)) => (false, true),
+            (Next::Entry(x), Next::Entry(y)) => match cmp_paths(x.path, y.path) {
+                Ordering::Less => (true, false),
+                Ordering::Greater => (false, true),
+                Ordering::Equal => (true, true),
+            },
+        };
+        let old = match &a {
+            Next::Entry(x) if take_a && counts(x, scope, skip) => Some(x),
+            _ => None,
+        };
+        if let Next::Entry(y) = &b {
+            if take_b && counts(y, scope, skip) {
+                entries += 1;
+                let same =
+                    old.is_some_and(|x| x.kind == y.kind && x.size == y.size && x.mtime == y.mtime);
+                if !same {
+                    transfer += 1;
+                    transfer_file.write_all(y.path).map_err(&write_err)?;
+                    transfer_file.write_all(b"\0").map_err(&write_err)?;
+                }
+            } else if let Some(x) = old {
+                // Listed on both sides, but no longer counted (now restricted): it leaves.
+                note_gone(x.path);
+            }
+        } else if let Some(x) = old {
+            note_gone(x.path);
+        }
+        if take_a {
+            a = base.next(req.baseline, limits)?;
+        }
+        if take_b {
+            b = fetched.next(req.fetched, limits)?;
+        }
+    }
+    if delete > req.max_delete {
+        return Err(PlanError::TooManyDeletions {
+            delete,
+            max_delete: req.max_delete,
+        });
+    }
+    // List order puts a dir before what it holds; reversed, children come first.
+    let write_err = io_error(req.delete_out);
+    for path in gone.iter().rev() {
+        delete_file.write_all(path).map_err(&write_err)?;
+        delete_file.write_all(b"\0").map_err(&write_err)?;
+    }
+    transfer_file
+        .commit(false)
+        .map_err(io_error(req.transfer_out))?;
+    delete_file
+        .commit(false)
+        .map_err(io_error(req.delete_out))?;
+    Ok(Some(Plan {
+        unchanged: false,
+        transfer,
+        delete,
+        entries,
+    }))
+}
+
 /// Writes the baseline for the next run after a good one, by temporary file and rename (and
 /// fsync: it is the state the next plan trusts). `out` may be `old` itself.
 /// - A full run (`scope` None): the fetched list, byte for byte; `old` is not read.
@@ -649,7 +942,18 @@ pub fn write_baseline(
     scope: Option<&RelDir>,
     out: &Path,
 ) -> Result<(), PlanError> {
-    validate(fetched)?;
+    write_baseline_limited(old, fetched, scope, out, &Limits::default())
+}
+
+/// [`write_baseline`] under `limits`.
+pub fn write_baseline_limited(
+    old: &Path,
+    fetched: &Path,
+    scope: Option<&RelDir>,
+    out: &Path,
+    limits: &Limits,
+) -> Result<(), PlanError> {
+    validate_limited(fetched, limits)?;
     let Some(scope) = scope else {
         return copy_file(fetched, out);
     };
