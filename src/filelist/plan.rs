@@ -1041,7 +1041,338 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filelist::format::{Access, Entry, Writer};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn e(path: &str, kind: Kind, size: u64, mtime: i64) -> Entry {
+        Entry {
+            mtime,
+            kind,
+            access: Access::Public,
+            size,
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
+    fn write(path: &Path, entries: &[Entry]) {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        for x in entries {
+            w.entry(&x.as_ref()).unwrap();
+        }
+        w.checksum_section(Algo::Sha1).unwrap();
+        fs::write(path, w.finish().unwrap()).unwrap();
+    }
+
+    fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
+        v.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+        v
+    }
+
+    /// A baseline and a fetched list in a temp dir, planned by either planner.
+    struct Case {
+        dir: tempfile::TempDir,
+    }
+
+    impl Case {
+        fn new(base: &[Entry], fetched: &[Entry]) -> Case {
+            let dir = tempfile::tempdir().unwrap();
+            write(&dir.path().join("baseline"), base);
+            write(&dir.path().join("fetched"), fetched);
+            Case { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn run(
+            &self,
+            how: fn(&PlanRequest<'_>, &Limits) -> Result<Option<Plan>, PlanError>,
+            scope: Option<&str>,
+            limits: &Limits,
+        ) -> Result<Option<(Plan, Vec<u8>, Vec<u8>)>, PlanError> {
+            let scope = scope.map(|s| RelDir::parse(s).unwrap());
+            let (t, d) = (self.path("transfer"), self.path("delete"));
+            let plan = how(
+                &PlanRequest {
+                    baseline: &self.path("baseline"),
+                    fetched: &self.path("fetched"),
+                    scope: scope.as_ref(),
+                    max_delete: 1000,
+                    skip_restricted: false,
+                    transfer_out: &t,
+                    delete_out: &d,
+                },
+                limits,
+            )?;
+            Ok(plan.map(|p| (p, fs::read(&t).unwrap(), fs::read(&d).unwrap())))
+        }
+
+        fn merged(&self, scope: Option<&str>) -> Option<(Plan, Vec<u8>, Vec<u8>)> {
+            self.run(plan_sorted, scope, &Limits::default()).unwrap()
+        }
+
+        fn indexed(&self, scope: Option<&str>) -> (Plan, Vec<u8>, Vec<u8>) {
+            self.run(
+                |r, l| plan_indexed(r, l).map(Some),
+                scope,
+                &Limits::default(),
+            )
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    fn tree() -> Vec<Entry> {
+        sorted(vec![
+            e("a", Kind::Dir, 4096, 1),
+            e("a/x", Kind::File, 1, 1),
+            e("a/y", Kind::File, 2, 1),
+            e("a/sub", Kind::Dir, 4096, 1),
+            e("a/sub/z", Kind::File, 3, 1),
+            e("a.b", Kind::File, 4, 1),
+            e("ab", Kind::Dir, 4096, 1),
+            e("ab/l", Kind::Symlink, 5, 1),
+            e("c", Kind::File, 6, 1),
+        ])
+    }
+
+    #[test]
+    fn sorted_lists_are_merged_and_agree_with_the_index() {
+        let mut next = tree();
+        next.retain(|x| x.path != b"a/sub/z" && x.path != b"a/sub");
+        next.push(e("a/new", Kind::File, 9, 2));
+        next.push(e("ab/m", Kind::File, 1, 2));
+        next[1].mtime = 5; // a (dir) changed
+        let next = sorted(next);
+        let case = Case::new(&tree(), &next);
+        let (plan, transfer, delete) = case.merged(None).expect("in list order: merged");
+        assert_eq!(
+            plan,
+            Plan {
+                unchanged: false,
+                transfer: 3,
+                delete: 2,
+                entries: next.len() as u64
+            }
+        );
+        assert_eq!(transfer, b"a/new\0a/x\0ab/m\0");
+        // Children before their parents.
+        assert_eq!(delete, b"a/sub/z\0a/sub\0");
+        assert_eq!(case.indexed(None), (plan, transfer, delete));
+    }
+
+    #[test]
+    fn a_list_out_of_order_goes_to_the_index() {
+        let mut shuffled = tree();
+        shuffled.swap(1, 2);
+        for (base, fetched) in [(tree(), shuffled.clone()), (shuffled.clone(), tree())] {
+            let case = Case::new(&base, &fetched);
+            assert!(case.merged(None).is_none());
+            assert!(!case.path("transfer").exists() && !case.path("delete").exists());
+            let (plan, ..) = case.indexed(None);
+            assert_eq!((plan.transfer, plan.delete), (0, 0));
+        }
+        // The index is what `plan` falls back to; a dir listed after its children is fine.
+        let mut children_first = tree();
+        children_first.rotate_left(1);
+        let case = Case::new(&tree(), &children_first);
+        assert!(case.merged(None).is_none());
+        let p = case.run(
+            |r, l| plan_limited(r, l).map(Some),
+            None,
+            &Limits::default(),
+        );
+        assert_eq!(p.unwrap().unwrap().0.transfer, 0);
+    }
+
+    #[test]
+    fn a_dir_scope_and_type_changes_in_a_merge() {
+        let mut next = tree();
+        // a/x: file -> dir (with a child); ab/l: symlink -> file; c outside the scope changes.
+        next.retain(|x| x.path != b"a/x");
+        next.push(e("a/x", Kind::Dir, 4096, 1));
+        next.push(e("a/x/in", Kind::File, 1, 1));
+        for x in next.iter_mut() {
+            if x.path == b"ab/l" {
+                x.kind = Kind::File;
+            }
+            if x.path == b"c" {
+                x.size = 99;
+            }
+        }
+        let next = sorted(next);
+        let case = Case::new(&tree(), &next);
+        let (p, t, d) = case.merged(Some("a")).unwrap();
+        assert_eq!((p.transfer, p.delete, p.entries), (2, 0, 6));
+        assert_eq!(t, b"a/x\0a/x/in\0");
+        assert!(d.is_empty());
+        assert_eq!(case.indexed(Some("a")), (p, t, d));
+        let (p, t, _) = case.merged(Some("ab")).unwrap();
+        assert_eq!((p.transfer, p.entries), (1, 2));
+        assert_eq!(t, b"ab/l\0");
+        let (p, t, _) = case.merged(None).unwrap();
+        assert_eq!(p.transfer, 4);
+        assert_eq!(t, b"a/x\0a/x/in\0ab/l\0c\0");
+    }
+
+    #[test]
+    fn identical_lists_are_unchanged_without_planning() {
+        let case = Case::new(&tree(), &tree());
+        let p = case
+            .run(
+                |r, l| plan_limited(r, l).map(Some),
+                None,
+                &Limits::default(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p,
+            (
+                Plan {
+                    unchanged: true,
+                    transfer: 0,
+                    delete: 0,
+                    entries: 0
+                },
+                Vec::new(),
+                Vec::new()
+            )
+        );
+        // The merge of two identical lists (as when only blank lines differ) plans nothing.
+        let (p, t, d) = case.merged(None).unwrap();
+        assert_eq!((p.transfer, p.delete, p.entries), (0, 0, 9));
+        assert!(t.is_empty() && d.is_empty());
+    }
+
+    #[test]
+    fn the_entry_cap_refuses_either_list_on_either_path() {
+        let mut bigger = tree();
+        bigger.push(e("d", Kind::File, 1, 1));
+        let cap = Limits {
+            max_entries: tree().len() as u64,
+        };
+        for (base, fetched, which) in [
+            (tree(), bigger.clone(), "fetched"),
+            (bigger.clone(), tree(), "baseline"),
+        ] {
+            let case = Case::new(&base, &fetched);
+            for how in [
+                plan_sorted as fn(&PlanRequest<'_>, &Limits) -> _,
+                |r: &PlanRequest<'_>, l: &Limits| plan_indexed(r, l).map(Some),
+            ] {
+                let err = case.run(how, None, &cap).unwrap_err();
+                assert!(
+                    matches!(&err, PlanError::TooManyEntries { list, max_entries: 9 }
+                        if list.ends_with(which)),
+                    "{err}"
+                );
+                assert_eq!(err.class(), ErrorClass::Fallback);
+                assert!(err.to_string().contains("more than 9 entries"), "{err}");
+                assert!(!case.path("transfer").exists());
+            }
+            // At the cap exactly, both pass.
+            let at = Limits {
+                max_entries: bigger.len() as u64,
+            };
+            assert!(case.run(plan_sorted, None, &at).unwrap().is_some());
+        }
+        let case = Case::new(&tree(), &bigger);
+        let fetched = case.path("fetched");
+        assert!(matches!(
+            validate_limited(&fetched, &cap),
+            Err(PlanError::TooManyEntries { .. })
+        ));
+        assert_eq!(validate_limited(&fetched, &Limits::default()).unwrap(), 10);
+        assert!(matches!(
+            validate_indexed(&fetched, &cap),
+            Err(PlanError::TooManyEntries { .. })
+        ));
+    }
+
+    #[test]
+    fn flaws_in_a_sorted_list_are_named_as_the_index_names_them() {
+        let mut dup = tree();
+        dup.insert(4, e("a/x", Kind::Dir, 1, 1));
+        let case = Case::new(&tree(), &dup);
+        let err = case.run(plan_sorted, None, &Limits::default()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Fallback);
+        assert!(
+            err.to_string()
+                .ends_with("line 9: 'a/x' is listed twice (first on line 8)"),
+            "{err}"
+        );
+        // A child of a symlink: the merge hands over, the index explains.
+        let mut bad = tree();
+        bad.push(e("ab/l/passwd", Kind::File, 1, 1));
+        let case = Case::new(&tree(), &sorted(bad));
+        assert!(case.merged(None).is_none());
+        let err = case
+            .run(
+                |r, l| plan_limited(r, l).map(Some),
+                None,
+                &Limits::default(),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'ab/l/passwd' is inside 'ab/l', which the list gives as a symlink"),
+            "{err}"
+        );
+        let err = validate(&case.path("fetched")).unwrap_err();
+        assert!(err.to_string().contains("gives as a symlink"), "{err}");
+    }
+
+    fn entry_strategy() -> impl Strategy<Value = Vec<Entry>> {
+        // Small trees over a few names, so that the two lists share many paths.
+        let name = prop_oneof![Just("a"), Just("b"), Just("a.b"), Just("a-"), Just("c")];
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(name, 1..4),
+                0u8..3,
+                0u64..3,
+                0i64..3,
+            ),
+            0..30,
+        )
+        .prop_map(|raw| {
+            let mut out: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+            for (parts, kind, size, mtime) in raw {
+                // Every ancestor a dir, as a valid list has.
+                for depth in 1..parts.len() {
+                    let p = parts[..depth].join("/");
+                    out.insert(p.clone().into_bytes(), e(&p, Kind::Dir, 0, 0));
+                }
+                let p = parts.join("/");
+                let kind = [Kind::File, Kind::Dir, Kind::Symlink][kind as usize];
+                out.entry(p.clone().into_bytes())
+                    .or_insert_with(|| e(&p, kind, size, mtime));
+            }
+            // Non-dirs with children are made dirs.
+            let keys: Vec<Vec<u8>> = out.keys().cloned().collect();
+            for k in &keys {
+                if keys.iter().any(|c| is_within(c, k) && c != k) {
+                    out.get_mut(k).unwrap().kind = Kind::Dir;
+                }
+            }
+            sorted(out.into_values().collect())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_merge_and_the_index_plan_alike(
+            base in entry_strategy(),
+            fetched in entry_strategy(),
+            scope in prop_oneof![Just(None), Just(Some("a")), Just(Some("b/a"))],
+        ) {
+            let case = Case::new(&base, &fetched);
+            let merged = case.merged(scope).expect("in list order");
+            prop_assert_eq!(merged, case.indexed(scope));
+        }
+    }
 
     proptest! {
         #[test]
