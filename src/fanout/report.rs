@@ -183,6 +183,9 @@ pub struct Reporter {
     /// Live progress line on stderr (only when stderr is a terminal).
     progress: bool,
     done: Vec<MirrorReport>,
+    /// How many of `done` failed, kept as they arrive: the progress line is redrawn for
+    /// every mirror, and counting them there costs O(N) per mirror at 10,000 mirrors.
+    failed: usize,
     running: usize,
     waiting: usize,
 }
@@ -193,6 +196,7 @@ impl Reporter {
             json,
             progress,
             done: Vec::new(),
+            failed: 0,
             running: 0,
             waiting: selected,
         }
@@ -213,6 +217,7 @@ impl Reporter {
             let _ = writeln!(out, "{}", json_line(&report));
             let _ = out.flush();
         }
+        self.failed += usize::from(!report.ok);
         self.done.push(report);
         self.draw_progress();
     }
@@ -248,11 +253,10 @@ impl Reporter {
 
     fn draw_progress(&self) {
         if self.progress {
-            let failed = self.done.iter().filter(|r| !r.ok).count();
             eprint!(
                 "\r\x1b[K{} done, {} failed, {} running, {} waiting",
-                self.done.len() - failed,
-                failed,
+                self.done.len() - self.failed,
+                self.failed,
                 self.running,
                 self.waiting
             );
