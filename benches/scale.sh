@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SCALE_SIZES:-300000 1000000 12000000}
 LISTS=${SCALE_LISTS:-/tmp/mirrorpush-scale}
-UNSORTED_MAX=${SCALE_UNSORTED_MAX:-12000000}
+UNSORTED_MAX=${SCALE_UNSORTED_MAX:-1000000}
 LEAF=pub/fedora/linux/releases/40/Everything/x86_64/os/Packages/k
 bench_build
 bench_outdir scale

@@ -341,8 +341,9 @@ impl fmt::Display for PathProblem {
     }
 }
 
-/// Checks a relative path as the format requires (see the module docs). One pass: every
-/// line of a list goes through here.
+/// Checks a relative path as the format requires (see the module docs). Every line of a list
+/// goes through here, so the bytes are searched with `memchr` rather than looked at one by one;
+/// the first problem in the path wins, as a byte-by-byte scan would find it.
 pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.is_empty() {
         return Err(PathProblem::Empty);
@@ -353,19 +354,18 @@ pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.len() > MAX_PATH_LEN {
         return Err(PathProblem::TooLong);
     }
+    let bad = memchr::memchr3(0, b'\t', b'\n', path);
+    let clean = &path[..bad.unwrap_or(path.len())];
     let mut start = 0;
-    for (i, &b) in path.iter().enumerate() {
-        match b {
-            b'/' => {
-                check_component(&path[start..i])?;
-                start = i + 1;
-            }
-            0 => return Err(PathProblem::Nul),
-            b'\t' | b'\n' => return Err(PathProblem::Separator),
-            _ => {}
-        }
+    for i in memchr::memchr_iter(b'/', clean) {
+        check_component(&path[start..i])?;
+        start = i + 1;
     }
-    check_component(&path[start..])
+    match bad {
+        Some(i) if path[i] == 0 => Err(PathProblem::Nul),
+        Some(_) => Err(PathProblem::Separator),
+        None => check_component(&path[start..]),
+    }
 }
 
 fn check_component(c: &[u8]) -> Result<(), PathProblem> {
@@ -700,16 +700,20 @@ fn count_fields(line: &[u8]) -> usize {
 }
 
 fn parse_entry(line: &[u8]) -> Result<EntryRef<'_>, Problem> {
-    let mut fields = line.splitn(4, |&b| b == b'\t');
-    let (Some(mtime), Some(kind), Some(size), Some(path)) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let mut tabs = memchr::memchr_iter(b'\t', line);
+    let (Some(t1), Some(t2), Some(t3)) = (tabs.next(), tabs.next(), tabs.next()) else {
         return Err(Problem::FieldCount {
             expected: 4,
             found: count_fields(line),
         });
     };
-    if path.contains(&b'\t') {
+    let (mtime, kind, size, path) = (
+        &line[..t1],
+        &line[t1 + 1..t2],
+        &line[t2 + 1..t3],
+        &line[t3 + 1..],
+    );
+    if tabs.next().is_some() {
         return Err(Problem::FieldCount {
             expected: 4,
             found: count_fields(line),
