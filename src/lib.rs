@@ -6,6 +6,7 @@
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
+mod atomic;
 pub mod filelist;
 pub mod handler;
 pub mod request;

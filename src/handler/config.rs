@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::exit::{fail, ExitError, EXIT_CONFIG};
 use crate::request::{ModuleName, RelDir};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mirrorpush/handler.toml";
@@ -140,6 +141,20 @@ pub fn state_dir_hint(path: &Path) -> PathBuf {
 }
 
 /// Reads and validates the config file.
+/// Loads the config for a verb: a remote client gets a terse message, an admin the full one.
+pub(crate) fn load_for(path: &Path, remote: bool) -> Result<Config, ExitError> {
+    load(path).map_err(|e| {
+        if remote {
+            fail(
+                EXIT_CONFIG,
+                "mirror configuration error (the mirror admin can run 'mirrorpush-handler check')",
+            )
+        } else {
+            fail(EXIT_CONFIG, e.0)
+        }
+    })
+}
+
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use super::child;
 use super::cli::DOWNSTREAM_VERB;
 use super::config::{Config, Module};
+use super::exit::{EXIT_CONFIG, EXIT_NOPERM, EXIT_OK, EXIT_SYNC_FAILED, EXIT_TEMPFAIL};
+use super::last_run::RunRecord;
 use super::log;
-use super::queue::{read_state_file, write_atomic, ModuleDir};
-use super::runner::{self, log_event};
-use super::status::RunRecord;
+use super::queue::WHOLE_MODULE;
+use super::state::{self, read_state_file, ModuleDir};
 use crate::request::RelDir;
 
-pub const DOWNSTREAM_FILE: &str = "downstream.json";
 /// More changed dirs than this are passed on as one full push.
 pub const MAX_DIR_PUSHES: usize = 8;
 /// A safety bound on one push: the registry's own timeouts normally end it far sooner.
@@ -47,7 +47,7 @@ pub struct Push {
 
 /// The last downstream push of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub struct PushRecord {
     pub start: String,
     pub end: String,
     pub duration_ms: u64,
@@ -56,7 +56,7 @@ pub struct Record {
     pub ok: bool,
 }
 
-impl Record {
+impl PushRecord {
     /// Over every push: mirrors selected, ok, failed.
     pub fn totals(&self) -> (u64, u64, u64) {
         self.pushes.iter().fold((0, 0, 0), |(a, b, c), p| {
@@ -65,8 +65,8 @@ impl Record {
     }
 }
 
-pub fn read(md: &ModuleDir) -> Option<Record> {
-    let bytes = read_state_file(&md.path(DOWNSTREAM_FILE)).ok()?;
+pub fn read(md: &ModuleDir) -> Option<PushRecord> {
+    let bytes = read_state_file(&md.path(state::DOWNSTREAM)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -74,7 +74,7 @@ pub fn read(md: &ModuleDir) -> Option<Record> {
 /// (one package installs both).
 pub fn master_binary(cfg: &Config) -> PathBuf {
     cfg.mirrorpush.clone().unwrap_or_else(|| {
-        runner::self_exe()
+        child::self_exe()
             .parent()
             .map_or_else(|| PathBuf::from("/usr/bin"), Path::to_path_buf)
             .join("mirrorpush")
@@ -103,17 +103,15 @@ pub fn targets(m: &Module, record: &RunRecord) -> Option<Vec<Option<RelDir>>> {
 
 /// Starts the detached pusher for `targets` (called by the runner after a batch).
 pub fn spawn(cfg: &Config, m: &Module, targets: &[Option<RelDir>]) {
-    let mut cmd = Command::new(runner::self_exe());
-    cmd.arg("--config")
-        .arg(std::path::absolute(&cfg.path).unwrap_or_else(|_| cfg.path.clone()))
-        .arg(DOWNSTREAM_VERB)
-        .arg(m.name.as_str());
-    for t in targets {
-        cmd.arg(t.as_ref().map_or(super::queue::FULL_SYNC, RelDir::as_str));
-    }
-    if let Err(e) = runner::detach(&mut cmd).spawn() {
-        log_event(
-            cfg,
+    let mut args = vec![DOWNSTREAM_VERB, m.name.as_str()];
+    args.extend(
+        targets
+            .iter()
+            .map(|t| t.as_ref().map_or(WHOLE_MODULE, RelDir::as_str)),
+    );
+    if let Err(e) = child::spawn_self(&cfg.path, &args) {
+        log::event(
+            &cfg.state_dir,
             m,
             "downstream-error",
             &format!("cannot start the push: {e}"),
@@ -124,21 +122,21 @@ pub fn spawn(cfg: &Config, m: &Module, targets: &[Option<RelDir>]) {
 /// The hidden `__downstream <module> <target>...` verb: pushes and records the result.
 pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     let Some(m) = cfg.modules.get(module) else {
-        return super::EXIT_NOPERM;
+        return EXIT_NOPERM;
     };
     let Some(registry) = &m.downstream else {
-        return super::EXIT_CONFIG;
+        return EXIT_CONFIG;
     };
     let md = ModuleDir::new(&cfg.state_dir, module);
     // One pusher at a time per module: a later one waits for the earlier to end.
     let lock = match md
-        .open_rw("downstream.lock")
+        .open_rw(state::DOWNSTREAM_LOCK)
         .and_then(|f| f.lock().map(|()| f))
     {
         Ok(f) => f,
         Err(e) => {
-            log_event(cfg, m, "downstream-error", &e.to_string());
-            return super::EXIT_TEMPFAIL;
+            log::event(&cfg.state_dir, m, "downstream-error", &e.to_string());
+            return EXIT_TEMPFAIL;
         }
     };
     let start = log::now();
@@ -147,11 +145,11 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     let pushes: Vec<Push> = targets
         .iter()
         .map(|t| {
-            let dir = (t != super::queue::FULL_SYNC).then_some(t.as_str());
+            let dir = (t != WHOLE_MODULE).then_some(t.as_str());
             push_once(&master, registry, module, dir)
         })
         .collect();
-    let record = Record {
+    let record = PushRecord {
         start,
         end: log::now(),
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -166,8 +164,8 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
         .iter()
         .filter_map(|p| p.error.as_deref())
         .collect();
-    log_event(
-        cfg,
+    log::event(
+        &cfg.state_dir,
         m,
         if record.ok {
             "downstream-ok"
@@ -186,22 +184,22 @@ pub fn run(cfg: &Config, module: &str, targets: &[String]) -> i32 {
     );
     match serde_json::to_vec_pretty(&record) {
         Ok(bytes) => {
-            if let Err(e) = write_atomic(&md.path(DOWNSTREAM_FILE), &bytes) {
-                log_event(cfg, m, "status-error", &e.to_string());
+            if let Err(e) = state::write(&md.path(state::DOWNSTREAM), &bytes) {
+                log::event(&cfg.state_dir, m, "status-error", &e.to_string());
             }
         }
-        Err(e) => log_event(cfg, m, "status-error", &e.to_string()),
+        Err(e) => log::event(&cfg.state_dir, m, "status-error", &e.to_string()),
     }
     if record.ok {
-        super::EXIT_OK
+        EXIT_OK
     } else {
-        super::EXIT_RSYNC_FAILED
+        EXIT_SYNC_FAILED
     }
 }
 
 /// `mirrorpush --registry R push --json <module> [dir]`, read back from its JSON Lines.
 fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) -> Push {
-    let target = dir.unwrap_or(super::queue::FULL_SYNC).to_owned();
+    let target = dir.unwrap_or(WHOLE_MODULE).to_owned();
     let mut cmd = Command::new(master);
     cmd.arg("--registry")
         .arg(registry)
@@ -225,8 +223,8 @@ fn push_once(master: &Path, registry: &Path, module: &str, dir: Option<&str>) ->
     };
     let out = running.stdout.take();
     let summary = std::thread::spawn(move || out.and_then(read_summary));
-    let stderr = child::drain(running.stderr.take(), 64 * 1024);
-    let status = match child::wait_bounded(running, PUSH_WALL_CLOCK) {
+    let stderr = child::read_capped(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PUSH_WALL_CLOCK, Duration::ZERO) {
         Some(Ok(s)) => s,
         Some(Err(e)) => return failed(format!("waiting for mirrorpush: {e}")),
         None => return failed("mirrorpush did not end within 6h and was killed".into()),
