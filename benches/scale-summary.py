@@ -33,13 +33,18 @@ def runs(scen, n):
 
 
 print("Planner (examples/filelist-plan), medians; ratios to `wc -l` of both lists in the same run:\n")
-print("| entries | wc -l both s | plan wall s | plan / wc | plan CPU s | plan peak RSS MiB "
+print("| entries | wc -l both: wall s, CPU s | plan wall s | plan / wc wall | plan CPU s "
+      "| plan / wc CPU | plan peak RSS MiB "
       "| null wall s | null / wc | null CPU s | null RSS MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for n in sizes:
+    if not runs("wc", n):
+        continue
     wc = med("wc", n, 0)
-    print(f"| {n} | {fmt(wc, '')} | {fmt(med('plan', n, 0), '')} | {ratio(med('plan', n, 0), wc)} "
-          f"| {fmt(med('plan', n, 1), '')} | {fmt(med('plan', n, 2), '', 1)} "
+    print(f"| {n} | {fmt(wc, '')}, {fmt(med('wc', n, 1), '')} | {fmt(med('plan', n, 0), '')} "
+          f"| {ratio(med('plan', n, 0), wc)} "
+          f"| {fmt(med('plan', n, 1), '')} | {ratio(med('plan', n, 1), med('wc', n, 1))} "
+          f"| {fmt(med('plan', n, 2), '', 1)} "
           f"| {fmt(med('null', n, 0), '')} | {ratio(med('null', n, 0), wc)} "
           f"| {fmt(med('null', n, 1), '')} | {fmt(med('null', n, 2), '', 1)} |")
 
@@ -59,6 +64,8 @@ print("\n`mirrorpush filelist --changed DIR` (one leaf dir) against the N-entry 
 print("| entries | wc -l list s | --changed wall s | --changed / wc | CPU s | peak RSS MiB |")
 print("|---|---|---|---|---|---|")
 for n in sizes:
+    if not runs("changed", n):
+        continue
     wc = med("wc1", n, 0)
     print(f"| {n} | {fmt(wc, '')} | {fmt(med('changed', n, 0), '')} | {ratio(med('changed', n, 0), wc)} "
           f"| {fmt(med('changed', n, 1), '')} | {fmt(med('changed', n, 2), '', 1)} |")
@@ -76,6 +83,8 @@ print("\nThe upstream's side of a list fetch (`rsync --server --sender` alone), 
 print("| entries | changed list: upstream CPU ms | literal bytes sent | unchanged list: upstream CPU ms |")
 print("|---|---|---|---|")
 for n in sizes:
+    if not runs("fetch", n):
+        continue
     f, z = med("fetch", n, 1), med("fetchnull", n, 1)
     print(f"| {n} | {fmt(None if f is None else f * 1000, '', 1)} | {literal(n, 'fetch')} "
           f"| {fmt(None if z is None else z * 1000, '', 1)} |")

@@ -23,6 +23,7 @@
 #
 #   benches/scale.sh                                   # RUNS=3, sizes 300000 1000000 12000000
 #   SCALE_SIZES="300000 1000000" RUNS=5 benches/scale.sh
+#   SCALE_PARTS="plan changed" benches/scale.sh        # some of: plan changed fetch
 #
 # Markdown tables on stdout; raw results under target/bench/scale/<time>/.
 set -euo pipefail
@@ -34,9 +35,11 @@ SIZES=${SCALE_SIZES:-300000 1000000 12000000}
 LISTS=${SCALE_LISTS:-/tmp/mirrorpush-scale}
 UNSORTED_MAX=${SCALE_UNSORTED_MAX:-1000000}
 LEAF=pub/fedora/linux/releases/40/Everything/x86_64/os/Packages/k
+PARTS=${SCALE_PARTS:-plan changed fetch}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 bench_build
 bench_outdir scale
-echo "lists: $LISTS; sizes: $SIZES; runs: $RUNS; $(rsync --version | head -1)" >>"$OUT/env.txt"
+echo "lists: $LISTS; sizes: $SIZES; runs: $RUNS; parts: $PARTS; $(rsync --version | head -1)" >>"$OUT/env.txt"
 : >"$OUT/raw.tsv"
 mkdir -p "$LISTS" "$OUT/plan"
 
@@ -77,7 +80,7 @@ for N in $SIZES; do
         touch "$LISTS/done-$N"
     fi
     echo "$N: $(cat "$LISTS/counts-$N"), $(du -m "$B" | cut -f1) MB per list" >>"$OUT/env.txt"
-    if [ "$N" -le "$UNSORTED_MAX" ] && [ ! -e "$LISTS/rdone-$N" ]; then
+    if part plan && [ "$N" -le "$UNSORTED_MAX" ] && [ ! -e "$LISTS/rdone-$N" ]; then
         reversed "$B" "$LISTS/rbaseline-$N"
         reversed "$F" "$LISTS/rfetched-$N"
         touch "$LISTS/rdone-$N"
@@ -85,13 +88,13 @@ for N in $SIZES; do
     cat "$B" "$F" "$LISTS/same-$N" >/dev/null # warm
 
     # The planner, against wc -l of the same two files.
-    for run in $(seq 1 "$RUNS"); do
+    part plan && for run in $(seq 1 "$RUNS"); do
         timed wc "$N" "$run" -- wc -l "$B" "$F"
         timed plan "$N" "$run" -- "$REL/examples/filelist-plan" "$B" "$F" "$OUT/plan"
         cp "$OUT/last.out" "$OUT/plan-$N.out"
         timed null "$N" "$run" -- "$REL/examples/filelist-plan" "$B" "$LISTS/same-$N" "$OUT/plan"
     done
-    if [ "$N" -le "$UNSORTED_MAX" ]; then
+    if part plan && [ "$N" -le "$UNSORTED_MAX" ]; then
         cat "$LISTS/rbaseline-$N" "$LISTS/rfetched-$N" >/dev/null
         for run in $(seq 1 "$RUNS"); do
             timed wcr "$N" "$run" -- wc -l "$LISTS/rbaseline-$N" "$LISTS/rfetched-$N"
@@ -102,6 +105,7 @@ for N in $SIZES; do
     fi
 
     # --changed of one leaf dir against the N-entry previous list.
+    part changed && {
     T=$LISTS/tree-$N
     rm -rf "$T"
     mkdir -p "$T/$LEAF"
@@ -114,8 +118,10 @@ for N in $SIZES; do
         timed changed "$N" "$run" -- "$REL/mirrorpush" filelist --changed "$LEAF" "$T"
     done
     rm -rf "$T"
+    }
 
     # What a changed list costs the upstream to serve (rsync's delta), and an unchanged one.
+    part fetch && {
     U=$LISTS/up-$N M=$LISTS/mirror-$N
     rm -rf "$U" "$M"
     mkdir -p "$U" "$M"
@@ -132,6 +138,7 @@ for N in $SIZES; do
         echo "fetchnull $N $run $(cat "$OUT/meter.tmp")" >>"$OUT/raw.tsv"
     done
     rm -rf "$U" "$M"
+    }
     echo "load after $N: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 done
 
