@@ -1073,6 +1073,9 @@ mod tests {
         v
     }
 
+    /// A plan and the bytes of its transfer and delete lists.
+    type Outcome = (Plan, Vec<u8>, Vec<u8>);
+
     /// A baseline and a fetched list in a temp dir, planned by either planner.
     struct Case {
         dir: tempfile::TempDir,
@@ -1095,7 +1098,7 @@ mod tests {
             how: fn(&PlanRequest<'_>, &Limits) -> Result<Option<Plan>, PlanError>,
             scope: Option<&str>,
             limits: &Limits,
-        ) -> Result<Option<(Plan, Vec<u8>, Vec<u8>)>, PlanError> {
+        ) -> Result<Option<Outcome>, PlanError> {
             let scope = scope.map(|s| RelDir::parse(s).unwrap());
             let (t, d) = (self.path("transfer"), self.path("delete"));
             let plan = how(
@@ -1113,11 +1116,11 @@ mod tests {
             Ok(plan.map(|p| (p, fs::read(&t).unwrap(), fs::read(&d).unwrap())))
         }
 
-        fn merged(&self, scope: Option<&str>) -> Option<(Plan, Vec<u8>, Vec<u8>)> {
+        fn merged(&self, scope: Option<&str>) -> Option<Outcome> {
             self.run(plan_sorted, scope, &Limits::default()).unwrap()
         }
 
-        fn indexed(&self, scope: Option<&str>) -> (Plan, Vec<u8>, Vec<u8>) {
+        fn indexed(&self, scope: Option<&str>) -> Outcome {
             self.run(
                 |r, l| plan_indexed(r, l).map(Some),
                 scope,
