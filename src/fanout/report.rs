@@ -221,6 +221,9 @@ pub struct Reporter {
     /// Live progress line on stderr (only when stderr is a terminal).
     progress: bool,
     done: Vec<MirrorReport>,
+    /// How many of `done` failed, kept as they arrive: the progress line is redrawn for
+    /// every mirror, and counting them there costs O(N) per mirror at 10,000 mirrors.
+    failed: usize,
     running: usize,
     waiting: usize,
     /// Where each answer and the end are recorded, as they happen.
@@ -234,6 +237,7 @@ impl Reporter {
             json,
             progress,
             done: Vec::new(),
+            failed: 0,
             running: 0,
             waiting: selected,
             history: None,
@@ -274,6 +278,7 @@ impl Reporter {
             let _ = writeln!(out, "{}", json_line(&report));
             let _ = out.flush();
         }
+        self.failed += usize::from(!report.ok);
         self.done.push(report);
         self.draw_progress();
     }
@@ -320,11 +325,10 @@ impl Reporter {
 
     fn draw_progress(&self) {
         if self.progress {
-            let failed = self.done.iter().filter(|r| !r.ok).count();
             eprint!(
                 "\r\x1b[K{} done, {} failed, {} running, {} waiting",
-                self.done.len() - failed,
-                failed,
+                self.done.len() - self.failed,
+                self.failed,
                 self.running,
                 self.waiting
             );

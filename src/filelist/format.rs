@@ -32,7 +32,7 @@
 //! Lines are bounded, so hostile input cannot make the reader buffer without limit.
 
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 
 use crate::request::escape_bytes;
 
@@ -341,8 +341,9 @@ impl fmt::Display for PathProblem {
     }
 }
 
-/// Checks a relative path as the format requires (see the module docs). One pass: every
-/// line of a list goes through here.
+/// Checks a relative path as the format requires (see the module docs). Every line of a list
+/// goes through here, so the bytes are searched with `memchr` rather than looked at one by one;
+/// the first problem in the path wins, as a byte-by-byte scan would find it.
 pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.is_empty() {
         return Err(PathProblem::Empty);
@@ -353,19 +354,18 @@ pub fn check_path(path: &[u8]) -> Result<(), PathProblem> {
     if path.len() > MAX_PATH_LEN {
         return Err(PathProblem::TooLong);
     }
+    let bad = memchr::memchr3(0, b'\t', b'\n', path);
+    let clean = &path[..bad.unwrap_or(path.len())];
     let mut start = 0;
-    for (i, &b) in path.iter().enumerate() {
-        match b {
-            b'/' => {
-                check_component(&path[start..i])?;
-                start = i + 1;
-            }
-            0 => return Err(PathProblem::Nul),
-            b'\t' | b'\n' => return Err(PathProblem::Separator),
-            _ => {}
-        }
+    for i in memchr::memchr_iter(b'/', clean) {
+        check_component(&path[start..i])?;
+        start = i + 1;
     }
-    check_component(&path[start..])
+    match bad {
+        Some(i) if path[i] == 0 => Err(PathProblem::Nul),
+        Some(_) => Err(PathProblem::Separator),
+        None => check_component(&path[start..]),
+    }
 }
 
 fn check_component(c: &[u8]) -> Result<(), PathProblem> {
@@ -397,10 +397,21 @@ enum State {
     Done,
 }
 
-/// A streaming, validating reader over any `BufRead`. Memory use is one line.
+/// Bytes the reader buffers: several lines at once, and more than the longest line.
+const BUF_LEN: usize = 1 << 18;
+
+/// A streaming, validating reader over any `BufRead`. Memory use is one buffer of
+/// [`BUF_LEN`] bytes: lines are parsed where they lie in it, never copied (a 12-million-line
+/// list must cost little more than finding its newlines).
 pub struct Reader<R> {
     inner: R,
-    line: Vec<u8>,
+    buf: Box<[u8]>,
+    /// The current line is `buf[line_start..line_end]`; unread bytes are `buf[pos..end]`.
+    line_start: usize,
+    line_end: usize,
+    pos: usize,
+    end: usize,
+    eof: bool,
     line_no: u64,
     state: State,
     version: Option<u32>,
@@ -412,7 +423,12 @@ impl<R: BufRead> Reader<R> {
     pub fn new(inner: R) -> Self {
         Reader {
             inner,
-            line: Vec::with_capacity(256),
+            buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+            line_start: 0,
+            line_end: 0,
+            pos: 0,
+            end: 0,
+            eof: false,
             line_no: 0,
             state: State::Start,
             version: None,
@@ -451,7 +467,7 @@ impl<R: BufRead> Reader<R> {
         }
         // Field by field (not through methods), so that the error path may set `state` while
         // the line stays borrowed for the success path.
-        let line: &[u8] = &self.line;
+        let line: &[u8] = &self.buf[self.line_start..self.line_end];
         let parsed = match self.state {
             State::Files => parse_entry(line).map(Item::Entry),
             State::Checksums(algo) => parse_checksum(algo, line).map(Item::Checksum),
@@ -463,6 +479,39 @@ impl<R: BufRead> Reader<R> {
                 line,
                 number: self.line_no,
             })),
+            Err(problem) => {
+                self.state = State::Done;
+                Err(ListError::Format {
+                    line: self.line_no.max(1),
+                    problem,
+                })
+            }
+        }
+    }
+
+    /// The next `[Files]` entry with its line number, checking (and passing over) the checksum
+    /// lines after them: what a planner streams. `None` after `[End]` and the end of input.
+    pub fn next_entry(&mut self) -> Result<Option<(EntryRef<'_>, u64)>, ListError> {
+        loop {
+            match self.advance() {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    self.state = State::Done;
+                    return Err(e);
+                }
+            }
+            let State::Checksums(algo) = self.state else {
+                break;
+            };
+            if let Err(problem) = parse_checksum(algo, &self.buf[self.line_start..self.line_end]) {
+                self.state = State::Done;
+                return Err(self.error(problem));
+            }
+        }
+        let line: &[u8] = &self.buf[self.line_start..self.line_end];
+        match parse_entry(line) {
+            Ok(e) => Ok(Some((e, self.line_no))),
             Err(problem) => {
                 self.state = State::Done;
                 Err(ListError::Format {
@@ -488,7 +537,7 @@ impl<R: BufRead> Reader<R> {
                     _ => Err(self.error(Problem::Truncated)),
                 };
             }
-            let line = &self.line[..];
+            let line = &self.buf[self.line_start..self.line_end];
             match self.state {
                 State::Start => {
                     if line != b"[Version]" {
@@ -520,7 +569,7 @@ impl<R: BufRead> Reader<R> {
 
     /// A section header line: switch sections, checking order and repetition.
     fn header(&mut self) -> Result<(), ListError> {
-        let line = &self.line[..];
+        let line = &self.buf[self.line_start..self.line_end];
         let shown = || escape_bytes(line);
         if line == b"[Files]" {
             if self.seen_files {
@@ -562,22 +611,41 @@ impl<R: BufRead> Reader<R> {
         Err(self.error(Problem::UnknownSection(shown())))
     }
 
-    /// Reads one line into `self.line` without its newline; false at the end of input. A line
-    /// over [`MAX_LINE_LEN`] is an error, read no further.
+    /// Finds the next line in the buffer (refilling it as needed) without its newline; false
+    /// at the end of input. A line over [`MAX_LINE_LEN`] is an error, read no further.
     fn read_line(&mut self) -> Result<bool, ListError> {
-        self.line.clear();
-        let limit = MAX_LINE_LEN as u64 + 1;
-        let n = Read::take(&mut self.inner, limit).read_until(b'\n', &mut self.line)?;
-        if n == 0 {
-            return Ok(false);
+        loop {
+            let unread = &self.buf[self.pos..self.end];
+            let found = memchr::memchr(b'\n', unread);
+            let len = found.unwrap_or(unread.len());
+            if len > MAX_LINE_LEN {
+                self.line_no += 1;
+                return Err(self.error(Problem::LineTooLong));
+            }
+            if found.is_some() || (self.eof && len > 0) {
+                self.line_start = self.pos;
+                self.line_end = self.pos + len;
+                self.pos = (self.pos + len + 1).min(self.end);
+                self.line_no += 1;
+                return Ok(true);
+            }
+            if self.eof {
+                return Ok(false);
+            }
+            // No whole line left: keep the partial one, refill behind it.
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+            loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                break;
+            }
         }
-        self.line_no += 1;
-        if self.line.last() == Some(&b'\n') {
-            self.line.pop();
-        } else if n as u64 >= limit {
-            return Err(self.error(Problem::LineTooLong));
-        }
-        Ok(true)
     }
 
     fn error(&self, problem: Problem) -> ListError {
@@ -632,16 +700,20 @@ fn count_fields(line: &[u8]) -> usize {
 }
 
 fn parse_entry(line: &[u8]) -> Result<EntryRef<'_>, Problem> {
-    let mut fields = line.splitn(4, |&b| b == b'\t');
-    let (Some(mtime), Some(kind), Some(size), Some(path)) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let mut tabs = memchr::memchr_iter(b'\t', line);
+    let (Some(t1), Some(t2), Some(t3)) = (tabs.next(), tabs.next(), tabs.next()) else {
         return Err(Problem::FieldCount {
             expected: 4,
             found: count_fields(line),
         });
     };
-    if path.contains(&b'\t') {
+    let (mtime, kind, size, path) = (
+        &line[..t1],
+        &line[t1 + 1..t2],
+        &line[t2 + 1..t3],
+        &line[t3 + 1..],
+    );
+    if tabs.next().is_some() {
         return Err(Problem::FieldCount {
             expected: 4,
             found: count_fields(line),

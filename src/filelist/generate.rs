@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -968,35 +968,47 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// so an unchanged list is recognised without a second pass.
 struct Sink {
     file: AtomicFile,
-    old: Option<BufReader<File>>,
+    old: Option<File>,
+    /// Output not yet written: lines arrive one by one, the file and the comparison take
+    /// them a chunk at a time.
+    pending: Vec<u8>,
     scratch: Vec<u8>,
 }
+
+/// How much output the sink gathers before writing and comparing it.
+const SINK_CHUNK: usize = 1 << 18;
 
 impl Sink {
     fn new(file: AtomicFile, previous: &Path) -> Sink {
         Sink {
             file,
-            old: File::open(previous)
-                .ok()
-                .map(|f| BufReader::with_capacity(1 << 16, f)),
+            old: File::open(previous).ok(),
+            pending: Vec::with_capacity(SINK_CHUNK + format::MAX_LINE_LEN + 1),
             scratch: Vec::new(),
         }
     }
 
-    fn compare(&mut self, buf: &[u8]) {
-        let Some(old) = self.old.as_mut() else {
-            return;
-        };
-        self.scratch.resize(buf.len(), 0);
-        if old.read_exact(&mut self.scratch).is_err() || self.scratch != buf {
-            self.old = None;
+    /// Writes what is pending and compares it with the same stretch of the previous list.
+    fn drain(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        self.file.write_all(&self.pending)?;
+        if let Some(old) = self.old.as_mut() {
+            self.scratch.resize(self.pending.len(), 0);
+            if old.read_exact(&mut self.scratch).is_err() || self.scratch != self.pending {
+                self.old = None;
+            }
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     /// Renames the new list into place unless it equals the previous one; whether it did.
     fn finish(mut self, output: &Path) -> Result<bool, GenError> {
+        self.drain().map_err(|e| write_failed(output, e))?;
         let same = match self.old.as_mut() {
-            Some(old) => old.fill_buf().map(|rest| rest.is_empty()).unwrap_or(false),
+            Some(old) => matches!(old.read(&mut [0u8; 1]), Ok(0)),
             None => false,
         };
         if same {
@@ -1019,12 +1031,15 @@ impl Write for Sink {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)?;
-        self.compare(buf);
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= SINK_CHUNK {
+            self.drain()?;
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
         self.file.flush()
     }
 }

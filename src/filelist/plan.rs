@@ -1,13 +1,32 @@
 //! The handler's side of file-list sync: given the last list applied successfully (the
 //! baseline) and the list just fetched from upstream, what to transfer and what to delete.
 //!
-//! Lists can be huge (Fedora's hold 12 million entries), so the planner never holds two lists
-//! of paths. It keeps the baseline as a sorted array of (path hash, fingerprint of type, size
-//! and mtime) with a seen-bit per entry, streams the fetched list against it, writing the
-//! entries to transfer as it goes, then streams the baseline again for the entries that left.
-//! The hashes are keyed with a random key per run (SipHash, as std's `RandomState`), so a
-//! hostile list cannot craft collisions; an accidental one (odds about n²/2⁶⁵) makes the
-//! planner refuse the list, which costs one plain rsync.
+//! Lists can be huge (Fedora's hold 12 million entries), so the planner never holds a list.
+//!
+//! **Sorted lists: a merge.** `mirrorpush filelist` writes `[Files]` in [`cmp_paths`] order (a
+//! depth-first walk with sorted dirs: a dir, then everything below it, then its next sibling).
+//! Two lists in that order are planned by merging them as two streams, one pass over each,
+//! in memory that does not grow with the list: the entry being looked at in each, the dirs
+//! above it, and the paths to delete (at most `max_delete` of them). The order also makes the
+//! structural checks local: a path listed twice is two equal neighbours, and an entry's parent
+//! is the innermost listed dir still open above it.
+//!
+//! **Any other order: an index, capped.** A list that is not in that order (Fedora's
+//! `create-filelist` walks with `scandir`, which yields names in the filesystem's directory
+//! order) is noticed at its first entry out of order; the merge's outputs are dropped and the
+//! plan is made again by the index planner: the baseline as a sorted array of (path hash,
+//! fingerprint of type, size and mtime) with a seen-bit per entry, the fetched list streamed
+//! against it, then the baseline again for the entries that left. That costs about 40 bytes per
+//! entry, so it is bounded by the entry cap ([`Limits::max_entries`]; beyond it a list is
+//! refused with [`PlanError::TooManyEntries`], class `Fallback`: a plain rsync). The hashes are
+//! keyed with a random key per run (SipHash, as std's `RandomState`), so a hostile list cannot
+//! craft collisions; an accidental one (odds about n²/2⁶⁵) makes the planner refuse the list,
+//! which costs one plain rsync.
+//!
+//! **The null check** compares the two files' sizes, then their bytes, before anything is
+//! parsed: an unchanged list costs one read of each file and no parsing. A changed list of the
+//! same size is read again from the top by the plan, but only its identical prefix was read
+//! before; a changed list of another size (nearly every real change) is not compared at all.
 //!
 //! Beyond what the reader refuses, a fetched list is invalid when a path appears twice or when
 //! an entry's parent is not listed as a directory (a child of a symlink or of a file is how a
@@ -18,6 +37,7 @@
 //! `rsync --from0 --files-from=F`. They are written under temporary names and renamed into
 //! place only when the whole plan succeeded: after an error neither exists.
 
+use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::{self, File};
@@ -29,9 +49,25 @@ use super::format::{Access, Algo, EntryRef, Item, Kind, ListError, Reader, Write
 use super::{cmp_paths, is_within, parent, AtomicFile};
 use crate::request::{escape_bytes, RelDir};
 
-/// Most entries a list may hold (Fedora's largest holds about 12 million); beyond this the
-/// planner's memory, about 40 bytes per entry, would no longer be reasonable.
+/// The default entry cap: most entries a list may hold (Fedora's largest module holds about
+/// 12 million). It bounds what an unsorted list costs the index planner (about 40 bytes per
+/// entry, 2 GB at the cap); a sorted list costs the same small memory at any size.
 pub const MAX_ENTRIES: u64 = 50_000_000;
+
+/// Limits a plan runs under (the handler's admin-settable ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most entries either list may hold; beyond it: [`PlanError::TooManyEntries`].
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_entries: MAX_ENTRIES,
+        }
+    }
+}
 
 /// What to plan.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +125,9 @@ pub enum PlanError {
     InvalidBaseline { list: PathBuf, reason: String },
     /// More deletions than `max_delete`.
     TooManyDeletions { delete: u64, max_delete: u64 },
+    /// A list (fetched or baseline) holds more entries than [`Limits::max_entries`]: it is
+    /// not planned (a plain rsync instead) and does not become a baseline.
+    TooManyEntries { list: PathBuf, max_entries: u64 },
     /// Reading or writing a file failed.
     Io { path: PathBuf, error: io::Error },
 }
@@ -96,9 +135,9 @@ pub enum PlanError {
 impl PlanError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            PlanError::InvalidList { .. } | PlanError::InvalidBaseline { .. } => {
-                ErrorClass::Fallback
-            }
+            PlanError::InvalidList { .. }
+            | PlanError::InvalidBaseline { .. }
+            | PlanError::TooManyEntries { .. } => ErrorClass::Fallback,
             PlanError::TooManyDeletions { .. } => ErrorClass::Refused,
             PlanError::Io { .. } => ErrorClass::Temporary,
         }
@@ -117,6 +156,11 @@ impl fmt::Display for PlanError {
             PlanError::TooManyDeletions { delete, max_delete } => write!(
                 f,
                 "the file list would delete {delete} entries, more than max_delete ({max_delete}); nothing was deleted"
+            ),
+            PlanError::TooManyEntries { list, max_entries } => write!(
+                f,
+                "file list {} holds more than {max_entries} entries (the entry cap); not planned",
+                show(list)
             ),
             PlanError::Io { path, error } => write!(f, "{}: {error}", show(path)),
         }
@@ -415,8 +459,21 @@ fn explain(keys: &Keys, list: &Path, flaw: Flaw) -> Result<String, PlanError> {
 
 /// Reads a whole fetched list and applies every check the planner applies (the reader's, then
 /// duplicates and parents). For a run without a baseline, before its list becomes one.
-/// Returns the number of entries.
+/// Returns the number of entries. Under the default [`Limits`].
 pub fn validate(list: &Path) -> Result<u64, PlanError> {
+    validate_limited(list, &Limits::default())
+}
+
+/// [`validate`] under `limits`. A list in list order is checked in one pass in small memory;
+/// any other order by the index (see the module docs).
+pub fn validate_limited(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
+    match validate_sorted(list, limits)? {
+        Some(count) => Ok(count),
+        None => validate_indexed(list, limits),
+    }
+}
+
+fn validate_indexed(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
     let keys = Keys::new();
     let mut structure = Structure::new();
     let mut reader = Reader::new(open(list)?);
@@ -427,7 +484,7 @@ pub fn validate(list: &Path) -> Result<u64, PlanError> {
     {
         if let Item::Entry(e) = item {
             count += 1;
-            check_count(count, list)?;
+            check_count(count, list, limits)?;
             structure.add(&keys, keys.path(e.path), &e);
         }
     }
@@ -437,13 +494,12 @@ pub fn validate(list: &Path) -> Result<u64, PlanError> {
     Ok(count)
 }
 
-fn check_count(count: u64, list: &Path) -> Result<(), PlanError> {
-    if count > MAX_ENTRIES {
-        return Err(invalid(
-            Side::Fetched,
-            list,
-            format!("more than {MAX_ENTRIES} entries"),
-        ));
+fn check_count(count: u64, list: &Path, limits: &Limits) -> Result<(), PlanError> {
+    if count > limits.max_entries {
+        return Err(PlanError::TooManyEntries {
+            list: list.to_owned(),
+            max_entries: limits.max_entries,
+        });
     }
     Ok(())
 }
@@ -457,8 +513,12 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool, PlanError> {
     if ma.len() != mb.len() {
         return Ok(false);
     }
-    let (mut ra, mut rb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    // Large reads straight from the files: at 12 million entries this is 2.6 GB to compare.
+    let (mut ra, mut rb) = (
+        File::open(a).map_err(io_error(a))?,
+        File::open(b).map_err(io_error(b))?,
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let n = read_full(&mut ra, &mut ba).map_err(io_error(a))?;
         let m = read_full(&mut rb, &mut bb).map_err(io_error(b))?;
@@ -484,8 +544,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Plans the run (see the module docs). Errors are classified by [`PlanError::class`].
+/// Plans the run (see the module docs) under the default [`Limits`]. Errors are classified by
+/// [`PlanError::class`].
 pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
+    plan_limited(req, &Limits::default())
+}
+
+/// [`plan`] under `limits` (the handler's `max_list_entries`).
+pub fn plan_limited(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
     // Outputs of an earlier run must never be mistaken for this one's.
     for out in [req.transfer_out, req.delete_out] {
         match fs::remove_file(out) {
@@ -493,12 +559,8 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
             _ => {}
         }
     }
-    let mut transfer_file =
-        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
-    let mut delete_file =
-        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
-
     if same_bytes(req.baseline, req.fetched)? {
+        let (transfer_file, delete_file) = outputs(req)?;
         transfer_file
             .commit(false)
             .map_err(io_error(req.transfer_out))?;
@@ -512,7 +574,24 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
             entries: 0,
         });
     }
+    match plan_sorted(req, limits)? {
+        Some(plan) => Ok(plan),
+        None => plan_indexed(req, limits),
+    }
+}
 
+/// The two output files, under temporary names until committed.
+fn outputs(req: &PlanRequest<'_>) -> Result<(AtomicFile, AtomicFile), PlanError> {
+    let transfer_file =
+        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
+    let delete_file =
+        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
+    Ok((transfer_file, delete_file))
+}
+
+/// The index planner, for lists not in list order (see the module docs).
+fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
+    let (mut transfer_file, mut delete_file) = outputs(req)?;
     let keys = Keys::new();
     let scope = req.scope;
     let skip = req.skip_restricted;
@@ -520,11 +599,14 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     // The baseline's entries in scope.
     let mut rows = Vec::new();
     let mut reader = Reader::new(open(req.baseline)?);
+    let mut baseline_count = 0u64;
     while let Some(item) = reader
         .next_item()
         .map_err(|e| list_error(Side::Baseline, req.baseline, e))?
     {
         if let Item::Entry(e) = item {
+            baseline_count += 1;
+            check_count(baseline_count, req.baseline, limits)?;
             if counts(&e, scope, skip) {
                 rows.push((keys.path(e.path), keys.fingerprint(&e)));
             }
@@ -549,7 +631,7 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     {
         let Item::Entry(e) = item else { continue };
         count += 1;
-        check_count(count, req.fetched)?;
+        check_count(count, req.fetched, limits)?;
         let h = keys.path(e.path);
         structure.add(&keys, h, &e);
         if !counts(&e, scope, skip) {
@@ -632,6 +714,221 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     })
 }
 
+/// How a list's order and structure look to a one-pass reader.
+enum Step {
+    /// In list order and, so far, well formed.
+    Ok,
+    /// Out of list order, or an entry whose parent is not the innermost listed dir above it
+    /// (which in list order is a flaw, but in another order may be a dir listed later): only
+    /// the index planner can tell, so it takes over.
+    NotSorted,
+    /// The same path twice in a row: invalid in any order. The reason, for the error.
+    Duplicate(String),
+}
+
+/// The one-pass checks of a list in list order: strictly increasing paths, and each entry's
+/// parent the innermost listed dir still open above it. Memory: the previous path and the
+/// chain of open dirs (each a prefix of the next, so one buffer and their lengths).
+struct Walk {
+    prev: Vec<u8>,
+    prev_line: u64,
+    started: bool,
+    chain: Vec<u8>,
+    open: Vec<usize>,
+    count: u64,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk {
+            prev: Vec::with_capacity(256),
+            prev_line: 0,
+            started: false,
+            chain: Vec::with_capacity(256),
+            open: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn step(&mut self, e: &EntryRef<'_>, line: u64) -> Step {
+        if self.started {
+            match cmp_paths(&self.prev, e.path) {
+                Ordering::Less => {}
+                Ordering::Equal => {
+                    return Step::Duplicate(format!(
+                        "line {line}: '{}' is listed twice (first on line {})",
+                        escape_bytes(e.path),
+                        self.prev_line
+                    ))
+                }
+                Ordering::Greater => return Step::NotSorted,
+            }
+        }
+        // Close the dirs this entry is not below; in list order a dir's subtree is contiguous.
+        while let Some(&n) = self.open.last() {
+            if is_within(e.path, &self.chain[..n]) {
+                break;
+            }
+            self.open.pop();
+        }
+        let parent_len = parent(e.path).map(<[u8]>::len);
+        if parent_len != self.open.last().copied() {
+            return Step::NotSorted;
+        }
+        if e.kind == Kind::Dir {
+            self.chain.clear();
+            self.chain.extend_from_slice(e.path);
+            self.open.push(e.path.len());
+        }
+        self.prev.clear();
+        self.prev.extend_from_slice(e.path);
+        self.prev_line = line;
+        self.started = true;
+        self.count += 1;
+        Step::Ok
+    }
+}
+
+/// One list being merged: its reader and its checks.
+struct Stream {
+    reader: Reader<BufReader<File>>,
+    walk: Walk,
+    side: Side,
+}
+
+/// What reading the next entry of a stream found.
+enum Next<'a> {
+    Entry(EntryRef<'a>),
+    End,
+    NotSorted,
+}
+
+impl Stream {
+    fn open(path: &Path, side: Side) -> Result<Stream, PlanError> {
+        Ok(Stream {
+            reader: Reader::new(open(path)?),
+            walk: Walk::new(),
+            side,
+        })
+    }
+
+    /// The next entry (checksum lines are checked and passed over), checked.
+    fn next(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
+        let Some((e, line)) = self
+            .reader
+            .next_entry()
+            .map_err(|e| list_error(self.side, path, e))?
+        else {
+            return Ok(Next::End);
+        };
+        match self.walk.step(&e, line) {
+            Step::Ok => {}
+            Step::NotSorted => return Ok(Next::NotSorted),
+            Step::Duplicate(reason) => return Err(invalid(self.side, path, reason)),
+        }
+        check_count(self.walk.count, path, limits)?;
+        Ok(Next::Entry(e))
+    }
+}
+
+/// [`validate`] in one pass; `None` when the list is not in list order.
+fn validate_sorted(list: &Path, limits: &Limits) -> Result<Option<u64>, PlanError> {
+    let mut stream = Stream::open(list, Side::Fetched)?;
+    loop {
+        match stream.next(list, limits)? {
+            Next::Entry(_) => {}
+            Next::End => return Ok(Some(stream.walk.count)),
+            Next::NotSorted => return Ok(None),
+        }
+    }
+}
+
+/// The merge planner (see the module docs); `None` when either list is not in list order
+/// (nothing is left behind: the outputs are dropped uncommitted).
+fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, PlanError> {
+    let (mut transfer_file, mut delete_file) = outputs(req)?;
+    let (scope, skip) = (req.scope, req.skip_restricted);
+    let mut base = Stream::open(req.baseline, Side::Baseline)?;
+    let mut fetched = Stream::open(req.fetched, Side::Fetched)?;
+    let write_err = io_error(req.transfer_out);
+    let (mut transfer, mut entries, mut delete) = (0u64, 0u64, 0u64);
+    // Paths to delete, in list order (parents first); bounded by max_delete.
+    let mut gone: Vec<Vec<u8>> = Vec::new();
+    let mut note_gone = |path: &[u8]| {
+        delete += 1;
+        if delete <= req.max_delete {
+            gone.push(path.to_vec());
+        }
+    };
+    let mut a = base.next(req.baseline, limits)?;
+    let mut b = fetched.next(req.fetched, limits)?;
+    loop {
+        // Which side(s) the smaller path is on.
+        let (take_a, take_b) = match (&a, &b) {
+            (Next::NotSorted, _) | (_, Next::NotSorted) => return Ok(None),
+            (Next::End, Next::End) => break,
+            (Next::Entry(_), Next::End) => (true, false),
+            (Next::End, Next::Entry(_)) => (false, true),
+            (Next::Entry(x), Next::Entry(y)) => match cmp_paths(x.path, y.path) {
+                Ordering::Less => (true, false),
+                Ordering::Greater => (false, true),
+                Ordering::Equal => (true, true),
+            },
+        };
+        let old = match &a {
+            Next::Entry(x) if take_a && counts(x, scope, skip) => Some(x),
+            _ => None,
+        };
+        if let Next::Entry(y) = &b {
+            if take_b && counts(y, scope, skip) {
+                entries += 1;
+                let same =
+                    old.is_some_and(|x| x.kind == y.kind && x.size == y.size && x.mtime == y.mtime);
+                if !same {
+                    transfer += 1;
+                    transfer_file.write_all(y.path).map_err(&write_err)?;
+                    transfer_file.write_all(b"\0").map_err(&write_err)?;
+                }
+            } else if let Some(x) = old {
+                // Listed on both sides, but no longer counted (now restricted): it leaves.
+                note_gone(x.path);
+            }
+        } else if let Some(x) = old {
+            note_gone(x.path);
+        }
+        if take_a {
+            a = base.next(req.baseline, limits)?;
+        }
+        if take_b {
+            b = fetched.next(req.fetched, limits)?;
+        }
+    }
+    if delete > req.max_delete {
+        return Err(PlanError::TooManyDeletions {
+            delete,
+            max_delete: req.max_delete,
+        });
+    }
+    // List order puts a dir before what it holds; reversed, children come first.
+    let write_err = io_error(req.delete_out);
+    for path in gone.iter().rev() {
+        delete_file.write_all(path).map_err(&write_err)?;
+        delete_file.write_all(b"\0").map_err(&write_err)?;
+    }
+    transfer_file
+        .commit(false)
+        .map_err(io_error(req.transfer_out))?;
+    delete_file
+        .commit(false)
+        .map_err(io_error(req.delete_out))?;
+    Ok(Some(Plan {
+        unchanged: false,
+        transfer,
+        delete,
+        entries,
+    }))
+}
+
 /// Writes the baseline for the next run after a good one, by temporary file and rename (and
 /// fsync: it is the state the next plan trusts). `out` may be `old` itself.
 /// - A full run (`scope` None): the fetched list, byte for byte; `old` is not read.
@@ -649,7 +946,18 @@ pub fn write_baseline(
     scope: Option<&RelDir>,
     out: &Path,
 ) -> Result<(), PlanError> {
-    validate(fetched)?;
+    write_baseline_limited(old, fetched, scope, out, &Limits::default())
+}
+
+/// [`write_baseline`] under `limits`.
+pub fn write_baseline_limited(
+    old: &Path,
+    fetched: &Path,
+    scope: Option<&RelDir>,
+    out: &Path,
+    limits: &Limits,
+) -> Result<(), PlanError> {
+    validate_limited(fetched, limits)?;
     let Some(scope) = scope else {
         return copy_file(fetched, out);
     };
@@ -737,7 +1045,341 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filelist::format::{Access, Entry, Writer};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn e(path: &str, kind: Kind, size: u64, mtime: i64) -> Entry {
+        Entry {
+            mtime,
+            kind,
+            access: Access::Public,
+            size,
+            path: path.as_bytes().to_vec(),
+        }
+    }
+
+    fn write(path: &Path, entries: &[Entry]) {
+        let mut w = Writer::new(Vec::new()).unwrap();
+        for x in entries {
+            w.entry(&x.as_ref()).unwrap();
+        }
+        w.checksum_section(Algo::Sha1).unwrap();
+        fs::write(path, w.finish().unwrap()).unwrap();
+    }
+
+    fn sorted(mut v: Vec<Entry>) -> Vec<Entry> {
+        v.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+        v
+    }
+
+    /// A plan and the bytes of its transfer and delete lists.
+    type Outcome = (Plan, Vec<u8>, Vec<u8>);
+
+    /// A baseline and a fetched list in a temp dir, planned by either planner.
+    struct Case {
+        dir: tempfile::TempDir,
+    }
+
+    impl Case {
+        fn new(base: &[Entry], fetched: &[Entry]) -> Case {
+            let dir = tempfile::tempdir().unwrap();
+            write(&dir.path().join("baseline"), base);
+            write(&dir.path().join("fetched"), fetched);
+            Case { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn run(
+            &self,
+            how: fn(&PlanRequest<'_>, &Limits) -> Result<Option<Plan>, PlanError>,
+            scope: Option<&str>,
+            limits: &Limits,
+        ) -> Result<Option<Outcome>, PlanError> {
+            let scope = scope.map(|s| RelDir::parse(s).unwrap());
+            let (t, d) = (self.path("transfer"), self.path("delete"));
+            let plan = how(
+                &PlanRequest {
+                    baseline: &self.path("baseline"),
+                    fetched: &self.path("fetched"),
+                    scope: scope.as_ref(),
+                    max_delete: 1000,
+                    skip_restricted: false,
+                    transfer_out: &t,
+                    delete_out: &d,
+                },
+                limits,
+            )?;
+            Ok(plan.map(|p| (p, fs::read(&t).unwrap(), fs::read(&d).unwrap())))
+        }
+
+        fn merged(&self, scope: Option<&str>) -> Option<Outcome> {
+            self.run(plan_sorted, scope, &Limits::default()).unwrap()
+        }
+
+        fn indexed(&self, scope: Option<&str>) -> Outcome {
+            self.run(
+                |r, l| plan_indexed(r, l).map(Some),
+                scope,
+                &Limits::default(),
+            )
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    fn tree() -> Vec<Entry> {
+        sorted(vec![
+            e("a", Kind::Dir, 4096, 1),
+            e("a/x", Kind::File, 1, 1),
+            e("a/y", Kind::File, 2, 1),
+            e("a/sub", Kind::Dir, 4096, 1),
+            e("a/sub/z", Kind::File, 3, 1),
+            e("a.b", Kind::File, 4, 1),
+            e("ab", Kind::Dir, 4096, 1),
+            e("ab/l", Kind::Symlink, 5, 1),
+            e("c", Kind::File, 6, 1),
+        ])
+    }
+
+    #[test]
+    fn sorted_lists_are_merged_and_agree_with_the_index() {
+        let mut next = tree();
+        next.retain(|x| x.path != b"a/sub/z" && x.path != b"a/sub");
+        next.push(e("a/new", Kind::File, 9, 2));
+        next.push(e("ab/m", Kind::File, 1, 2));
+        next[1].mtime = 5; // a (dir) changed
+        let next = sorted(next);
+        let case = Case::new(&tree(), &next);
+        let (plan, transfer, delete) = case.merged(None).expect("in list order: merged");
+        assert_eq!(
+            plan,
+            Plan {
+                unchanged: false,
+                transfer: 3,
+                delete: 2,
+                entries: next.len() as u64
+            }
+        );
+        assert_eq!(transfer, b"a/new\0a/x\0ab/m\0");
+        // Children before their parents.
+        assert_eq!(delete, b"a/sub/z\0a/sub\0");
+        assert_eq!(case.indexed(None), (plan, transfer, delete));
+    }
+
+    #[test]
+    fn a_list_out_of_order_goes_to_the_index() {
+        let mut shuffled = tree();
+        shuffled.swap(1, 2);
+        for (base, fetched) in [(tree(), shuffled.clone()), (shuffled.clone(), tree())] {
+            let case = Case::new(&base, &fetched);
+            assert!(case.merged(None).is_none());
+            assert!(!case.path("transfer").exists() && !case.path("delete").exists());
+            let (plan, ..) = case.indexed(None);
+            assert_eq!((plan.transfer, plan.delete), (0, 0));
+        }
+        // The index is what `plan` falls back to; a dir listed after its children is fine.
+        let mut children_first = tree();
+        children_first.rotate_left(1);
+        let case = Case::new(&tree(), &children_first);
+        assert!(case.merged(None).is_none());
+        let p = case.run(
+            |r, l| plan_limited(r, l).map(Some),
+            None,
+            &Limits::default(),
+        );
+        assert_eq!(p.unwrap().unwrap().0.transfer, 0);
+    }
+
+    #[test]
+    fn a_dir_scope_and_type_changes_in_a_merge() {
+        let mut next = tree();
+        // a/x: file -> dir (with a child); ab/l: symlink -> file; c outside the scope changes.
+        next.retain(|x| x.path != b"a/x");
+        next.push(e("a/x", Kind::Dir, 4096, 1));
+        next.push(e("a/x/in", Kind::File, 1, 1));
+        for x in next.iter_mut() {
+            if x.path == b"ab/l" {
+                x.kind = Kind::File;
+            }
+            if x.path == b"c" {
+                x.size = 99;
+            }
+        }
+        let next = sorted(next);
+        let case = Case::new(&tree(), &next);
+        let (p, t, d) = case.merged(Some("a")).unwrap();
+        assert_eq!((p.transfer, p.delete, p.entries), (2, 0, 6));
+        assert_eq!(t, b"a/x\0a/x/in\0");
+        assert!(d.is_empty());
+        assert_eq!(case.indexed(Some("a")), (p, t, d));
+        let (p, t, _) = case.merged(Some("ab")).unwrap();
+        assert_eq!((p.transfer, p.entries), (1, 2));
+        assert_eq!(t, b"ab/l\0");
+        let (p, t, _) = case.merged(None).unwrap();
+        assert_eq!(p.transfer, 4);
+        assert_eq!(t, b"a/x\0a/x/in\0ab/l\0c\0");
+    }
+
+    #[test]
+    fn identical_lists_are_unchanged_without_planning() {
+        let case = Case::new(&tree(), &tree());
+        let p = case
+            .run(
+                |r, l| plan_limited(r, l).map(Some),
+                None,
+                &Limits::default(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p,
+            (
+                Plan {
+                    unchanged: true,
+                    transfer: 0,
+                    delete: 0,
+                    entries: 0
+                },
+                Vec::new(),
+                Vec::new()
+            )
+        );
+        // The merge of two identical lists (as when only blank lines differ) plans nothing.
+        let (p, t, d) = case.merged(None).unwrap();
+        assert_eq!((p.transfer, p.delete, p.entries), (0, 0, 9));
+        assert!(t.is_empty() && d.is_empty());
+    }
+
+    #[test]
+    fn the_entry_cap_refuses_either_list_on_either_path() {
+        let mut bigger = tree();
+        bigger.push(e("d", Kind::File, 1, 1));
+        let cap = Limits {
+            max_entries: tree().len() as u64,
+        };
+        for (base, fetched, which) in [
+            (tree(), bigger.clone(), "fetched"),
+            (bigger.clone(), tree(), "baseline"),
+        ] {
+            let case = Case::new(&base, &fetched);
+            for how in [
+                plan_sorted as fn(&PlanRequest<'_>, &Limits) -> _,
+                |r: &PlanRequest<'_>, l: &Limits| plan_indexed(r, l).map(Some),
+            ] {
+                let err = case.run(how, None, &cap).unwrap_err();
+                assert!(
+                    matches!(&err, PlanError::TooManyEntries { list, max_entries: 9 }
+                        if list.ends_with(which)),
+                    "{err}"
+                );
+                assert_eq!(err.class(), ErrorClass::Fallback);
+                assert!(err.to_string().contains("more than 9 entries"), "{err}");
+                assert!(!case.path("transfer").exists());
+            }
+            // At the cap exactly, both pass.
+            let at = Limits {
+                max_entries: bigger.len() as u64,
+            };
+            assert!(case.run(plan_sorted, None, &at).unwrap().is_some());
+        }
+        let case = Case::new(&tree(), &bigger);
+        let fetched = case.path("fetched");
+        assert!(matches!(
+            validate_limited(&fetched, &cap),
+            Err(PlanError::TooManyEntries { .. })
+        ));
+        assert_eq!(validate_limited(&fetched, &Limits::default()).unwrap(), 10);
+        assert!(matches!(
+            validate_indexed(&fetched, &cap),
+            Err(PlanError::TooManyEntries { .. })
+        ));
+    }
+
+    #[test]
+    fn flaws_in_a_sorted_list_are_named_as_the_index_names_them() {
+        let mut dup = tree();
+        dup.insert(4, e("a/x", Kind::Dir, 1, 1));
+        let case = Case::new(&tree(), &dup);
+        let err = case.run(plan_sorted, None, &Limits::default()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Fallback);
+        assert!(
+            err.to_string()
+                .ends_with("line 9: 'a/x' is listed twice (first on line 8)"),
+            "{err}"
+        );
+        // A child of a symlink: the merge hands over, the index explains.
+        let mut bad = tree();
+        bad.push(e("ab/l/passwd", Kind::File, 1, 1));
+        let case = Case::new(&tree(), &sorted(bad));
+        assert!(case.merged(None).is_none());
+        let err = case
+            .run(
+                |r, l| plan_limited(r, l).map(Some),
+                None,
+                &Limits::default(),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'ab/l/passwd' is inside 'ab/l', which the list gives as a symlink"),
+            "{err}"
+        );
+        let err = validate(&case.path("fetched")).unwrap_err();
+        assert!(err.to_string().contains("gives as a symlink"), "{err}");
+    }
+
+    fn entry_strategy() -> impl Strategy<Value = Vec<Entry>> {
+        // Small trees over a few names, so that the two lists share many paths.
+        let name = prop_oneof![Just("a"), Just("b"), Just("a.b"), Just("a-"), Just("c")];
+        proptest::collection::vec(
+            (
+                proptest::collection::vec(name, 1..4),
+                0u8..3,
+                0u64..3,
+                0i64..3,
+            ),
+            0..30,
+        )
+        .prop_map(|raw| {
+            let mut out: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+            for (parts, kind, size, mtime) in raw {
+                // Every ancestor a dir, as a valid list has.
+                for depth in 1..parts.len() {
+                    let p = parts[..depth].join("/");
+                    out.insert(p.clone().into_bytes(), e(&p, Kind::Dir, 0, 0));
+                }
+                let p = parts.join("/");
+                let kind = [Kind::File, Kind::Dir, Kind::Symlink][kind as usize];
+                out.entry(p.clone().into_bytes())
+                    .or_insert_with(|| e(&p, kind, size, mtime));
+            }
+            // Non-dirs with children are made dirs.
+            let keys: Vec<Vec<u8>> = out.keys().cloned().collect();
+            for k in &keys {
+                if keys.iter().any(|c| is_within(c, k) && c != k) {
+                    out.get_mut(k).unwrap().kind = Kind::Dir;
+                }
+            }
+            sorted(out.into_values().collect())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_merge_and_the_index_plan_alike(
+            base in entry_strategy(),
+            fetched in entry_strategy(),
+            scope in prop_oneof![Just(None), Just(Some("a")), Just(Some("b/a"))],
+        ) {
+            let case = Case::new(&base, &fetched);
+            let merged = case.merged(scope).expect("in list order");
+            prop_assert_eq!(merged, case.indexed(scope));
+        }
+    }
 
     proptest! {
         #[test]

@@ -242,8 +242,6 @@ pub struct Module {
     /// fetched and the run is a plain rsync.
     pub max_list_size: u64,
     /// File-list sync: the most entries a list may hold to be planned.
-    // Read by the planner once the run pipeline passes it on (issue 16 item 5).
-    #[allow(dead_code)]
     pub max_list_entries: u64,
 }
 

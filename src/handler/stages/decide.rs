@@ -85,15 +85,21 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
         // No baseline yet: a plain rsync, after which the fetched list describes the mirror.
         return Decision::plain(true, Some("no file-list baseline yet".into()));
     }
-    let planned = plan::plan(&PlanRequest {
-        baseline: &baseline,
-        fetched: &ctx.md.path(state::LIST_FETCHED),
-        scope: dir,
-        max_delete: ctx.m.max_delete,
-        skip_restricted: true,
-        transfer_out: &ctx.md.path(state::LIST_TRANSFER),
-        delete_out: &ctx.md.path(state::LIST_DELETE),
-    });
+    let limits = plan::Limits {
+        max_entries: ctx.m.max_list_entries,
+    };
+    let planned = plan::plan_limited(
+        &PlanRequest {
+            baseline: &baseline,
+            fetched: &ctx.md.path(state::LIST_FETCHED),
+            scope: dir,
+            max_delete: ctx.m.max_delete,
+            skip_restricted: true,
+            transfer_out: &ctx.md.path(state::LIST_TRANSFER),
+            delete_out: &ctx.md.path(state::LIST_DELETE),
+        },
+        &limits,
+    );
     match planned {
         Ok(p) if p.unchanged => Decision::Null,
         Ok(p) => match removal_size(ctx, p.delete) {
