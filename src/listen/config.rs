@@ -478,7 +478,7 @@ signing_key = "/var/lib/mirrorpush/listen/id_ed25519"
         assert!(err(&GOOD.replace("max_age = \"10m\"", "max_age = \"ten\""))
             .starts_with("/etc/l.toml line 6: 'max_age'"));
         assert!(
-            err(&GOOD.replace("dir = \"updates\"", "dir = \"../x\"")).contains("line 22: 'dir'")
+            err(&GOOD.replace("dir = \"updates\"", "dir = \"../x\"")).contains("line 23: 'dir'")
         );
         assert!(err(&GOOD.replace("module = \"fedora\"\n", "")).contains("needs 'allowed_signers'"));
         assert!(err(&GOOD.replace(
