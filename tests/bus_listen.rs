@@ -361,11 +361,14 @@ fn a_burst_of_10000_triggers_is_coalesced_into_a_few_runs_with_bounded_memory() 
         "sync fedora updates",
         "sync fedora releases/41",
     ];
+    let t0 = std::time::Instant::now();
     let envs: Vec<Envelope> = (0..N)
         .map(|i| b.trigger(requests[i % requests.len()], SystemTime::now()).1)
         .collect();
+    eprintln!("burst: signed in {:?}", t0.elapsed());
     fs::write(b.lab.upstream_dir("fedora").join("burst.rpm"), "burst\n").unwrap();
     publish(&url, &b.sync_topic("fedora"), &bodies(&envs)).unwrap();
+    eprintln!("burst: published by {:?}", t0.elapsed());
     b.wait(&listener, "every trigger to be accepted", || {
         b.status_json(&config)["accepted"] == N as u64
     });
@@ -381,6 +384,7 @@ fn a_burst_of_10000_triggers_is_coalesced_into_a_few_runs_with_bounded_memory() 
     assert_eq!(s["refused"], serde_json::json!({}), "{s}");
     assert_eq!(s["acks_published"], N as u64, "{s}");
     let hwm = listener.vm_hwm_kb();
+    eprintln!("burst: {N} triggers, {runs} hand-offs, listener VmHWM {hwm} kB");
     assert!(hwm < 200 * 1024, "listener peak memory {hwm} kB");
 }
 

@@ -234,6 +234,7 @@ impl Daemon {
                 return Err(End::Lost(format!("state dir: {e}")));
             }
             let mut ids = HashSet::new();
+            let room = self.seen.room(now);
             for d in batch {
                 match self.gate.route(&d.routing_key) {
                     Route::None => refused.push((
@@ -276,7 +277,7 @@ impl Daemon {
                                         Some(id),
                                     ),
                                 ));
-                            } else if self.seen.would_overflow(ids.len() + 1, now) {
+                            } else if ids.len() >= room {
                                 refused.push((
                                     d.tag,
                                     Refusal::new(

@@ -225,7 +225,7 @@ fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Co
                 Refusal::new("replay", "this id was already accepted", Some(id)),
             );
         }
-        if seen.would_overflow(1, now) {
+        if seen.room(now) == 0 {
             return refuse(
                 counters,
                 Refusal::new(

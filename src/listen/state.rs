@@ -137,9 +137,9 @@ impl Seen {
         self.ids.values().filter(|&&exp| exp >= now).count()
     }
 
-    /// Whether `more` new ids would exceed the bound.
-    pub fn would_overflow(&self, more: usize, now: SystemTime) -> bool {
-        self.live(now) + more > self.max
+    /// How many more ids may be remembered now (count once per batch: this walks them all).
+    pub fn room(&self, now: SystemTime) -> usize {
+        self.max.saturating_sub(self.live(now))
     }
 
     /// Appends ids (with their expiry); compacts the file when most of it has expired.
@@ -305,8 +305,7 @@ mod tests {
             !s.contains("b", now),
             "expired ids are not replays: the age check refuses them"
         );
-        assert!(!s.would_overflow(2, now));
-        assert!(s.would_overflow(3, now));
+        assert_eq!(s.room(now), 2);
         // Another process (a --stdin run) appends; a refresh sees it.
         let mut other = Seen::open(dir.path(), 3).unwrap();
         other.record(&[("c".into(), 1_000_100)], now).unwrap();
