@@ -15,9 +15,9 @@ echo "==> no shipped file cites the internal design notes"
 scripts/check-docs.sh
 echo "==> no import cycles in src/handler or src/fanout"
 python3 scripts/check-imports.py handler fanout
-echo "==> the handler builds without tokio or russh"
+echo "==> the handler builds without tokio, russh or the AMQP client"
 cargo build --quiet --no-default-features --bin mirrorpush-handler
-for crate in tokio russh clap; do
+for crate in tokio russh clap amqprs; do
     if [ -n "$(cargo tree --no-default-features -e normal -i "$crate" 2>/dev/null)" ]; then
         echo "error: the handler build pulls in $crate" >&2
         exit 1

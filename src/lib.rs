@@ -4,6 +4,9 @@
 //! - [`handler`]: the mirror-side forced command (synchronous; no tokio, no russh).
 //! - [`filelist`]: per-module file lists: format, generator (master) and sync planner (handler).
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
+//! - [`bus`]: signed triggers and acks over AMQP 0-9-1 (feature `bus`), for `mirrorpush-listen`
+//!   and the master's bus transport.
+//! - [`listen`]: the mirror-side bus listener `mirrorpush-listen` (feature `bus`).
 //! - [`history`], [`verify`], [`propagation`]: the push history, proof from outside that mirrors
 //!   carry a push, and the propagation report (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
@@ -22,3 +25,8 @@ pub mod history;
 pub mod propagation;
 #[cfg(feature = "master")]
 pub mod verify;
+
+#[cfg(feature = "bus")]
+pub mod bus;
+#[cfg(feature = "bus")]
+pub mod listen;

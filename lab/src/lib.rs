@@ -14,9 +14,11 @@
 //! the lab logs in as the current user.
 //!
 //! [`bench`] holds what the sync benchmarks share (rusage of a daemon's clients, tree comparison).
+//! [`broker`] starts a RabbitMQ node of the lab's own for the bus transport.
 //! [`web`] starts Debian's nginx serving mirrors' public trees, for the propagation tests.
 
 pub mod bench;
+pub mod broker;
 pub mod web;
 
 use std::ffi::OsStr;
