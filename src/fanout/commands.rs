@@ -17,7 +17,8 @@ use super::registry::{Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
 use super::select::{Choice, Selector};
-use super::session::Target;
+use super::session;
+use super::transport::Target;
 use crate::request::{ModuleName, Request};
 
 pub const EXIT_OK: i32 = 0;
@@ -187,7 +188,12 @@ fn prepare(selected: &[&Mirror], request: &Request) -> Result<Vec<Target>, Strin
                 k
             }
         };
-        targets.push(Target::new((*m).clone(), request.clone(), kh, key));
+        targets.push(Target::Ssh(session::Target::new(
+            (*m).clone(),
+            request.clone(),
+            kh,
+            key,
+        )));
     }
     Ok(targets)
 }

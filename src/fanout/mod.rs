@@ -6,6 +6,8 @@
 //! - [`select`]: which mirrors a command applies to.
 //! - [`known_hosts`]: strict host key verification against OpenSSH known_hosts.
 //! - [`session`]: one bounded SSH exchange with one mirror.
+//! - [`bus_push`]: bus mirrors: one signed, confirmed publish per push, and their acks.
+//! - [`transport`]: SSH or bus, behind one face for the scheduler.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
 //! - [`json`]: JSON Lines that are safe on a terminal whatever a mirror sent.
@@ -24,3 +26,4 @@ pub mod report;
 pub mod scheduler;
 pub mod select;
 pub mod session;
+pub mod transport;
