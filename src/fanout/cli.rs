@@ -12,14 +12,17 @@ use super::registry::DEFAULT_REGISTRY;
 #[command(
     name = "mirrorpush",
     version,
-    about = "Push sync requests to mirrors over SSH",
-    long_about = "Push sync requests to mirrors over SSH.\n\n\
+    about = "Push sync requests to mirrors over SSH or a message bus",
+    long_about = "Push sync requests to mirrors over SSH or a message bus.\n\n\
         mirrorpush connects to every mirror of its registry that carries a module and sends it a \
         sync request over SSH, concurrently and stage by stage, then reports what each mirror \
         answered: accepted or queued (a sync runs in the background), synced (the content is \
         there), or why it failed. On a mirror, the request reaches mirrorpush-handler, the \
         forced command of a restricted account, or Debian's ftpsync. Host keys are checked \
-        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts."
+        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts.\n\n\
+        Mirrors that no SSH session reaches (transport = \"bus\") follow a RabbitMQ broker with \
+        mirrorpush-listen: one signed trigger, published once, reaches all of them, and each \
+        answers with a signed ack."
 )]
 pub struct Cli {
     /// The mirror registry.
@@ -34,7 +37,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Show the registered mirrors and what they would be sent. Connects to nobody.
+    /// Show the registered mirrors and what they would be sent (bus mirrors: the topic and the
+    /// signed payload). Connects to nobody.
     List {
         /// Only mirrors carrying this module.
         #[arg(long, value_name = "MODULE")]
@@ -60,7 +64,8 @@ pub enum Command {
         /// Only mirrors with this tag (repeatable: any of them).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
-        /// Most SSH sessions at once (default: the registry's `concurrency`).
+        /// Most SSH sessions at once (default: the registry's `concurrency`); bus mirrors are not
+        /// counted.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
         concurrency: Option<u32>,
         /// The module to sync, as named in each mirror's handler.toml (e.g. `fedora`).
@@ -71,7 +76,8 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: Option<String>,
     },
-    /// Validate the registry, key files and known_hosts entries. Connects to nobody.
+    /// Validate the registry, key files and known_hosts entries. Connects to no mirror; with
+    /// a [bus] table, loads its signing key and connects to the broker.
     Check,
     /// Write a tree's file list, for mirrors that sync by file list. Connects to nobody.
     #[command(

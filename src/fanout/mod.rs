@@ -15,6 +15,7 @@
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
+pub mod bus_push;
 pub mod cli;
 pub mod commands;
 pub mod json;

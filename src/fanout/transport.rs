@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::bus_push;
 use super::protocol::Command;
 use super::registry::Mirror;
 use super::session::{self, Outcome};
@@ -13,6 +14,7 @@ use super::session::{self, Outcome};
 #[derive(Clone)]
 pub enum Target {
     Ssh(session::Target),
+    Bus(bus_push::Target),
 }
 
 /// How one target ended, and when: `begun` is when the exchange with this mirror started (a
@@ -28,6 +30,7 @@ impl Target {
     pub fn mirror(&self) -> &Mirror {
         match self {
             Target::Ssh(t) => &t.mirror,
+            Target::Bus(t) => &t.mirror,
         }
     }
 
@@ -35,6 +38,7 @@ impl Target {
     pub fn command(&self) -> &Command {
         match self {
             Target::Ssh(t) => &t.command,
+            Target::Bus(t) => &t.command,
         }
     }
 
@@ -56,6 +60,7 @@ impl Target {
                     elapsed: begun.elapsed(),
                 }
             }
+            Target::Bus(t) => t.push().await,
         }
     }
 }
