@@ -4,6 +4,8 @@
 //! - [`handler`]: the mirror-side forced command (synchronous; no tokio, no russh).
 //! - [`filelist`]: per-module file lists: format, generator (master) and sync planner (handler).
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
+//! - [`bus`]: signed triggers and acks over AMQP 0-9-1 (feature `bus`), for `mirrorpush-listen`
+//!   and the master's bus transport.
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
 pub mod filelist;
@@ -13,3 +15,6 @@ pub mod rlimit;
 
 #[cfg(feature = "master")]
 pub mod fanout;
+
+#[cfg(feature = "bus")]
+pub mod bus;
