@@ -481,6 +481,31 @@ impl Client {
         Ok(())
     }
 
+    /// A private queue for this connection (exclusive, server-named, deleted with the
+    /// connection) bound to `exchange` for `topic`, consumed without acks: what the master
+    /// listens for acks on. Nothing in it needs to survive the connection, and an ack that
+    /// arrives once the master has gone has no one to tell.
+    pub async fn listen_private(&self, exchange: &str, topic: &str) -> Result<Consumer, AmqpError> {
+        let (queue, _, _) = self
+            .channel
+            .queue_declare(QueueDeclareArguments::exclusive_server_named())
+            .await
+            .map_err(|e| AmqpError::Refused(format!("declare a private queue: {e}")))?
+            .ok_or_else(|| AmqpError::Refused("declare a private queue: no answer".into()))?;
+        self.channel
+            .queue_bind(QueueBindArguments::new(&queue, exchange, topic))
+            .await
+            .map_err(|e| AmqpError::Refused(format!("bind a private queue to {exchange:?} {topic:?}: {e}")))?;
+        let mut args = BasicConsumeArguments::new(&queue, "");
+        args.no_ack(true).exclusive(true);
+        let (_tag, rx) = self
+            .channel
+            .basic_consume_rx(args.finish())
+            .await
+            .map_err(|e| AmqpError::Refused(format!("consume {queue:?}: {e}")))?;
+        Ok(Consumer { rx })
+    }
+
     /// Starts consuming `queue` with manual acks, at most `prefetch` unacked deliveries at a
     /// time (this bounds what the client holds in memory).
     pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, AmqpError> {
