@@ -6,6 +6,7 @@
 //! - [`fanout`]: the master-side SSH fan-out (feature `master`).
 //! - [`bus`]: signed triggers and acks over AMQP 0-9-1 (feature `bus`), for `mirrorpush-listen`
 //!   and the master's bus transport.
+//! - [`listen`]: the mirror-side bus listener `mirrorpush-listen` (feature `bus`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
 pub mod filelist;
@@ -18,3 +19,5 @@ pub mod fanout;
 
 #[cfg(feature = "bus")]
 pub mod bus;
+#[cfg(feature = "bus")]
+pub mod listen;

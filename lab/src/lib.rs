@@ -14,8 +14,10 @@
 //! the lab logs in as the current user.
 //!
 //! [`bench`] holds what the sync benchmarks share (rusage of a daemon's clients, tree comparison).
+//! [`broker`] starts a RabbitMQ node of the lab's own for the bus transport.
 
 pub mod bench;
+pub mod broker;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

@@ -35,6 +35,8 @@ pub const ACK_NAMESPACE: &str = "mirrorpush-ack";
 /// Largest envelope accepted, in bytes. A real one is well under 2 KiB (an RSA-4096 signature
 /// included); anything larger is refused before it is parsed.
 pub const MAX_ENVELOPE_LEN: usize = 64 * 1024;
+/// Largest text [`Envelope::from_text`] reads an envelope from (a mail with its headers).
+pub const MAX_TEXT_LEN: usize = 1024 * 1024;
 const TRIGGER_MAGIC: &str = "mirrorpush-trigger 1";
 const ACK_MAGIC: &str = "mirrorpush-ack 1";
 const MAX_NAME_LEN: usize = 253;
@@ -485,7 +487,7 @@ impl Envelope {
     /// first empty line that starts with `{`; one JSON object is read there and anything after
     /// its closing brace is ignored. Transfer encodings are not decoded.
     pub fn from_text(input: &[u8]) -> Result<Self, EnvelopeError> {
-        if input.len() > MAX_ENVELOPE_LEN {
+        if input.len() > MAX_TEXT_LEN {
             return Err(EnvelopeError::TooLarge(input.len()));
         }
         let trimmed = input.trim_ascii_start();
@@ -498,6 +500,9 @@ impl Envelope {
         };
         let mut stream = serde_json::Deserializer::from_slice(start).into_iter::<Envelope>();
         match stream.next() {
+            Some(Ok(_)) if stream.byte_offset() > MAX_ENVELOPE_LEN => {
+                Err(EnvelopeError::TooLarge(stream.byte_offset()))
+            }
             Some(Ok(env)) => Ok(env),
             Some(Err(e)) => Err(EnvelopeError::NotJson(e.to_string())),
             None => Err(EnvelopeError::NotJson("empty".into())),

@@ -1,0 +1,331 @@
+//! The listener's state dir: the one module that names its files.
+//!
+//! - `lock`: flock(2) held while the other files are read and changed, so the daemon and a
+//!   `--stdin` run (a mail delivery) never interleave.
+//! - `seen`: accepted trigger ids, one `<id> <expiry, epoch seconds>` line each, appended.
+//!   An id is remembered until its trigger could no longer pass the age check (issued +
+//!   `max_age` + the minute of allowed clock skew), so a replay is always caught; when `max_seen`
+//!   live ids are remembered, new triggers are refused rather than old ids forgotten early.
+//! - `status.json`: counters of accepted and refused triggers, by reason.
+//! - `hints.json`: hints recorded and not yet synced (survives restarts).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, BufRead as _, Read as _, Seek as _, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+const LOCK: &str = "lock";
+const SEEN: &str = "seen";
+const STATUS: &str = "status.json";
+const HINTS: &str = "hints.json";
+
+pub fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Creates the state dir (mode 0750) if missing.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    match fs::DirBuilder::new().mode(0o750).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The state dir's lock, held until dropped.
+pub struct Locked {
+    _file: fs::File,
+}
+
+pub fn lock(dir: &Path) -> io::Result<Locked> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .open(dir.join(LOCK))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(Locked { _file: file })
+}
+
+/// Replaces `path` by temp file and rename, so a reader sees the old or the new file whole.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// The remembered ids. Call [`Seen::refresh`] under the lock before deciding, so ids another
+/// process (a `--stdin` run) recorded are seen too.
+pub struct Seen {
+    path: PathBuf,
+    ids: HashMap<String, u64>,
+    max: usize,
+    /// How far the file was read, and which file (compaction replaces it).
+    offset: u64,
+    inode: u64,
+}
+
+impl Seen {
+    pub fn open(dir: &Path, max: usize) -> io::Result<Seen> {
+        let mut s = Seen {
+            path: dir.join(SEEN),
+            ids: HashMap::new(),
+            max,
+            offset: 0,
+            inode: 0,
+        };
+        s.refresh()?;
+        Ok(s)
+    }
+
+    /// Reads what was appended since the last read (all of it if the file was replaced).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ids.clear();
+                self.offset = 0;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = f.metadata()?;
+        if meta.ino() != self.inode || meta.len() < self.offset {
+            self.ids.clear();
+            self.offset = 0;
+            self.inode = meta.ino();
+        }
+        f.seek(io::SeekFrom::Start(self.offset))?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)?;
+        // Only whole lines: a line being appended right now is read next time.
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        for line in io::Cursor::new(&text[..whole]).lines() {
+            let line = line?;
+            if let Some((id, exp)) = line.split_once(' ') {
+                if let Ok(exp) = exp.parse() {
+                    self.ids.insert(id.to_owned(), exp);
+                }
+            }
+        }
+        self.offset += whole as u64;
+        Ok(())
+    }
+
+    pub fn contains(&self, id: &str, now: SystemTime) -> bool {
+        self.ids.get(id).is_some_and(|&exp| exp >= epoch(now))
+    }
+
+    /// Live ids remembered.
+    pub fn live(&self, now: SystemTime) -> usize {
+        let now = epoch(now);
+        self.ids.values().filter(|&&exp| exp >= now).count()
+    }
+
+    /// Whether `more` new ids would exceed the bound.
+    pub fn would_overflow(&self, more: usize, now: SystemTime) -> bool {
+        self.live(now) + more > self.max
+    }
+
+    /// Appends ids (with their expiry); compacts the file when most of it has expired.
+    pub fn record(&mut self, new: &[(String, u64)], now: SystemTime) -> io::Result<()> {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (id, exp) in new {
+            text.push_str(&format!("{id} {exp}\n"));
+        }
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&self.path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        drop(f);
+        self.refresh()?;
+        let live = self.live(now);
+        if self.ids.len() > 1024 && self.ids.len() > 2 * live {
+            self.compact(now)?;
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, now: SystemTime) -> io::Result<()> {
+        let now = epoch(now);
+        self.ids.retain(|_, exp| *exp >= now);
+        let mut text = String::new();
+        for (id, exp) in &self.ids {
+            text.push_str(&format!("{id} {exp}\n"));
+        }
+        write_atomic(&self.path, text.as_bytes())?;
+        let meta = fs::metadata(&self.path)?;
+        self.inode = meta.ino();
+        self.offset = meta.len();
+        Ok(())
+    }
+}
+
+/// What `mirrorpush-listen status` shows: counters since the state dir was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Signed triggers handed to the handler.
+    pub accepted: u64,
+    /// Refusals by reason (`signature`, `unknown-signer`, `not-allowed`, `expired`, `future`,
+    /// `replay`, `grammar`, `not-json`, `malformed`, `too-large`, `unrouted`, `memory-full`,
+    /// `handler-64`, `handler-77`).
+    pub refused: BTreeMap<String, u64>,
+    /// Hint messages recorded.
+    pub hints: u64,
+    /// Handler runs started (one may cover many triggers).
+    pub handoffs: u64,
+    /// Hand-offs that ended in a failed sync.
+    pub failed_runs: u64,
+    pub acks_published: u64,
+    pub acks_failed: u64,
+}
+
+impl Counters {
+    pub fn refuse(&mut self, reason: &str) {
+        *self.refused.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Counters::default()
+    }
+
+    fn add(&mut self, d: &Counters) {
+        self.accepted += d.accepted;
+        for (k, v) in &d.refused {
+            *self.refused.entry(k.clone()).or_default() += v;
+        }
+        self.hints += d.hints;
+        self.handoffs += d.handoffs;
+        self.failed_runs += d.failed_runs;
+        self.acks_published += d.acks_published;
+        self.acks_failed += d.acks_failed;
+    }
+}
+
+/// The file behind `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusFile {
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// The daemon's connection: `connected`, `reconnecting`, or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<String>,
+}
+
+pub fn read_status(dir: &Path) -> StatusFile {
+    fs::read(dir.join(STATUS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds `delta` to the counters on disk (under the lock) and records the broker state.
+pub fn add_status(dir: &Path, delta: &Counters, broker: Option<&str>) -> io::Result<()> {
+    let _l = lock(dir)?;
+    let mut s = read_status(dir);
+    s.counters.add(delta);
+    if let Some(b) = broker {
+        s.broker = Some(b.to_owned());
+    }
+    s.updated = Some(crate::bus::envelope::format_time(SystemTime::now()));
+    let bytes = serde_json::to_vec_pretty(&s).map_err(io::Error::other)?;
+    write_atomic(&dir.join(STATUS), &bytes)
+}
+
+/// A hint recorded and not yet synced to the listener's satisfaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHint {
+    /// The `[[trigger]]`'s line in listen.toml: which hint this is.
+    pub trigger_line: usize,
+    /// The request to hand over (`sync <module> [dir]`).
+    pub request: String,
+    /// The last message for it (epoch seconds): the run waits until `settle` after this.
+    pub last_message: u64,
+    /// When the first hand-off for this hint happened; with `expect_change`, retries end at
+    /// this plus `expect_change`.
+    #[serde(default)]
+    pub first_handoff: Option<u64>,
+    /// Hand-offs so far (retries after null runs).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not before (epoch seconds): the next hand-off.
+    #[serde(default)]
+    pub next_try: u64,
+}
+
+pub fn read_hints(dir: &Path) -> Vec<PendingHint> {
+    fs::read(dir.join(HINTS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn write_hints(dir: &Path, hints: &[PendingHint]) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(hints).map_err(io::Error::other)?;
+    write_atomic(&dir.join(HINTS), &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn seen_ids_persist_expire_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut s = Seen::open(dir.path(), 3).unwrap();
+        s.record(&[("a".into(), 1_000_100), ("b".into(), 999_000)], now)
+            .unwrap();
+        assert!(s.contains("a", now));
+        assert!(
+            !s.contains("b", now),
+            "expired ids are not replays: the age check refuses them"
+        );
+        assert!(!s.would_overflow(2, now));
+        assert!(s.would_overflow(3, now));
+        // Another process (a --stdin run) appends; a refresh sees it.
+        let mut other = Seen::open(dir.path(), 3).unwrap();
+        other.record(&[("c".into(), 1_000_100)], now).unwrap();
+        s.refresh().unwrap();
+        assert!(s.contains("c", now));
+        assert_eq!(Seen::open(dir.path(), 3).unwrap().live(now), 2);
+    }
+
+    #[test]
+    fn counters_add_up_across_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Counters::default();
+        d.accepted = 2;
+        d.refuse("replay");
+        add_status(dir.path(), &d, Some("connected")).unwrap();
+        add_status(dir.path(), &d, None).unwrap();
+        let s = read_status(dir.path());
+        assert_eq!(s.counters.accepted, 4);
+        assert_eq!(s.counters.refused["replay"], 2);
+        assert_eq!(s.broker.as_deref(), Some("connected"));
+    }
+}
