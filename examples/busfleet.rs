@@ -68,7 +68,9 @@ mod fleet {
                 "--dir" => a.dir = value()?.into(),
                 "--signer" => a.signer = value()?.into(),
                 "--signing-key" => a.signing_key = Some(value()?.into()),
-                "--mirrors" => a.mirrors = value()?.parse().map_err(|e| format!("--mirrors: {e}"))?,
+                "--mirrors" => {
+                    a.mirrors = value()?.parse().map_err(|e| format!("--mirrors: {e}"))?
+                }
                 "--connections" => {
                     a.connections = value()?
                         .parse()
@@ -104,7 +106,8 @@ mod fleet {
     }
 
     fn registry(a: &Args, mirrors: &[SimMirror]) -> Result<String, String> {
-        let mut s = String::from("[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\n\n[bus]\n");
+        let mut s =
+            String::from("[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\n\n[bus]\n");
         let _ = writeln!(s, "url = {:?}", a.url);
         let _ = writeln!(s, "exchange = {:?}", a.exchange);
         let _ = writeln!(s, "topic_prefix = {:?}", a.topic_prefix);
@@ -113,11 +116,7 @@ mod fleet {
             let _ = writeln!(s, "signing_key = {:?}", k.display().to_string());
         }
         for m in mirrors {
-            let ack_key = m
-                .key
-                .public_key()
-                .to_openssh()
-                .map_err(|e| e.to_string())?;
+            let ack_key = m.key.public_key().to_openssh().map_err(|e| e.to_string())?;
             let _ = write!(
                 s,
                 "\n[[mirror]]\nname = \"{}\"\ntransport = \"bus\"\nmodules = [\"fedora\"]\nack_key = {ack_key:?}\n",
@@ -195,7 +194,14 @@ mod fleet {
                         continue;
                     };
                     let now = SystemTime::now();
-                    let ack = Ack::new(&trigger, m.name.clone(), AckResult::Accepted, "simulated", now, now);
+                    let ack = Ack::new(
+                        &trigger,
+                        m.name.clone(),
+                        AckResult::Accepted,
+                        "simulated",
+                        now,
+                        now,
+                    );
                     let Ok(env) = Envelope::sign(ack.render(), ACK_NAMESPACE, &m.key) else {
                         continue;
                     };
@@ -229,13 +235,14 @@ mod fleet {
             while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
             let _ = tx.send(());
         });
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = rx.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = rx.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = rx => {}
             _ = term.recv() => {}

@@ -495,9 +495,13 @@ impl Client {
         self.channel
             .queue_bind(QueueBindArguments::new(&queue, exchange, topic))
             .await
-            .map_err(|e| AmqpError::Refused(format!("bind a private queue to {exchange:?} {topic:?}: {e}")))?;
+            .map_err(|e| {
+                AmqpError::Refused(format!(
+                    "bind a private queue to {exchange:?} {topic:?}: {e}"
+                ))
+            })?;
         let mut args = BasicConsumeArguments::new(&queue, "");
-        args.no_ack(true).exclusive(true);
+        args.manual_ack(false).exclusive(true);
         let (_tag, rx) = self
             .channel
             .basic_consume_rx(args.finish())

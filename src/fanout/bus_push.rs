@@ -83,7 +83,8 @@ struct Published {
 /// Loads the `[bus]` signing key; an unreadable, encrypted or unusable key is a config error.
 pub fn load_signing_key(path: &Path) -> Result<PrivateKey, String> {
     let what = || format!("[bus] signing_key {}", path.display());
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", what()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", what()))?;
     let key = PrivateKey::from_openssh(&text)
         .map_err(|e| format!("{}: not an OpenSSH private key ({e})", what()))?;
     if key.is_encrypted() {
@@ -217,7 +218,11 @@ impl Target {
                          ack_key and were ignored)"
                     ));
                 }
-                done(p.begun, Instant::now(), answered(Answer::Unreported, message))
+                done(
+                    p.begun,
+                    Instant::now(),
+                    answered(Answer::Unreported, message),
+                )
             }
         }
     }
@@ -400,7 +405,9 @@ fn sort_ack(body: &[u8], expected: &Expected, slots: &Slots) -> Sorted {
     }
     let mirror = ack.mirror.as_str().to_owned();
     let Some(slot) = slots.get(&mirror) else {
-        return Sorted::NotOurs(format!("ack from {mirror:?}, not a bus mirror of this push with an ack_key"));
+        return Sorted::NotOurs(format!(
+            "ack from {mirror:?}, not a bus mirror of this push with an ack_key"
+        ));
     };
     if let Err(e) = envelope.verify_key(ACK_NAMESPACE, &slot.key) {
         return Sorted::Unverified(mirror, e.to_string());
@@ -408,7 +415,11 @@ fn sort_ack(body: &[u8], expected: &Expected, slots: &Slots) -> Sorted {
     if ack.request != expected.request {
         return Sorted::Unverified(
             mirror,
-            format!("signed, but for request {:?}, not {:?}", ack.request.to_string(), expected.request.to_string()),
+            format!(
+                "signed, but for request {:?}, not {:?}",
+                ack.request.to_string(),
+                expected.request.to_string()
+            ),
         );
     }
     Sorted::Heard(mirror, ack)

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 
+use super::bus_push::{self, BusPush};
 use super::json;
 use super::known_hosts::KnownHosts;
 use super::protocol::{Command, Protocol};
-use super::bus_push::{self, BusPush};
 use super::registry::{Bus, Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
@@ -175,11 +175,7 @@ struct Prepared {
 
 /// Loads each identity and known_hosts file once, and the bus signing key; an unreadable one is
 /// a config error that names the file and the mirror, found before any connection is made.
-fn prepare(
-    selected: &[&Mirror],
-    request: &Request,
-    bus: Option<&Bus>,
-) -> Result<Prepared, String> {
+fn prepare(selected: &[&Mirror], request: &Request, bus: Option<&Bus>) -> Result<Prepared, String> {
     let mut keys: HashMap<PathBuf, Arc<PrivateKey>> = HashMap::new();
     let mut known: HashMap<PathBuf, Arc<KnownHosts>> = HashMap::new();
     let mut targets = Vec::with_capacity(selected.len());
@@ -429,12 +425,7 @@ fn usage(message: &str) -> i32 {
 
 /// The plan, for `list` and `push --dry-run`: selected mirrors with the exact request, then
 /// those left out with the reason.
-fn print_choices(
-    choices: &[Choice<'_>],
-    request: Option<&Request>,
-    bus: Option<&Bus>,
-    json: bool,
-) {
+fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, bus: Option<&Bus>, json: bool) {
     let mut out = std::io::stdout().lock();
     // A bus mirror is sent the request on its module's topic; the registry guarantees a [bus].
     let topic = |m: &Mirror, module: &ModuleName| -> Option<String> {
@@ -449,7 +440,11 @@ fn print_choices(
     };
     // The payload a bus push signs: the same for every bus mirror, made once.
     let payload = match (request, bus) {
-        (Some(r), Some(b)) if choices.iter().any(|c| c.skipped.is_none() && c.mirror.transport.is_bus()) => {
+        (Some(r), Some(b))
+            if choices
+                .iter()
+                .any(|c| c.skipped.is_none() && c.mirror.transport.is_bus()) =>
+        {
             Some(bus_push::sample_payload(b, r).unwrap_or_else(|e| format!("(cannot render: {e})")))
         }
         _ => None,
@@ -484,7 +479,12 @@ fn print_choices(
                 }
                 text
             })
-            .zip(topics_for(m).into_iter().map(Some).chain(std::iter::repeat(None)))
+            .zip(
+                topics_for(m)
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
             .map(|(text, topic)| match topic {
                 Some(t) => format!("{text} on topic {t}"),
                 None => text,
