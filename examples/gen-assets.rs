@@ -308,7 +308,7 @@ fn see_also(cmd: &clap::Command, this: Option<&str>) -> String {
         }
     }
     refs.push(".BR mirrorpush\\-handler (8)".into());
-    refs.push(".BR mirrorpush\\-listen (8)".into());
+    refs.push(".BR mirrorpush\\-listen (1)".into());
     refs.push(".BR ftpsync (1)".into());
     refs.push(".BR ssh\\-keyscan (1)".into());
     refs.push(".BR sshd_config (5)".into());
