@@ -5,7 +5,7 @@
 #
 # Usage: scripts/verify-units.sh [-v] [BINDIR] [INSTANCE]
 #   -v        also print one line per unit and every service's exposure score.
-#   BINDIR    optional directory holding built mirrorpush and mirrorpush-handler
+#   BINDIR    optional directory holding built mirrorpush, mirrorpush-handler and mirrorpush-listen
 #             (e.g. target/release); they are copied into the temp root so the
 #             ExecStart= check runs against the real binaries. Without it, stub
 #             executables stand in for them.
@@ -21,7 +21,7 @@
 #   DIR/usr/{bin,sbin,lib}, DIR/{bin,lib,sbin} -> usr/...   (merged /usr)
 #   DIR/usr/lib/systemd/system   = host's stock units (sysinit.target,
 #                                  network-online.target, ...) + ours
-#   DIR/usr/bin/{mirrorpush,mirrorpush-handler,rm,sh}  = BINDIR copies or stubs
+#   DIR/usr/bin/{mirrorpush,mirrorpush-handler,mirrorpush-listen,rm,sh} = BINDIR copies or stubs
 # then verify each template through a concrete instance (a template alone
 # cannot be verified: %i would be empty). `--recursive-errors=no` makes the exit
 # status reflect warnings about the named unit only (not about the host's stock
@@ -61,7 +61,7 @@ ln -s usr/bin "$root/bin"; ln -s usr/lib "$root/lib"; ln -s usr/sbin "$root/sbin
 cp -R "$stock" "$root/usr/lib/systemd/system"
 
 stub() { printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/$1"; chmod 755 "$root/usr/bin/$1"; }
-for b in mirrorpush mirrorpush-handler; do
+for b in mirrorpush mirrorpush-handler mirrorpush-listen; do
     if [ -n "$bindir" ]; then
         [ -x "$bindir/$b" ] || { echo "verify-units: $bindir/$b missing or not executable" >&2; exit 2; }
         cp "$bindir/$b" "$root/usr/bin/$b"

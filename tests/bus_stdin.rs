@@ -338,3 +338,66 @@ fn a_mail_to_the_alias_triggers_the_sync_and_a_forged_or_unsigned_one_does_not()
     assert!(b.lab.wait_until(LONG, arrived));
     assert_eq!(b.status_json(&config)["accepted"], 1);
 }
+
+#[test]
+fn the_man_page_formats_cleanly_and_covers_every_mode_and_exit_code() {
+    use std::io::Write as _;
+    let page = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/man/mirrorpush-listen.1"
+    ))
+    .unwrap();
+    let mut child = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-rLL=200n"])
+        .env("GROFF_NO_SGR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("groff runs (groff-base)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warnings");
+    // Plain text: drop the overstrike bold that grotty writes without SGR.
+    let raw: Vec<char> = String::from_utf8_lossy(&out.stdout).chars().collect();
+    let mut text = String::new();
+    let mut i = 0;
+    while i < raw.len() {
+        if i + 2 < raw.len() && raw[i + 1] == '\u{8}' {
+            i += 2;
+            continue;
+        }
+        text.push(raw[i]);
+        i += 1;
+    }
+    let text = text.replace('\u{2010}', "-").replace('\u{2212}', "-");
+    for needle in [
+        "--stdin",
+        "status",
+        "--json",
+        "check",
+        "--config",
+        "max_age",
+        "allowed_signers",
+        "expect_change",
+        "settle",
+        "EXIT STATUS",
+        "mirrorpush-trigger",
+        "mirrorpush-ack",
+    ] {
+        assert!(text.contains(needle), "man page lacks {needle}");
+    }
+    for code in ["0", "1", "64", "75", "77", "78"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim() == code || l.trim_start().starts_with(&format!("{code} "))),
+            "man page lacks exit code {code}"
+        );
+    }
+}

@@ -466,6 +466,14 @@ signing_key = "/var/lib/mirrorpush/listen/id_ed25519"
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../examples/listen.toml");
+        let c = parse(Path::new("examples/listen.toml"), text).unwrap();
+        assert_eq!(c.triggers.len(), 2);
+        assert!(c.ack.is_some() && c.broker.is_some());
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         assert_eq!(
             err("max_age = \"10m\"\nfoo = 1\n"),

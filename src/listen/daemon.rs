@@ -226,6 +226,7 @@ impl Daemon {
         let mut accepted: Vec<(u64, Admitted)> = Vec::new();
         let mut refused: Vec<(u64, Refusal)> = Vec::new();
         let mut hint_tags = Vec::new();
+        let mut already: Vec<(u64, Admitted)> = Vec::new();
         {
             let _l = state::lock(&self.cfg.state_dir)
                 .map_err(|e| End::Lost(format!("state dir: {e}")))?;
@@ -259,7 +260,14 @@ impl Daemon {
                         Err(r) => refused.push((d.tag, r)),
                         Ok(a) => {
                             let id = a.verified.trigger.id.to_string();
-                            if self.seen.contains(&id, now) || ids.contains(&id) {
+                            if d.redelivered && self.seen.contains(&id, now) {
+                                // Our own: handed over before a crash or a lost connection
+                                // kept its broker ack from arriving. Not run again.
+                                log(&format!(
+                                    "already handed over id={id}: redelivered, acked without a second run"
+                                ));
+                                already.push((d.tag, a));
+                            } else if self.seen.contains(&id, now) || ids.contains(&id) {
                                 refused.push((
                                     d.tag,
                                     Refusal::new(
@@ -309,6 +317,16 @@ impl Daemon {
         for (tag, r) in &refused {
             self.refuse(r, None);
             client.reject(*tag, false).await.map_err(classify)?;
+        }
+        if !already.is_empty() {
+            let now = SystemTime::now();
+            let mut acks = Vec::new();
+            for (tag, a) in already {
+                client.ack(tag).await.map_err(classify)?;
+                let detail = "handed over before a reconnect".to_owned();
+                acks.push((tag, a.verified.trigger, AckResult::Accepted, detail));
+            }
+            self.publish_acks(client, acks, now, now).await;
         }
         if !accepted.is_empty() {
             self.hand_over(client, accepted).await?;
@@ -426,10 +444,13 @@ impl Daemon {
             self.refuse(r, None);
             client.reject(*tag, false).await.map_err(classify)?;
         }
-        for (tag, ..) in &acks {
-            client.ack(*tag).await.map_err(classify)?;
-        }
+        let tags: Vec<u64> = acks.iter().map(|(tag, ..)| *tag).collect();
+        // The master's acks first: if the connection drops before the deliveries are acked,
+        // they come back redelivered and are acked then, without a second run.
         self.publish_acks(client, acks, started, ended).await;
+        for tag in tags {
+            client.ack(tag).await.map_err(classify)?;
+        }
         Ok(())
     }
 

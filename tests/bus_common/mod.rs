@@ -314,21 +314,25 @@ pub fn publish(url: &str, routing_key: &str, bodies: &[(String, Vec<u8>)]) -> Re
             .await
             .map_err(|e| e.to_string())?;
         let client = std::sync::Arc::new(client);
-        let mut set = tokio::task::JoinSet::new();
-        for (id, body) in bodies {
-            let msg = Outgoing {
-                body: body.clone(),
-                message_id: id.clone(),
-                sent_at: SystemTime::now(),
-            };
-            let (c, key) = (client.clone(), routing_key.to_owned());
-            set.spawn(async move { c.publish("amq.topic", &key, &msg).await });
-        }
         let mut result = Ok(());
-        while let Some(r) = set.join_next().await {
-            if let Ok(Err(e)) = r {
-                result = Err(e.to_string());
+        // A window of confirms in flight at a time, as a publisher under flow control would.
+        for chunk in bodies.chunks(500) {
+            let mut set = tokio::task::JoinSet::new();
+            for (id, body) in chunk {
+                let msg = Outgoing {
+                    body: body.clone(),
+                    message_id: id.clone(),
+                    sent_at: SystemTime::now(),
+                };
+                let (c, key) = (client.clone(), routing_key.to_owned());
+                set.spawn(async move { c.publish("amq.topic", &key, &msg).await });
             }
+            while let Some(r) = set.join_next().await {
+                if let Ok(Err(e)) = r {
+                    result = Err(e.to_string());
+                }
+            }
+            result.clone()?;
         }
         result
     })
