@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One push to N bus mirrors against the same N over SSH, side by side (issue 18): wall time
-# from `push` to the last answer (an SSH mirror's `accepted`, a bus mirror's verified `accepted`
-# ack), the master's CPU (user+sys) and peak RSS, and the broker's CPU during the push.
+# from `push` to the last answer (at the lab points both answer `synced`: an SSH mirror's
+# handler and a listener's ack; at the simulated points `accepted`), the master's CPU (user+sys) and peak RSS, and the broker's CPU during the push.
 #
 #   benches/bus.sh
 #   RUNS=3 BUS_LAB_NS="10 20" BUS_SIM_NS="1000 10000" BUS_SSH_SIM_NS="1000" benches/bus.sh
 #
 # - Lab points (BUS_LAB_NS): examples/bus_lab_serve.rs starts the lab's own RabbitMQ node and N
-#   OpenSSH sshd mirrors (handler in detach mode), each also followed by a real
+#   OpenSSH sshd mirrors (handler in wait mode), each also followed by a real
 #   `mirrorpush-listen` as the lab account; the same N mirrors are pushed over SSH (the lab's
 #   registry) and over the bus (one [bus] registry naming the N listeners).
 # - Simulated points (BUS_SIM_NS): a broker only, and examples/busfleet.rs, N simulated bus

@@ -1,5 +1,6 @@
 //! Starts the lab for `benches/bus.sh` and keeps it up: a RabbitMQ node of its own and N sshd
-//! mirrors in detach mode, each also followed by a real `mirrorpush-listen` (as the lab account,
+//! mirrors in wait mode (a listener acks once the run covering the trigger ended, so both
+//! transports answer `synced`), each also followed by a real `mirrorpush-listen` (as the lab account,
 //! with its own ack key), so that one push can reach the same N mirrors over SSH or over the
 //! bus. With N = 0 only the broker (and the master's key) is started, for `busfleet`.
 //!
@@ -44,7 +45,7 @@ fn run() -> Result<(), String> {
         mirrors: n,
         modules: vec!["fedora".into()],
         handler_bin: handler.clone(),
-        mode: "detach".into(),
+        mode: "wait".into(),
         ..Default::default()
     })
     .map_err(|e| format!("lab: {e}"))?;

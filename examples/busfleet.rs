@@ -176,8 +176,9 @@ mod fleet {
             let client = clients[i % clients.len()].clone();
             let (exchange, topic) = (a.exchange.clone(), topic.clone());
             declared.spawn(async move {
+                let queue = format!("busfleet.{}", m.name.as_str());
                 let consumer = client
-                    .listen_private(&exchange, &topic)
+                    .listen_private(&queue, &exchange, &topic)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>((m, consumer, client))

@@ -481,26 +481,29 @@ impl Client {
         Ok(())
     }
 
-    /// A private queue for this connection (exclusive, server-named, deleted with the
-    /// connection) bound to `exchange` for `topic`, consumed without acks: what the master
-    /// listens for acks on. Nothing in it needs to survive the connection, and an ack that
-    /// arrives once the master has gone has no one to tell.
-    pub async fn listen_private(&self, exchange: &str, topic: &str) -> Result<Consumer, AmqpError> {
-        let (queue, _, _) = self
-            .channel
-            .queue_declare(QueueDeclareArguments::exclusive_server_named())
-            .await
-            .map_err(|e| AmqpError::Refused(format!("declare a private queue: {e}")))?
-            .ok_or_else(|| AmqpError::Refused("declare a private queue: no answer".into()))?;
+    /// A private queue `queue` for this connection (exclusive: deleted with the connection)
+    /// bound to `exchange` for `topic`, consumed without acks: what the master listens for
+    /// acks on. Nothing in it needs to survive the connection: an ack that arrives once the
+    /// master has gone has no one to tell.
+    pub async fn listen_private(
+        &self,
+        queue: &str,
+        exchange: &str,
+        topic: &str,
+    ) -> Result<Consumer, AmqpError> {
+        let mut declare = QueueDeclareArguments::new(queue);
+        declare.exclusive(true).auto_delete(true);
         self.channel
-            .queue_bind(QueueBindArguments::new(&queue, exchange, topic))
+            .queue_declare(declare.finish())
+            .await
+            .map_err(|e| AmqpError::Refused(format!("declare queue {queue:?}: {e}")))?;
+        self.channel
+            .queue_bind(QueueBindArguments::new(queue, exchange, topic))
             .await
             .map_err(|e| {
-                AmqpError::Refused(format!(
-                    "bind a private queue to {exchange:?} {topic:?}: {e}"
-                ))
+                AmqpError::Refused(format!("bind {queue:?} to {exchange:?} {topic:?}: {e}"))
             })?;
-        let mut args = BasicConsumeArguments::new(&queue, "");
+        let mut args = BasicConsumeArguments::new(queue, "");
         args.manual_ack(false).exclusive(true);
         let (_tag, rx) = self
             .channel

@@ -32,6 +32,9 @@ use crate::bus::envelope::{
 };
 use crate::request::Request;
 
+/// The master's private ack queues are `mirrorpush.master.<trigger id>`.
+const ACK_QUEUE_PREFIX: &str = "mirrorpush.master.";
+
 /// One bus mirror of a push.
 #[derive(Clone)]
 pub struct Target {
@@ -306,13 +309,15 @@ impl BusPush {
         let client = Client::connect(&broker_config(b), &name)
             .await
             .map_err(|e| format!("bus: cannot reach the broker: {e}"))?;
-        // Listen before speaking: an ack can never come before its trigger is out.
-        let consumer = client
-            .listen_private(&b.exchange, &b.ack_topic)
-            .await
-            .map_err(|e| format!("bus: cannot listen for acks on {:?}: {e}", b.ack_topic))?;
         let trigger = Trigger::new(self.request.clone(), self.origin.clone(), None)
             .map_err(|e| format!("bus: no random id for the trigger: {e}"))?;
+        // Listen before speaking: no ack can come before the master hears the topic. The
+        // queue's name follows the broker permissions docs/bus.md gives the master.
+        let queue = format!("{ACK_QUEUE_PREFIX}{}", trigger.id);
+        let consumer = client
+            .listen_private(&queue, &b.exchange, &b.ack_topic)
+            .await
+            .map_err(|e| format!("bus: cannot listen for acks on {:?}: {e}", b.ack_topic))?;
         let envelope = Envelope::sign(trigger.render(), TRIGGER_NAMESPACE, &self.signing_key)
             .map_err(|e| format!("bus: cannot sign the trigger: {e}"))?;
         let expected = Expected {
