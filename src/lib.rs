@@ -9,6 +9,7 @@
 //! - [`listen`]: the mirror-side bus listener `mirrorpush-listen` (feature `bus`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
+mod atomic;
 pub mod filelist;
 pub mod handler;
 pub mod request;

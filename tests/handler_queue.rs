@@ -100,7 +100,7 @@ fn kill_9_of_the_runner_mid_sync_loses_nothing_and_blocks_nothing() {
     assert!(lab.wait_until(LONG, || runner_pid(config).is_none()));
     // The runner's guard kills rsync's whole group, the forked receiver too, at once: not at
     // the next trigger, nor after rsync's own I/O timeout.
-    assert!(lab.wait_until(LONG, || !mirrorpush::handler::rsync::group_alive(pgid)));
+    assert!(lab.wait_until(LONG, || !mirrorpush_lab::group_alive(pgid)));
     // The killed batch is still recorded as in flight, not lost.
     assert_eq!(
         status_json(&lab)["modules"][0]["in_flight"][0]["dir"],
@@ -114,7 +114,7 @@ fn kill_9_of_the_runner_mid_sync_loses_nothing_and_blocks_nothing() {
     assert!(lab.wait_until(LONG, || lab.in_sync(0, "fedora")
         && common::queue_idle(&lab)));
     // The old rsync's group must be gone (zombies aside: this machine's PID 1 may not reap).
-    assert!(!mirrorpush::handler::rsync::group_alive(pgid));
+    assert!(!mirrorpush_lab::group_alive(pgid));
     let v = status_json(&lab);
     let requests = v["modules"][0]["last_run"]["requests"]
         .as_array()

@@ -839,6 +839,25 @@ fn seed_tree(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether any process of group `pgid` still runs (zombies do not count: they write nothing).
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != Some("Z") && state != Some("X")
+    })
+}
+
 /// For a program built as a Cargo example (`target/<profile>/examples/NAME`): binary `bin` of
 /// the same build, `target/<profile>/<bin>`. The demo and the benchmarks find the handler so.
 pub fn sibling_binary(bin: &str) -> io::Result<PathBuf> {
@@ -956,7 +975,8 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn is_root() -> bool {
+/// Whether the lab runs as root (and so with a dedicated unprivileged account).
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

@@ -1003,9 +1003,6 @@ impl Sink {
             // Dropping the file removes the temporary copy; the old list keeps its mtime.
             return Ok(false);
         }
-        // The list is served to mirrors: world-readable, whatever the umask.
-        fs::set_permissions(self.file.tmp_path(), fs::Permissions::from_mode(0o644))
-            .map_err(|e| write_failed(output, e))?;
         // No fsync: a list torn by a crash lacks its [End] line, which readers refuse and
         // `--changed` answers with a full scan; the next run rewrites it.
         self.file

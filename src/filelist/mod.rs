@@ -14,10 +14,6 @@ pub mod generate;
 pub mod plan;
 
 use std::cmp::Ordering;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 /// The order lists are written in: component by component, bytewise within a component, which
 /// is what a depth-first walk with sorted directories yields. A directory's subtree follows it
@@ -51,85 +47,8 @@ pub fn parent(path: &[u8]) -> Option<&[u8]> {
     path.iter().rposition(|&b| b == b'/').map(|i| &path[..i])
 }
 
-/// A file written under a temporary name next to its destination and renamed over it only on
-/// [`AtomicFile::commit`], so readers see the old file or the new one, never half of one.
-/// Dropped uncommitted, it removes the temporary file.
-pub(crate) struct AtomicFile {
-    path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
-}
-
-impl AtomicFile {
-    /// The temporary name: hidden, per process, and recognisable (see [`AtomicFile::is_temp_name`]).
-    pub(crate) fn temp_path(path: &Path) -> PathBuf {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-    }
-
-    /// Whether `name` is a temporary name of a file called `final_name`.
-    #[cfg(feature = "master")]
-    pub(crate) fn is_temp_name(name: &[u8], final_name: &[u8]) -> bool {
-        name.strip_prefix(b".")
-            .and_then(|r| r.strip_prefix(final_name))
-            .and_then(|r| r.strip_prefix(b"."))
-            .and_then(|r| r.strip_suffix(b".tmp"))
-            .is_some_and(|pid| !pid.is_empty() && pid.iter().all(u8::is_ascii_digit))
-    }
-
-    pub(crate) fn create(path: &Path, mode: u32) -> io::Result<AtomicFile> {
-        let tmp = Self::temp_path(path);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        Ok(AtomicFile {
-            path: path.to_owned(),
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 16, file)),
-        })
-    }
-
-    #[cfg(feature = "master")]
-    pub(crate) fn tmp_path(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Flushes, optionally fsyncs, and renames over the destination.
-    pub(crate) fn commit(mut self, sync: bool) -> io::Result<()> {
-        let out = self.out.take().expect("not committed twice");
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        if sync {
-            file.sync_all()?;
-        }
-        drop(file);
-        fs::rename(&self.tmp, &self.path)
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.as_mut().expect("open").write(buf)
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.as_mut().expect("open").write_all(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.as_mut().expect("open").flush()
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
+/// Lists are written by temp file and rename, the crate's one atomic writer.
+pub(crate) use crate::atomic::AtomicFile;
 
 #[cfg(test)]
 mod tests {
@@ -153,15 +72,5 @@ mod tests {
         assert!(!is_within(b"a", b"a/b"));
         assert_eq!(parent(b"a/b/c"), Some(&b"a/b"[..]));
         assert_eq!(parent(b"a"), None);
-    }
-
-    #[test]
-    #[cfg(feature = "master")]
-    fn temp_names_are_recognised() {
-        let t = AtomicFile::temp_path(Path::new("/x/list"));
-        let name = t.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(AtomicFile::is_temp_name(name.as_bytes(), b"list"));
-        assert!(!AtomicFile::is_temp_name(b".list..tmp", b"list"));
-        assert!(!AtomicFile::is_temp_name(b"list", b"list"));
     }
 }

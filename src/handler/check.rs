@@ -12,42 +12,41 @@ use std::time::Duration;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::config::{Config, Module};
-use super::{
-    child, cli, config, destdir, queue, rsync, say, sync, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL,
-};
+use super::exit::{fail, report, say, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL};
+use super::{child, cli, config, destdir, rsync, state};
 
 /// Wall-clock bound of one upstream probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One thing `check` found wrong: exit code and the line after `error: `.
-struct Problem(i32, String);
+struct Finding(i32, String);
 
-pub fn run(inv: &cli::Invocation) -> i32 {
+/// `root`: running as root, where `check` only reads.
+pub(crate) fn run(inv: &cli::Invocation, as_root: bool) -> i32 {
     let cfg = match config::load(&inv.config) {
         Ok(c) => c,
-        Err(e) => return super::report(&super::fail(EXIT_CONFIG, e.0)),
+        Err(e) => return report(&fail(EXIT_CONFIG, e.0)),
     };
-    let as_root = sync::running_as_root();
     let mut problems = Vec::new();
     let account = state_dir(&cfg, as_root, &mut problems);
     let version = match rsync::check_version(&cfg.rsync, &cfg.state_dir, !as_root) {
         Ok(v) => Some(v),
         Err(e) => {
-            problems.push(Problem(EXIT_CONFIG, e));
+            problems.push(Finding(EXIT_CONFIG, e));
             None
         }
     };
     for m in cfg.modules.values() {
-        dest(&cfg, m, account, &mut problems);
+        dest(&cfg, m, account, as_root, &mut problems);
         if version.is_some() {
             upstream(&cfg, m, &mut problems);
         }
         if let Err(e) = super::downstream::check(&cfg, m) {
-            problems.push(Problem(EXIT_CONFIG, e));
+            problems.push(Finding(EXIT_CONFIG, e));
         }
     }
     for p in &problems {
-        let _ = super::report(&super::fail(p.0, p.1.clone()));
+        let _ = report(&fail(p.0, p.1.clone()));
     }
     if let Some(worst) = problems.iter().map(|p| p.0).max() {
         return worst;
@@ -70,13 +69,13 @@ pub fn run(inv: &cli::Invocation) -> i32 {
 }
 
 /// Checks the state dir; returns the uid that syncs (ours, or as root the dir's owner).
-fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option<u32> {
+fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Finding>) -> Option<u32> {
     let dir = &cfg.state_dir;
     if as_root {
         return match std::fs::symlink_metadata(dir) {
             Ok(m) if m.is_dir() && m.uid() != 0 => Some(m.uid()),
             Ok(m) if m.is_dir() => {
-                problems.push(Problem(
+                problems.push(Finding(
                     EXIT_TEMPFAIL,
                     format!(
                         "state dir {} is owned by root: the mirror account cannot write it (chown -R mirrorpush: {})",
@@ -87,14 +86,14 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option
                 None
             }
             Ok(_) => {
-                problems.push(Problem(
+                problems.push(Finding(
                     EXIT_TEMPFAIL,
                     format!("state dir {} is not a directory", dir.display()),
                 ));
                 None
             }
             Err(e) => {
-                problems.push(Problem(
+                problems.push(Finding(
                     EXIT_TEMPFAIL,
                     format!("state dir {}: {e}", dir.display()),
                 ));
@@ -103,7 +102,7 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option
         };
     }
     let probe = dir.join(format!(".check.{}", std::process::id()));
-    let writable = queue::ensure_dir(dir)
+    let writable = state::ensure_dir(dir)
         .and_then(|()| {
             std::fs::OpenOptions::new()
                 .write(true)
@@ -112,7 +111,7 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option
         })
         .and_then(|_| std::fs::remove_file(&probe));
     if let Err(e) = writable {
-        problems.push(Problem(
+        problems.push(Finding(
             EXIT_TEMPFAIL,
             format!("state dir {} is not writable: {e}", dir.display()),
         ));
@@ -120,19 +119,24 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Problem>) -> Option
     Some(rustix::process::geteuid().as_raw())
 }
 
-fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Problem>) {
+fn dest(
+    cfg: &Config,
+    m: &Module,
+    account: Option<u32>,
+    as_root: bool,
+    problems: &mut Vec<Finding>,
+) {
     let shown = format!(
         "{}: dest {} of module '{}'",
         cfg.path.display(),
         m.dest.display(),
         m.name
     );
-    let as_root = sync::running_as_root();
     let uid = account.unwrap_or_else(|| rustix::process::geteuid().as_raw());
     let fd = match destdir::open_dest_for(&m.dest, uid) {
         Ok(fd) => fd,
         Err(e) => {
-            problems.push(Problem(EXIT_CONFIG, format!("{shown}: {e}")));
+            problems.push(Finding(EXIT_CONFIG, format!("{shown}: {e}")));
             return;
         }
     };
@@ -141,7 +145,7 @@ fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Probl
         let ok =
             rfs::fstat(&fd).is_ok_and(|st| Some(st.st_uid) == account && st.st_mode & 0o200 != 0);
         if !ok {
-            problems.push(Problem(
+            problems.push(Finding(
                 EXIT_CONFIG,
                 format!(
                     "{shown} is not owned and writable by the account that owns the state dir (uid {})",
@@ -161,7 +165,7 @@ fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Probl
         Ok(_) => {
             let _ = rfs::unlinkat(&fd, probe.as_str(), AtFlags::empty());
         }
-        Err(e) => problems.push(Problem(
+        Err(e) => problems.push(Finding(
             EXIT_CONFIG,
             format!("{shown} is not writable by this account: {e}"),
         )),
@@ -169,14 +173,14 @@ fn dest(cfg: &Config, m: &Module, account: Option<u32>, problems: &mut Vec<Probl
 }
 
 /// The upstream answers: the source lists, and so does the file list where one is configured.
-fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Problem>) {
+fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Finding>) {
     let mut sources = vec![m.source.clone()];
     if let Some(list) = &m.filelist {
         sources.push(format!("{}{list}", m.source));
     }
     for source in sources {
         if let Err(why) = list_source(&cfg.rsync, m, &source) {
-            problems.push(Problem(
+            problems.push(Finding(
                 EXIT_CONFIG,
                 format!(
                     "module '{}': upstream {source} cannot be listed: {why}",
@@ -200,8 +204,8 @@ fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut running = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
-    let stderr = child::drain(running.stderr.take(), 64 * 1024);
-    let status = match child::wait_bounded(running, PROBE_TIMEOUT) {
+    let stderr = child::read_capped(running.stderr.take(), 64 * 1024);
+    let status = match child::wait_bounded(running, PROBE_TIMEOUT, Duration::ZERO) {
         Some(s) => s.map_err(|e| e.to_string())?,
         None => {
             return Err(format!(

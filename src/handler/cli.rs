@@ -18,9 +18,9 @@ use std::path::PathBuf;
 
 use super::config::DEFAULT_CONFIG;
 
-pub const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | --version]";
-pub const RUN_VERB: &str = "__run";
-pub const DOWNSTREAM_VERB: &str = "__downstream";
+pub(crate) const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | --version]";
+pub(crate) const RUN_VERB: &str = "__run";
+pub(crate) const DOWNSTREAM_VERB: &str = "__downstream";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
@@ -30,7 +30,8 @@ pub enum Verb {
     /// validates it.
     Sync {
         raw: Vec<u8>,
-        full: bool,
+        /// `--full`: a plain rsync even where the module has a file list.
+        plain: bool,
     },
     Status {
         json: bool,
@@ -91,7 +92,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let verb = match rest.as_slice() {
         [] => Verb::Forced,
         [b"sync", words @ ..] if !words.is_empty() => {
-            let (full, words) = match words {
+            let (plain, words) = match words {
                 [b"--full", rest @ ..] => (true, rest),
                 _ => (false, words),
             };
@@ -103,7 +104,7 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
                 raw.push(b' ');
                 raw.extend_from_slice(w);
             }
-            Verb::Sync { raw, full }
+            Verb::Sync { raw, plain }
         }
         [b"status"] => Verb::Status { json: false },
         [b"status", b"--json"] => Verb::Status { json: true },
@@ -142,14 +143,14 @@ mod tests {
             p(&["--config=/y", "sync", "fedora", "a/b"]).unwrap().verb,
             Verb::Sync {
                 raw: b"sync fedora a/b".to_vec(),
-                full: false
+                plain: false
             }
         );
         assert_eq!(
             p(&["sync", "--full", "fedora"]).unwrap().verb,
             Verb::Sync {
                 raw: b"sync fedora".to_vec(),
-                full: true
+                plain: true
             }
         );
         assert_eq!(p(&["--version"]).unwrap().verb, Verb::Version);

@@ -8,9 +8,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::config::Module;
+use super::state;
 use crate::request::escape_bytes;
-
-pub const LOG_FILE: &str = "handler.log";
 
 /// Who asked: the address from `SSH_CONNECTION` (or `local`) and the admin's key label.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub fn now() -> String {
 }
 
 pub fn log_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(LOG_FILE)
+    state_dir.join(state::LOG)
 }
 
 /// Renders one request line; `raw` is the request exactly as received.
@@ -80,8 +80,24 @@ pub fn append(state_dir: &Path, line: &str) -> io::Result<()> {
         .append(true)
         .create(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(log_path(state_dir))?;
     f.write_all(line.as_bytes())
+}
+
+/// Renders one line about the module (not about a request): a run, a hub's push, an error.
+pub fn event_line(module: &str, verdict: &str, detail: &str) -> String {
+    format!(
+        "{} module={module} verdict={verdict} detail=\"{}\"\n",
+        now(),
+        field(detail.as_bytes())
+    )
+}
+
+/// Appends an [`event_line`]. Nobody to tell if this fails: the run's status.json still
+/// records the result.
+pub fn event(state_dir: &Path, m: &Module, verdict: &str, detail: &str) {
+    let _ = append(state_dir, &event_line(m.name.as_str(), verdict, detail));
 }
 
 #[cfg(test)]

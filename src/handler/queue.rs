@@ -2,7 +2,8 @@
 //! in parallel, nothing stale after kill -9, and a way for a waiting requester to learn the
 //! result of the run that covered its request.
 //!
-//! Layout under `<state_dir>/<module>/` (every file opened without following symlinks):
+//! Layout under `<state_dir>/<module>/` (named in [`super::state`], every file opened without
+//! following symlinks):
 //! - `lock`: flock held by the one runner; the kernel drops it when the runner dies.
 //! - `queue.lock`: short exclusive flock around every change to the files below.
 //! - `seq`: the last request sequence number handed out (fixed width, rewritten in place).
@@ -21,30 +22,29 @@
 //! the next append cuts off any torn tail a crash left, so an acknowledged request always sits
 //! on a line of its own: a reader never loses it to a torn neighbour.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::{self, read_state_file, ModuleDir};
 use crate::request::RelDir;
 
-/// How a full-module sync is named in status, logs and the runner's records.
-pub const FULL_SYNC: &str = "(all)";
+/// How the whole module (as opposed to one dir of it) is named in status, logs and records.
+pub(crate) const WHOLE_MODULE: &str = "(all)";
 /// Past this size `pending` is collapsed into one full-sync request, which covers them all.
 pub const MAX_PENDING_BYTES: u64 = 256 * 1024;
 /// More distinct dirs than this in one batch run as one full sync instead.
 pub const MAX_DISTINCT_DIRS: usize = 64;
 /// Batch results kept for waiters.
 pub const RESULTS_KEPT: usize = 64;
-/// Most bytes read from a state file: far above what the bounds above allow.
-const READ_LIMIT: u64 = 4 * 1024 * 1024;
 const SEQ_WIDTH: usize = 20;
 
 /// One recorded request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Queued {
     /// Sequence number within the module (0 in records written before numbers existed).
     #[serde(default)]
     pub seq: u64,
@@ -58,9 +58,9 @@ pub struct Entry {
     pub plain: bool,
 }
 
-impl Entry {
+impl Queued {
     pub fn target(&self) -> String {
-        self.dir.clone().unwrap_or_else(|| FULL_SYNC.to_owned())
+        self.dir.clone().unwrap_or_else(|| WHOLE_MODULE.to_owned())
     }
 }
 
@@ -75,87 +75,13 @@ pub struct BatchResult {
     pub end: String,
 }
 
-/// Creates a directory (0750) and its parents when missing.
-pub fn ensure_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-}
-
-/// Opens a state file for reading without following a symlink; `None` when missing.
-pub fn open_state_file(path: &Path) -> io::Result<Option<File>> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) if f.metadata()?.is_file() => Ok(Some(f)),
-        Ok(_) => Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads a state file (bounded), without following a symlink; empty when missing.
-pub fn read_state_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    if let Some(f) = open_state_file(path)? {
-        f.take(READ_LIMIT).read_to_end(&mut bytes)?;
-    }
-    Ok(bytes)
-}
-
-/// The state directory of one module.
-#[derive(Debug, Clone)]
-pub struct ModuleDir {
-    pub dir: PathBuf,
-}
-
 /// The held module lock; dropping it unlocks.
-pub struct ModuleLock(#[allow(dead_code)] File);
+pub(crate) struct ModuleLock(#[allow(dead_code)] File);
 
 impl ModuleDir {
-    pub fn new(state_dir: &Path, module: &str) -> ModuleDir {
-        ModuleDir {
-            dir: state_dir.join(module),
-        }
-    }
-
-    pub fn create(state_dir: &Path, module: &str) -> io::Result<ModuleDir> {
-        let md = ModuleDir::new(state_dir, module);
-        ensure_dir(&md.dir)?;
-        if fs::symlink_metadata(&md.dir)?.file_type().is_symlink() {
-            return Err(io::Error::other(format!(
-                "{} is a symlink",
-                md.dir.display()
-            )));
-        }
-        Ok(md)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Opens (creating) a state file read-write, never through a symlink.
-    pub fn open_rw(&self, name: &str) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.path(name))
-    }
-
     /// Takes the module lock if nobody holds it.
     pub fn try_lock(&self) -> io::Result<Option<ModuleLock>> {
-        let f = self.open_rw("lock")?;
+        let f = self.open_rw(state::LOCK)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(ModuleLock(f))),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -169,24 +95,24 @@ impl ModuleDir {
     }
 
     fn queue_lock(&self) -> io::Result<File> {
-        let f = self.open_rw("queue.lock")?;
+        let f = self.open_rw(state::QUEUE_LOCK)?;
         f.lock()?;
         Ok(f)
     }
 
     /// Records a request and returns its sequence number. Must happen before
     /// [`ModuleDir::try_lock`] (see the module docs). On failure `pending` is as it was.
-    pub fn append(&self, entry: &Entry) -> io::Result<u64> {
+    pub fn append(&self, entry: &Queued) -> io::Result<u64> {
         let _guard = self.queue_lock()?;
         let seq = self.next_seq()?;
         let mut entry = entry.clone();
         entry.seq = seq;
-        let mut f = self.open_rw("pending")?;
+        let mut f = self.open_rw(state::PENDING)?;
         let len = f.metadata()?.len();
         if len > MAX_PENDING_BYTES {
             // Collapse: one full sync covers every request pending, this one included.
             entry.dir = None;
-            write_entries_atomic(&self.path("pending"), &[entry])?;
+            write_entries_atomic(&self.path(state::PENDING), &[entry])?;
             return Ok(seq);
         }
         let keep = complete_lines_len(&mut f, len)?;
@@ -207,7 +133,7 @@ impl ModuleDir {
     /// Hands out the next request number. The counter is rewritten in place at a fixed width,
     /// so once it exists updating it needs no new disk space.
     fn next_seq(&self) -> io::Result<u64> {
-        let f = self.open_rw("seq")?;
+        let f = self.open_rw(state::SEQ)?;
         let mut buf = [0u8; SEQ_WIDTH];
         let n = f.read_at(&mut buf, 0)?;
         let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
@@ -233,17 +159,17 @@ impl ModuleDir {
 
     /// Takes everything pending (plus a batch left in flight by a killed runner) as the next
     /// batch. Only the lock holder calls this.
-    pub fn take(&self) -> io::Result<Vec<Entry>> {
+    pub fn take(&self) -> io::Result<Vec<Queued>> {
         let _guard = self.queue_lock()?;
-        let mut batch = read_entries(&self.path("inflight"))?;
-        let pending = read_entries(&self.path("pending"))?;
+        let mut batch = read_entries(&self.path(state::INFLIGHT))?;
+        let pending = read_entries(&self.path(state::PENDING))?;
         if pending.is_empty() {
             return Ok(batch);
         }
         batch.extend(pending);
         // inflight first, atomically; then empty pending. A kill in between only duplicates.
-        write_entries_atomic(&self.path("inflight"), &batch)?;
-        self.open_rw("pending")?.set_len(0)?;
+        write_entries_atomic(&self.path(state::INFLIGHT), &batch)?;
+        self.open_rw(state::PENDING)?.set_len(0)?;
         Ok(batch)
     }
 
@@ -258,8 +184,8 @@ impl ModuleDir {
             text.push_str(&serde_json::to_string(r).map_err(io::Error::other)?);
             text.push('\n');
         }
-        write_atomic(&self.path("results"), text.as_bytes())?;
-        match fs::remove_file(self.path("inflight")) {
+        state::write(&self.path(state::RESULTS), text.as_bytes())?;
+        match fs::remove_file(self.path(state::INFLIGHT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -267,7 +193,7 @@ impl ModuleDir {
 
     /// Recorded batch results, oldest first.
     pub fn results(&self) -> Vec<BatchResult> {
-        let bytes = read_state_file(&self.path("results")).unwrap_or_default();
+        let bytes = read_state_file(&self.path(state::RESULTS)).unwrap_or_default();
         String::from_utf8_lossy(&bytes)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -280,15 +206,15 @@ impl ModuleDir {
     }
 
     pub fn has_pending(&self) -> bool {
-        fs::symlink_metadata(self.path("pending")).is_ok_and(|m| m.is_file() && m.len() > 0)
+        fs::symlink_metadata(self.path(state::PENDING)).is_ok_and(|m| m.is_file() && m.len() > 0)
     }
 
-    pub fn pending(&self) -> io::Result<Vec<Entry>> {
-        read_entries(&self.path("pending"))
+    pub fn pending(&self) -> io::Result<Vec<Queued>> {
+        read_entries(&self.path(state::PENDING))
     }
 
-    pub fn inflight(&self) -> io::Result<Vec<Entry>> {
-        read_entries(&self.path("inflight"))
+    pub fn inflight(&self) -> io::Result<Vec<Queued>> {
+        read_entries(&self.path(state::INFLIGHT))
     }
 }
 
@@ -312,54 +238,28 @@ fn complete_lines_len(f: &mut File, len: u64) -> io::Result<u64> {
 }
 
 /// Reads JSON lines; a missing file is empty, a torn or invalid line is skipped.
-fn read_entries(path: &Path) -> io::Result<Vec<Entry>> {
+fn read_entries(path: &Path) -> io::Result<Vec<Queued>> {
     let bytes = read_state_file(path)?;
     Ok(String::from_utf8_lossy(&bytes)
         .lines()
-        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+        .filter_map(|l| serde_json::from_str::<Queued>(l).ok())
         .filter(|e| e.dir.as_deref().is_none_or(|d| RelDir::parse(d).is_ok()))
         .collect())
 }
 
-fn write_entries_atomic(path: &Path, entries: &[Entry]) -> io::Result<()> {
+fn write_entries_atomic(path: &Path, entries: &[Queued]) -> io::Result<()> {
     let mut text = String::new();
     for e in entries {
         text.push_str(&serde_json::to_string(e).map_err(io::Error::other)?);
         text.push('\n');
     }
-    write_atomic(path, text.as_bytes())
-}
-
-/// Writes via a temp file and rename, so readers see the old or the new file, never half.
-/// The temp file is created exclusively (never through a planted symlink); rename replaces a
-/// symlink at `path` rather than following it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    // Per-process temp name: concurrent writers (e.g. of the rsync version cache) never share one.
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    state::write(path, text.as_bytes())
 }
 
 /// What a batch means: `[None]` for a full sync (it swallows every dir, and so do more than
 /// [`MAX_DISTINCT_DIRS`] dirs), else the dirs that are not inside another requested dir, each
 /// once, sorted by component. O(n log n) in the batch size.
-pub fn coalesce(batch: &[Entry]) -> Vec<Option<RelDir>> {
+pub fn coalesce(batch: &[Queued]) -> Vec<Option<RelDir>> {
     let mut dirs = Vec::with_capacity(batch.len());
     for e in batch {
         match e.dir.as_deref().map(RelDir::parse) {
@@ -387,9 +287,10 @@ pub fn coalesce(batch: &[Entry]) -> Vec<Option<RelDir>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
-    fn e(dir: Option<&str>) -> Entry {
-        Entry {
+    fn e(dir: Option<&str>) -> Queued {
+        Queued {
             seq: 0,
             at: "t".into(),
             dir: dir.map(str::to_owned),
@@ -428,9 +329,9 @@ mod tests {
 
     #[test]
     fn too_many_distinct_dirs_become_one_full_sync() {
-        let many: Vec<Entry> = (0..40_000).map(|i| e(Some(&format!("d{i}/x")))).collect();
+        let many: Vec<Queued> = (0..40_000).map(|i| e(Some(&format!("d{i}/x")))).collect();
         assert_eq!(names(coalesce(&many)), ["(all)"]);
-        let few: Vec<Entry> = (0..MAX_DISTINCT_DIRS)
+        let few: Vec<Queued> = (0..MAX_DISTINCT_DIRS)
             .map(|i| e(Some(&format!("d{i}"))))
             .collect();
         assert_eq!(coalesce(&few).len(), MAX_DISTINCT_DIRS);
@@ -441,7 +342,7 @@ mod tests {
         fn coalescing_matches_the_obvious_quadratic_rule(
             raw in proptest::collection::vec("[ab]{1,2}(/[ab-]{1,2}){0,3}", 0..30)
         ) {
-            let batch: Vec<Entry> = raw.iter().map(|d| e(Some(d))).collect();
+            let batch: Vec<Queued> = raw.iter().map(|d| e(Some(d))).collect();
             let mut dirs: Vec<RelDir> = raw.iter().filter_map(|d| RelDir::parse(d).ok()).collect();
             dirs.sort();
             dirs.dedup();
@@ -497,7 +398,7 @@ mod tests {
             .unwrap();
         f.write_all(br#"{"seq":9,"at":"t","dir":"to"#).unwrap();
         md.append(&e(Some("b"))).unwrap();
-        let dirs: Vec<String> = md.pending().unwrap().iter().map(Entry::target).collect();
+        let dirs: Vec<String> = md.pending().unwrap().iter().map(Queued::target).collect();
         assert_eq!(dirs, ["a", "b"]);
     }
 
@@ -528,7 +429,7 @@ mod tests {
         assert!(md.pending().is_err());
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         std::os::unix::fs::symlink(&target, md.path("status.json")).unwrap();
-        write_atomic(&md.path("status.json"), b"new").unwrap();
+        state::write(&md.path("status.json"), b"new").unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
     }
 

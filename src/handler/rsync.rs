@@ -5,18 +5,18 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::child;
 use super::config::Module;
-use super::queue::{read_state_file, write_atomic};
+use super::state::{self, read_state_file};
 
 /// rsync 3.5.0 fixes 33 CVEs of earlier versions, among them a destination symlink race.
 pub const MIN_VERSION: (u32, u32, u32) = (3, 5, 0);
@@ -25,11 +25,11 @@ const IO_TIMEOUT_SECS: u64 = 600;
 const CONNECT_TIMEOUT_SECS: u64 = 60;
 /// How long rsync gets between SIGTERM and SIGKILL after the wall-clock timeout.
 const TERM_GRACE: Duration = Duration::from_secs(10);
-const VERSION_CACHE: &str = "rsync-version.json";
-/// Per module: the process group of a running rsync, so the next runner can kill leftovers.
-pub const PGID_FILE: &str = "rsync.pgid";
 /// Itemized lines copied into rsync.log per run; the rest are only counted.
 const LOGGED_ITEMS: u64 = 10_000;
+/// Other lines of rsync's stdout copied per run: its statistics need about 20; the rest can
+/// only be messages the upstream sends, which must not fill the disk either.
+const LOGGED_OTHER: u64 = 1_000;
 
 /// The mirror's modes, whatever the upstream serves: directories 0755, files 0644 (0755 when
 /// executable upstream), never setuid, setgid or sticky, never group- or world-writable. With
@@ -38,7 +38,7 @@ pub const CHMOD: &str = "--chmod=D755,Fu=rwX,Fgo=rX,Fugo-st";
 
 /// One rsync invocation, from config and validated input only.
 #[derive(Debug, Clone, Default)]
-pub struct Invocation {
+pub(crate) struct Pass {
     /// `SOURCE/` or `SOURCE/<dir>/`; the destination is always `.` (the opened directory).
     pub source: String,
     /// `--delete-delay` and `--max-delete` (not in the first pass of a two-stage run).
@@ -52,11 +52,53 @@ pub struct Invocation {
     pub files_from: Option<PathBuf>,
 }
 
-/// The argv after the program name.
-pub fn args(module: &Module, inv: &Invocation) -> Vec<OsString> {
+/// rsync's argv (after the program name) and how to read what that run prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argv {
+    args: Vec<OsString>,
+    /// What `--out-format` puts before each itemized change of this run. Only lines that
+    /// start with it are counted: rsync's stdout also carries text the upstream chooses (its
+    /// MOTD, messages its sender prints), which could otherwise fake a change.
+    marker: Option<String>,
+    /// A one-file fetch bounded by `--max-size`: the file's name as rsync names it when it
+    /// skips it (the source's last component) and the bound, so a file rsync skipped as too
+    /// large is a failed fetch, not an unchanged one.
+    bounded: Option<(String, u64)>,
+}
+
+/// The argv of a transfer pass, with a fresh marker.
+pub fn args(module: &Module, job: &Pass) -> Argv {
+    args_with_marker(module, job, &new_marker())
+}
+
+/// An unguessable marker per run: 128 random bits, hex, and a `|`.
+fn new_marker() -> String {
+    let mut bytes = [0u8; 16];
+    let filled = fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !filled {
+        // No /dev/urandom: the kernel's getrandom(2) directly.
+        // SAFETY: writes at most `bytes.len()` bytes into `bytes`.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if usize::try_from(n).ok() != Some(bytes.len()) {
+            // Still unique per run; guessable only by someone who knows the time and our pid.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            bytes[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+            bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+    }
+    let mut m: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    m.push('|');
+    m
+}
+
+fn args_with_marker(module: &Module, job: &Pass, marker: &str) -> Argv {
     let mut a: Vec<String> = Vec::new();
     a.push(
-        if inv.files_from.is_some() {
+        if job.files_from.is_some() {
             "-lpt"
         } else {
             "-rlpt"
@@ -65,32 +107,33 @@ pub fn args(module: &Module, inv: &Invocation) -> Vec<OsString> {
     );
     a.push(CHMOD.into());
     a.extend(
-        [
-            "--safe-links",
-            "--delay-updates",
-            "--itemize-changes",
-            "--stats",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["--safe-links", "--delay-updates"]
+            .iter()
+            .map(|s| s.to_string()),
     );
+    // `--itemize-changes` is `--out-format=%i %n%L`: the same lines, behind this run's marker.
+    a.push(format!("--out-format={marker}%i %n%L"));
+    a.push("--stats".into());
     a.push(format!("--timeout={IO_TIMEOUT_SECS}"));
     if module.is_daemon_source() {
         a.push(format!("--contimeout={CONNECT_TIMEOUT_SECS}"));
+        // The daemon's message of the day is the upstream's text: not for the log's reader
+        // to mistake for a change.
+        a.push("--no-motd".into());
     }
-    if inv.delete {
+    if job.delete {
         a.push("--delete-delay".into());
         a.push(format!("--max-delete={}", module.max_delete));
     }
     // Ours first: the first matching filter rule wins, so an admin's include cannot undo them.
-    for p in &inv.protect {
+    for p in &job.protect {
         a.push(format!("--filter=P /{p}"));
         a.push(format!("--exclude=/{p}"));
     }
-    for p in &inv.exclude {
+    for p in &job.exclude {
         a.push(format!("--exclude={p}"));
     }
-    if let Some(list) = &inv.files_from {
+    if let Some(list) = &job.files_from {
         a.push(format!("--files-from={}", list.display()));
         a.push("--from0".into());
         // An entry gone upstream since the list was written is picked up by the next list.
@@ -100,25 +143,44 @@ pub fn args(module: &Module, inv: &Invocation) -> Vec<OsString> {
     }
     a.extend(module.rsync_args.iter().cloned());
     a.push("--".into());
-    a.push(inv.source.clone());
+    a.push(job.source.clone());
     a.push(".".into());
-    a.into_iter().map(OsString::from).collect()
+    Argv {
+        args: a.into_iter().map(OsString::from).collect(),
+        marker: Some(marker.to_owned()),
+        bounded: None,
+    }
 }
 
 /// The argv that fetches one file (a module's file list) from `source` into `dest_name` in the
 /// working directory: times kept, so an unchanged list costs the upstream one stat, and the
-/// previous fetch is the basis, so only a changed list's delta travels.
-pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Vec<OsString> {
-    let mut a: Vec<String> = vec!["-t".into(), "--stats".into()];
+/// previous fetch is the basis, so only a changed list's delta travels. A list larger than
+/// `max_list_size` is not fetched (`--max-size`; rsync reports the skip, `--info=skip1`, and
+/// [`run`] makes it a failed fetch). Only the admin's connection options apply.
+pub fn fetch_args(module: &Module, source: &str, dest_name: &str) -> Argv {
+    let mut a: Vec<String> = vec!["-t".into(), "--stats".into(), "--info=skip1".into()];
     a.push(format!("--timeout={IO_TIMEOUT_SECS}"));
     if module.is_daemon_source() {
         a.push(format!("--contimeout={CONNECT_TIMEOUT_SECS}"));
+        a.push("--no-motd".into());
     }
-    a.extend(module.rsync_args.iter().cloned());
+    a.extend(super::config::fetch_options(&module.rsync_args));
+    // Last: no option before it can raise the bound.
+    a.push(format!("--max-size={}", module.max_list_size));
     a.push("--".into());
     a.push(source.to_owned());
     a.push(dest_name.to_owned());
-    a.into_iter().map(OsString::from).collect()
+    Argv {
+        args: a.into_iter().map(OsString::from).collect(),
+        marker: None,
+        bounded: Some((source_name(source).to_owned(), module.max_list_size)),
+    }
+}
+
+/// The last component of an rsync source (`rsync://h/m/a/list`, `h::m/list`, `/up/list`).
+fn source_name(source: &str) -> &str {
+    let last = source.rsplit('/').next().unwrap_or(source);
+    last.rsplit("::").next().unwrap_or(last)
 }
 
 /// Parses `rsync  version 3.5.0  protocol version 32`.
@@ -168,7 +230,7 @@ pub fn version(
         size: meta.size(),
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
     };
-    let cache_path = state_dir.join(VERSION_CACHE);
+    let cache_path = state_dir.join(state::VERSION_CACHE);
     if let Some(c) = read_state_file(&cache_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Cache>(&b).ok())
@@ -179,7 +241,7 @@ pub fn version(
     }
     let mut cmd = Command::new(rsync);
     cmd.arg("--version");
-    let out = super::child::scrubbed(&mut cmd)
+    let out = child::scrubbed(&mut cmd)
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", rsync.display()))?;
@@ -189,7 +251,7 @@ pub fn version(
     if write_cache {
         if let Ok(bytes) = serde_json::to_vec(&Cache { key, version }) {
             // A cache we cannot write only costs speed.
-            let _ = write_atomic(&cache_path, &bytes);
+            let _ = crate::atomic::write(&cache_path, &bytes);
         }
     }
     Ok(version)
@@ -215,33 +277,38 @@ pub fn check_version(
 
 /// How one rsync run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RsyncExit {
     Success,
     Failed(i32),
     Signalled(i32),
     TimedOut(Duration),
     NotStarted(String),
+    /// rsync ended well but left the bounded file out: it is larger than the bound.
+    TooLarge(String, u64),
 }
 
-impl Outcome {
+impl RsyncExit {
     pub fn exit_code(&self) -> Option<i32> {
         match self {
-            Outcome::Success => Some(0),
-            Outcome::Failed(c) => Some(*c),
+            RsyncExit::Success => Some(0),
+            RsyncExit::Failed(c) => Some(*c),
             _ => None,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Success => "ok".to_owned(),
-            Outcome::Failed(c) => format!("rsync failed with exit code {c}"),
-            Outcome::Signalled(s) => format!("rsync was killed by signal {s}"),
-            Outcome::TimedOut(d) => format!(
+            RsyncExit::Success => "ok".to_owned(),
+            RsyncExit::Failed(c) => format!("rsync failed with exit code {c}"),
+            RsyncExit::Signalled(s) => format!("rsync was killed by signal {s}"),
+            RsyncExit::TimedOut(d) => format!(
                 "rsync timed out after {} and was killed",
                 humantime::format_duration(*d)
             ),
-            Outcome::NotStarted(e) => format!("rsync could not start: {e}"),
+            RsyncExit::NotStarted(e) => format!("rsync could not start: {e}"),
+            RsyncExit::TooLarge(name, limit) => {
+                format!("{name} is larger than max_list_size ({limit} bytes) and was not fetched")
+            }
         }
     }
 }
@@ -266,15 +333,18 @@ impl Changes {
         self.transferred + self.deleted > 0
     }
 
-    /// Counts one line of rsync's stdout.
-    fn count(&mut self, line: &str) -> LineKind {
+    /// Counts one line of rsync's stdout. Changes are only read from lines behind this run's
+    /// `marker` (its itemized changes, `line` already stripped of it when `marked`).
+    fn count(&mut self, line: &str, marked: bool) -> LineKind {
+        if !marked {
+            if let Some(n) = line.strip_prefix("Total bytes received: ") {
+                self.bytes_received = n.trim().replace(',', "").parse().unwrap_or(0);
+            }
+            return LineKind::Other;
+        }
         if line.starts_with("*deleting ") {
             self.deleted += 1;
             return LineKind::Item;
-        }
-        if let Some(n) = line.strip_prefix("Total bytes received: ") {
-            self.bytes_received = n.trim().replace(',', "").parse().unwrap_or(0);
-            return LineKind::Other;
         }
         let b = line.as_bytes();
         // `%i %n`: an 11-character code (YXcstpoguax), a space, the name.
@@ -284,7 +354,7 @@ impl Changes {
             && b"fdLDS".contains(&b[1])
             && b[2..11].iter().all(|c| b"cstpoguaxT.+ ?n".contains(c));
         if !itemized {
-            return LineKind::Other;
+            return LineKind::Item;
         }
         // `.` is an attribute-only update (a directory's time): not a change of content.
         if b[0] != b'.' {
@@ -311,99 +381,82 @@ pub struct RunPlace<'a> {
 /// Runs rsync once: stderr to the log, stdout parsed for what changed (and copied to the log,
 /// itemized lines up to [`LOGGED_ITEMS`], so a first sync of millions of files cannot fill the
 /// disk with its log).
-pub fn run(
+pub(crate) fn run(
     rsync: &Path,
-    args: &[OsString],
+    argv: &Argv,
     place: &RunPlace,
     timeout: Duration,
-) -> (Outcome, Changes) {
+) -> (RsyncExit, Changes) {
     let err = match place.log.try_clone() {
         Ok(e) => e,
-        Err(e) => return (Outcome::NotStarted(e.to_string()), Changes::default()),
+        Err(e) => return (RsyncExit::NotStarted(e.to_string()), Changes::default()),
     };
-    let guard = match Guard::start() {
+    let guard = match child::Guard::start() {
         Ok(g) => g,
         Err(e) => {
             return (
-                Outcome::NotStarted(format!("guard: {e}")),
+                RsyncExit::NotStarted(format!("guard: {e}")),
                 Changes::default(),
             )
         }
     };
-    let parent = std::process::id();
-    let cwd = place.cwd.as_raw_fd();
     let mut cmd = Command::new(rsync);
-    cmd.args(args);
+    cmd.args(&argv.args);
     // Own group: the timeout (or the guard) kills rsync and the children it forks together.
-    super::child::scrubbed(&mut cmd)
-        .stdout(Stdio::piped())
-        .stderr(err);
-    // SAFETY: only async-signal-safe calls (fchdir, prctl, getppid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Into the checked directory itself: no path is resolved again.
-            if libc::fchdir(cwd) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // If the runner dies, rsync must not run on unsupervised.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("runner exited"));
-            }
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
+    child::scrubbed(&mut cmd).stdout(Stdio::piped()).stderr(err);
+    // Into the checked directory itself; if the runner dies, rsync must not run on unsupervised.
+    child::in_dir_supervised(&mut cmd, place.cwd);
+    let mut running = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             guard.done();
-            return (Outcome::NotStarted(e.to_string()), Changes::default());
+            return (RsyncExit::NotStarted(e.to_string()), Changes::default());
         }
     };
-    let pgid = child.id() as i32;
+    let pgid = running.id() as i32;
     guard.watch(pgid);
-    // Best effort: the next runner double-checks and kills what a killed runner left.
-    let _ = write_atomic(
-        place.pgid_file,
-        format!("{pgid} {}\n", start_time(pgid).unwrap_or(0)).as_bytes(),
-    );
-    let reader = child.stdout.take().map(|out| {
+    child::record_group(place.pgid_file, pgid);
+    let reader = running.stdout.take().map(|out| {
         let mut log = place.log.try_clone().ok();
-        std::thread::spawn(move || read_output(out, log.as_mut()))
+        let marker = argv.marker.clone();
+        let bounded = argv.bounded.as_ref().map(|(name, _)| name.clone());
+        std::thread::spawn(move || {
+            read_output(out, log.as_mut(), marker.as_deref(), bounded.as_deref())
+        })
     });
-    // A thread blocks in wait(2) so that the end of rsync is seen at once.
-    let (done_tx, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(child.wait());
-    });
-    let status = match done.recv_timeout(timeout) {
-        Ok(status) => Some(status),
-        Err(_) => {
-            kill_group(pgid, &done);
-            None
-        }
-    };
-    let changes = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let status = child::wait_bounded(running, timeout, TERM_GRACE);
+    let (changes, skipped) = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     guard.done();
     let _ = fs::remove_file(place.pgid_file);
-    let outcome = match status {
-        None => Outcome::TimedOut(timeout),
+    let exit = match status {
+        None => RsyncExit::TimedOut(timeout),
         Some(Ok(st)) => match (st.code(), st.signal()) {
-            (Some(0), _) => Outcome::Success,
-            (Some(c), _) => Outcome::Failed(c),
-            (None, Some(s)) => Outcome::Signalled(s),
-            (None, None) => Outcome::NotStarted("unknown exit status".into()),
+            (Some(0), _) => match (&argv.bounded, skipped) {
+                (Some((name, limit)), true) => RsyncExit::TooLarge(name.clone(), *limit),
+                _ => RsyncExit::Success,
+            },
+            (Some(c), _) => RsyncExit::Failed(c),
+            (None, Some(s)) => RsyncExit::Signalled(s),
+            (None, None) => RsyncExit::NotStarted("unknown exit status".into()),
         },
-        Some(Err(e)) => Outcome::NotStarted(format!("waiting for rsync: {e}")),
+        Some(Err(e)) => RsyncExit::NotStarted(format!("waiting for rsync: {e}")),
     };
-    (outcome, changes)
+    (exit, changes)
 }
 
-fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
+/// Reads rsync's stdout to the end: counts the changes behind `marker` (and copies those lines
+/// to the log without it, up to [`LOGGED_ITEMS`]), copies other lines (statistics, messages)
+/// up to [`LOGGED_OTHER`], and tells whether rsync skipped the `bounded` file as too large.
+fn read_output(
+    out: impl io::Read,
+    mut log: Option<&mut File>,
+    marker: Option<&str>,
+    bounded: Option<&str>,
+) -> (Changes, bool) {
     let mut changes = Changes::default();
-    let mut items = 0u64;
+    let mut skipped = false;
+    let (mut items, mut others) = (0u64, 0u64);
+    let over = bounded.map(|name| format!("{name} is over max-size"));
     let mut reader = BufReader::new(out);
     let mut line = Vec::new();
     loop {
@@ -412,16 +465,32 @@ fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
-        let keep = match changes.count(text.trim_end_matches('\n')) {
+        let (body, marked) = match marker.and_then(|m| line.strip_prefix(m.as_bytes())) {
+            Some(rest) => (rest, true),
+            None => (&line[..], false),
+        };
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim_end_matches('\n');
+        if over.as_deref() == Some(text) {
+            skipped = true;
+        }
+        let keep = match changes.count(text, marked) {
             LineKind::Item => {
                 items += 1;
                 items <= LOGGED_ITEMS
             }
-            LineKind::Other => true,
+            LineKind::Other => {
+                others += 1;
+                others <= LOGGED_OTHER
+            }
         };
         if let (true, Some(f)) = (keep, log.as_mut()) {
-            let _ = f.write_all(&line);
+            let _ = f.write_all(body);
+        }
+    }
+    if others > LOGGED_OTHER {
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "({} more lines not logged)", others - LOGGED_OTHER);
         }
     }
     if items > LOGGED_ITEMS {
@@ -433,163 +502,7 @@ fn read_output(out: impl io::Read, mut log: Option<&mut File>) -> Changes {
             );
         }
     }
-    changes
-}
-
-/// A forked watcher that kills rsync's whole process group if the runner dies (kill -9): the
-/// parent-death signal reaches only rsync's first process, not the receiver it forks.
-struct Guard {
-    write: Option<OwnedFd>,
-    pid: libc::pid_t,
-}
-
-impl Guard {
-    fn start() -> io::Result<Guard> {
-        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let read_fd = read.as_raw_fd();
-        // SAFETY: the child only makes async-signal-safe calls (close_range, read, kill,
-        // _exit) before it exits, as required after fork in a multi-threaded process.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if pid == 0 {
-            // SAFETY: see above; every fd but the pipe's read end is closed, so the guard holds
-            // no lock and no stdio of the runner.
-            unsafe { guard_main(read_fd) }
-        }
-        drop(read);
-        Ok(Guard {
-            write: Some(write),
-            pid,
-        })
-    }
-
-    fn watch(&self, pgid: i32) {
-        if let Some(w) = &self.write {
-            let _ = rustix::io::write(w, &pgid.to_le_bytes());
-        }
-    }
-
-    /// rsync has ended: the guard exits without killing anything.
-    fn done(mut self) {
-        if let Some(w) = self.write.take() {
-            let _ = rustix::io::write(&w, b"D");
-        }
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-    }
-}
-
-/// The guard's whole life, in the forked child.
-///
-/// # Safety
-/// Must only be called in a freshly forked child; it never returns.
-unsafe fn guard_main(read_fd: i32) -> ! {
-    let low = read_fd as u32;
-    if low > 0 {
-        libc::syscall(libc::SYS_close_range, 0u32, low - 1, 0u32);
-    }
-    libc::syscall(libc::SYS_close_range, low + 1, u32::MAX, 0u32);
-    let mut pgid = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        let n = libc::read(read_fd, pgid[got..].as_mut_ptr().cast(), 4 - got);
-        if n > 0 {
-            got += n as usize;
-        } else if n == 0 || *libc::__errno_location() != libc::EINTR {
-            libc::_exit(0);
-        }
-    }
-    let pgid = i32::from_le_bytes(pgid);
-    let mut byte = [0u8; 1];
-    loop {
-        let n = libc::read(read_fd, byte.as_mut_ptr().cast(), 1);
-        if n == 1 {
-            libc::_exit(0);
-        }
-        if n == 0 || *libc::__errno_location() != libc::EINTR {
-            break;
-        }
-    }
-    // The runner is gone without saying rsync ended.
-    if pgid > 1 {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-    libc::_exit(0)
-}
-
-/// SIGTERM to the group, then SIGKILL after a grace period; waits until the leader is reaped.
-fn kill_group(pgid: i32, done: &mpsc::Receiver<io::Result<std::process::ExitStatus>>) {
-    // SAFETY: plain kill(2) on the group we created.
-    unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    let _ = done.recv_timeout(TERM_GRACE);
-    // The leader may be gone while forked children live on: kill the group either way.
-    // SAFETY: as above; the group id cannot be reused while the leader is unreaped or members live.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let _ = done.recv();
-}
-
-/// Field 22 of /proc/<pid>/stat: start time in clock ticks, to tell a reused pid apart.
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Kills an rsync a killed runner left behind, before a new run starts, so two rsyncs never
-/// write the same tree. Only what this handler wrote is killed: the recorded group leader must
-/// still run, with the recorded start time, as the configured rsync binary. (Members that
-/// outlived their leader were already killed by the runner's guard.) Only the lock holder
-/// calls this.
-pub fn kill_leftover(pgid_file: &Path, rsync: &Path) {
-    let Ok(bytes) = read_state_file(pgid_file) else {
-        return;
-    };
-    let _ = fs::remove_file(pgid_file);
-    let text = String::from_utf8_lossy(&bytes);
-    let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
-    let (Some(Some(pgid)), Some(Some(started))) = (it.next(), it.next()) else {
-        return;
-    };
-    let Ok(pgid) = i32::try_from(pgid) else {
-        return;
-    };
-    if pgid <= 1 || start_time(pgid) != Some(started) {
-        return;
-    }
-    let exe = fs::read_link(format!("/proc/{pgid}/exe")).ok();
-    let ours = fs::canonicalize(rsync).ok();
-    if exe.is_none() || exe != ours {
-        return;
-    }
-    // SAFETY: kill(2) on a process group verified above.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until && group_alive(pgid) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether any process of group `pgid` still runs. Zombies do not count: they write nothing,
-/// and where PID 1 does not reap orphans they would otherwise look alive forever.
-pub fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            return false;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next();
-        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        group == Some(pgid) && state != Some("Z") && state != Some("X")
-    })
+    (changes, skipped)
 }
 
 #[cfg(test)]
@@ -612,33 +525,48 @@ mod tests {
             trace: None,
             lastsync: None,
             downstream: None,
+            max_list_size: 3 << 30,
+            max_list_entries: 20_000_000,
         }
     }
 
-    fn strs(v: Vec<OsString>) -> Vec<String> {
-        v.into_iter().map(|s| s.into_string().unwrap()).collect()
+    fn strs(v: Argv) -> Vec<String> {
+        v.args
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    /// An argv of a plain program (no marker, not bounded) for the process tests.
+    fn plain(args: &[&str]) -> Argv {
+        Argv {
+            args: args.iter().map(OsString::from).collect(),
+            marker: None,
+            bounded: None,
+        }
     }
 
     #[test]
     fn argv_is_exact() {
         let m = module("rsync://up/m/");
-        let inv = Invocation {
+        let job = Pass {
             source: "rsync://up/m/".into(),
             delete: true,
             protect: vec!["project/trace/me".into()],
-            ..Invocation::default()
+            ..Pass::default()
         };
         assert_eq!(
-            strs(args(&m, &inv)),
+            strs(args_with_marker(&m, &job, "0123abcd|")),
             [
                 "-rlpt",
                 CHMOD,
                 "--safe-links",
                 "--delay-updates",
-                "--itemize-changes",
+                "--out-format=0123abcd|%i %n%L",
                 "--stats",
                 "--timeout=600",
                 "--contimeout=60",
+                "--no-motd",
                 "--delete-delay",
                 "--max-delete=40000",
                 "--filter=P /project/trace/me",
@@ -649,26 +577,61 @@ mod tests {
                 "."
             ]
         );
-        let first_pass = Invocation {
+        let first_pass = Pass {
             source: "/up/m/a/b/".into(),
             exclude: vec!["repodata/".into()],
-            ..Invocation::default()
+            ..Pass::default()
         };
         let a = strs(args(&module("/up/m/"), &first_pass));
         assert!(!a
             .iter()
-            .any(|x| x.starts_with("--contimeout") || x.contains("delete")));
+            .any(|x| x.starts_with("--contimeout") || x.contains("delete") || x == "--no-motd"));
         assert!(a.contains(&"--exclude=repodata/".to_owned()));
         assert_eq!(a[a.len() - 2..], ["/up/m/a/b/", "."]);
-        let list = Invocation {
+        let list = Pass {
             source: "/up/m/".into(),
             files_from: Some("/state/m/transfer".into()),
-            ..Invocation::default()
+            ..Pass::default()
         };
         let a = strs(args(&module("/up/m/"), &list));
         assert_eq!(a[0], "-lpt");
         assert!(a.contains(&"--files-from=/state/m/transfer".to_owned()));
         assert!(a.contains(&"--from0".to_owned()));
+        // Every run has its own marker, 128 random bits.
+        let (x, y) = (new_marker(), new_marker());
+        assert!(x != y && x.len() == 33 && x.ends_with('|'), "{x} {y}");
+        let mut fetch_module = module("rsync://up/m/");
+        fetch_module.rsync_args = vec!["--bwlimit=1M".into(), "--exclude=*.iso".into()];
+        fetch_module.max_list_size = 1000;
+        let f = fetch_args(
+            &fetch_module,
+            "rsync://up/m/fullfiletimelist-m",
+            "filelist.fetched",
+        );
+        assert_eq!(
+            f.bounded,
+            Some(("fullfiletimelist-m".to_owned(), 1000)),
+            "{f:?}"
+        );
+        assert_eq!(source_name("h::m/a/list"), "list");
+        assert_eq!(source_name("h::list"), "list");
+        assert_eq!(source_name("/up/list"), "list");
+        assert_eq!(
+            strs(f),
+            [
+                "-t",
+                "--stats",
+                "--info=skip1",
+                "--timeout=600",
+                "--contimeout=60",
+                "--no-motd",
+                "--bwlimit=1M",
+                "--max-size=1000",
+                "--",
+                "rsync://up/m/fullfiletimelist-m",
+                "filelist.fetched"
+            ]
+        );
     }
 
     #[test]
@@ -688,21 +651,19 @@ mod tests {
 
     #[test]
     fn counts_what_changed() {
-        let mut c = Changes::default();
-        for line in [
-            ">f+++++++++ new",
-            ">f..t...... touched",
-            "cL+++++++++ link -> a",
-            "cLc.T...... retargeted -> b",
-            "cd+++++++++ dir/",
-            ".d..t...... dir-time-only/",
-            "*deleting   old",
-            "cannot delete non-empty directory: x",
-            "Total bytes received: 1,234",
-            "sent 1 bytes  received 2 bytes",
-        ] {
-            c.count(line);
-        }
+        let out = "M|>f+++++++++ new\n\
+                   M|>f..t...... touched\n\
+                   M|cL+++++++++ link -> a\n\
+                   M|cLc.T...... retargeted -> b\n\
+                   M|cd+++++++++ dir/\n\
+                   M|.d..t...... dir-time-only/\n\
+                   M|*deleting   old\n\
+                   cannot delete non-empty directory: x\n\
+                   Total bytes received: 1,234\n\
+                   sent 1 bytes  received 2 bytes\n";
+        let t = tempfile::tempdir().unwrap();
+        let mut log = File::create(t.path().join("log")).unwrap();
+        let (c, skipped) = read_output(out.as_bytes(), Some(&mut log), Some("M|"), None);
         assert_eq!(
             c,
             Changes {
@@ -711,11 +672,70 @@ mod tests {
                 bytes_received: 1234
             }
         );
-        assert!(c.changed_anything());
+        assert!(c.changed_anything() && !skipped);
+        // The log reads as rsync's own itemized output: the marker is not in it.
+        let logged = fs::read_to_string(t.path().join("log")).unwrap();
+        assert_eq!(logged, out.replace("M|", ""));
+    }
+
+    /// Issue 16 item 2: an upstream's MOTD (or any text its sender prints) that looks like an
+    /// itemized change counts nothing; only lines behind this run's marker do.
+    #[test]
+    fn unmarked_lines_that_look_like_changes_count_nothing() {
+        let out = ">f+++++++++ not/really/changed\n\
+                   *deleting   not/really/deleted\n\
+                   cd+++++++++ fake/\n\
+                   OTHER|>f+++++++++ another/run/marker\n\
+                   Total bytes received: 10\n";
+        let (c, _) = read_output(out.as_bytes(), None, Some("b6f1|"), None);
+        assert_eq!(
+            c,
+            Changes {
+                transferred: 0,
+                deleted: 0,
+                bytes_received: 10
+            }
+        );
+        assert!(!c.changed_anything());
+    }
+
+    #[test]
+    fn a_fetch_rsync_skipped_for_size_is_noticed() {
+        let (_, skipped) = read_output(
+            &b"fullfiletimelist-m is over max-size\nTotal bytes received: 9\n"[..],
+            None,
+            None,
+            Some("fullfiletimelist-m"),
+        );
+        assert!(skipped);
+        let (_, skipped) = read_output(
+            &b"other is over max-size\n"[..],
+            None,
+            None,
+            Some("fullfiletimelist-m"),
+        );
+        assert!(!skipped);
+    }
+
+    #[test]
+    fn the_log_keeps_a_bounded_number_of_other_lines() {
+        let out = "noise\n".repeat(LOGGED_OTHER as usize + 5);
+        let t = tempfile::tempdir().unwrap();
+        let mut log = File::create(t.path().join("log")).unwrap();
+        read_output(out.as_bytes(), Some(&mut log), Some("M|"), None);
+        let logged = fs::read_to_string(t.path().join("log")).unwrap();
+        assert_eq!(logged.lines().count(), LOGGED_OTHER as usize + 1);
+        assert!(logged.ends_with("(5 more lines not logged)\n"), "{logged}");
     }
 
     /// Runs `program args` in `dir` through [`run`], with a log and pgid file in `state`.
-    fn run_in(dir: &Path, state: &Path, program: &str, args: &[&str], limit: Duration) -> Outcome {
+    fn run_in(
+        dir: &Path,
+        state: &Path,
+        program: &str,
+        args: &[&str],
+        limit: Duration,
+    ) -> RsyncExit {
         let cwd = rustix::fs::open(
             dir,
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
@@ -728,8 +748,7 @@ mod tests {
             log: &log,
             pgid_file: &state.join("pgid"),
         };
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        run(Path::new(program), &args, &place, limit).0
+        run(Path::new(program), &plain(args), &place, limit).0
     }
 
     #[test]
@@ -737,7 +756,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let limit = Duration::from_millis(300);
         let o = run_in(t.path(), t.path(), "/bin/sleep", &["30"], limit);
-        assert_eq!(o, Outcome::TimedOut(limit));
+        assert_eq!(o, RsyncExit::TimedOut(limit));
         assert!(!t.path().join("pgid").exists());
     }
 
@@ -763,11 +782,11 @@ mod tests {
         };
         let (o, _) = run(
             Path::new("/usr/bin/touch"),
-            &["written-here".into()],
+            &plain(&["written-here"]),
             &place,
             Duration::from_secs(10),
         );
-        assert_eq!(o, Outcome::Success);
+        assert_eq!(o, RsyncExit::Success);
         assert!(t.path().join("moved/written-here").exists());
         assert!(!Path::new("/tmp/written-here").exists());
         // A plain run through the helper, for the exit code path.
@@ -779,7 +798,7 @@ mod tests {
                 &[],
                 Duration::from_secs(10)
             ),
-            Outcome::Failed(1)
+            RsyncExit::Failed(1)
         );
     }
 }

@@ -1,111 +1,53 @@
 //! The runner: the one executor of a module's syncs. It holds the module lock, drains the queue
-//! batch by batch (each batch executed by [`super::sync`]), records every batch's result for
-//! waiters and status, and unlocks when nothing is pending. It runs detached from any SSH
+//! batch by batch, drives each batch through the stages ([`super::stages`]) in one direction,
+//! writes what they return (log lines, status, the batch result waiters read), then starts the
+//! hub's downstream push, and unlocks when nothing is pending. It runs detached from any SSH
 //! session (hidden verb `__run`), or in the foreground for a local `sync` (a systemd unit would
 //! kill a detached child with its cgroup).
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime};
 
 use super::cli::RUN_VERB;
-use super::config::{Config, Module, SAFE_PATH};
-use super::downstream;
+use super::config::{Config, Module};
+use super::exit::{EXIT_NOPERM, EXIT_OK, EXIT_TEMPFAIL};
+use super::last_run::{self, RunRecord, TargetRun};
 use super::log;
-use super::queue::{BatchResult, ModuleDir, ModuleLock};
-use super::rsync::{self, PGID_FILE};
-use super::status::{self, RunRecord};
-use super::sync;
+use super::queue::{coalesce, BatchResult, ModuleLock, Queued, WHOLE_MODULE};
+use super::stages::decide::{self, Decision};
+use super::stages::record::{self, Timing};
+use super::stages::{remove, settle, target_name, transfer, Context, Event};
+use super::state::{self, ModuleDir};
+use super::{child, downstream};
 
-/// The handler binary to start runners with. After a package upgrade replaced the binary
-/// while this process ran, `/proc/self/exe` names a deleted file (`... (deleted)`): the new
-/// binary at the same path is used then, so requests queued across an upgrade still run.
-pub fn self_exe() -> PathBuf {
-    let proc_exe = PathBuf::from("/proc/self/exe");
-    let Ok(link) = std::fs::read_link(&proc_exe) else {
-        return proc_exe;
-    };
-    match link.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
-        None => link,
-        Some(path) => {
-            let replaced = PathBuf::from(OsStr::from_bytes(path));
-            if replaced.is_file() {
-                replaced
-            } else {
-                // Removed, not replaced: the running image can still be executed.
-                proc_exe
-            }
-        }
-    }
-}
-
-/// Starts `<handler> --config <cfg> __run <module>`, detached.
-pub fn spawn_detached(config_path: &Path, module: &str) -> io::Result<()> {
-    let config = std::path::absolute(config_path)?;
-    let mut cmd = Command::new(self_exe());
-    cmd.arg("--config").arg(config).arg(RUN_VERB).arg(module);
-    // Not waited for: the requester goes on and the runner is reparented when it exits.
-    detach(&mut cmd).spawn().map(drop)
-}
-
-/// Sets `cmd` up to run in its own session with a scrubbed environment, /dev/null for stdio
-/// and no other fds, so sshd neither waits for it nor kills it when the session ends.
-pub fn detach(cmd: &mut Command) -> &mut Command {
-    cmd.env_clear()
-        .env("PATH", SAFE_PATH)
-        .env("LC_ALL", "C")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid, syscall and fcntl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // std opens its own fds close-on-exec, but fds inherited from sshd or a caller may
-            // not be: mark every fd above stderr close-on-exec (CLOSE_RANGE_CLOEXEC = 4).
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
-                for fd in 3..1024 {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
+/// Starts the module's runner, detached (`<handler> --config <cfg> __run <module>`).
+pub(crate) fn spawn(cfg: &Config, m: &Module) -> io::Result<()> {
+    child::spawn_self(&cfg.path, &[RUN_VERB, m.name.as_str()])
 }
 
 /// The hidden `__run <module>` verb. Exits quietly when another runner holds the lock: that
 /// runner re-reads `pending` before it lets go, so our request is not lost.
-pub fn run_detached(cfg: &Config, module: &str) -> i32 {
+pub(crate) fn run_detached(cfg: &Config, module: &str) -> i32 {
     let Some(m) = cfg.modules.get(module) else {
-        return super::EXIT_NOPERM;
+        return EXIT_NOPERM;
     };
-    if sync::running_as_root() {
-        return super::EXIT_NOPERM;
-    }
     let md = match ModuleDir::create(&cfg.state_dir, module) {
         Ok(md) => md,
-        Err(_) => return super::EXIT_TEMPFAIL,
+        Err(_) => return EXIT_TEMPFAIL,
     };
     match md.try_lock() {
         Ok(Some(lock)) => drain(cfg, m, &md, lock),
-        Ok(None) => super::EXIT_OK,
+        Ok(None) => EXIT_OK,
         Err(e) => {
-            log_event(cfg, m, "lock-error", &e.to_string());
-            super::EXIT_TEMPFAIL
+            log::event(&cfg.state_dir, m, "lock-error", &e.to_string());
+            EXIT_TEMPFAIL
         }
     }
 }
 
 /// Runs batches until nothing is pending, then unlocks and looks once more (closing the race
 /// with a requester whose try-lock failed just before we let go).
-pub fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 {
+pub(crate) fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 {
     let mut lock = lock;
     loop {
         loop {
@@ -113,35 +55,35 @@ pub fn drain(cfg: &Config, m: &Module, md: &ModuleDir, lock: ModuleLock) -> i32 
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    log_event(cfg, m, "queue-error", &e.to_string());
-                    return super::EXIT_TEMPFAIL;
+                    log::event(&cfg.state_dir, m, "queue-error", &e.to_string());
+                    return EXIT_TEMPFAIL;
                 }
             }
         }
         drop(lock);
         if !md.has_pending() {
-            return super::EXIT_OK;
+            return EXIT_OK;
         }
         match md.try_lock() {
             Ok(Some(l)) => lock = l,
             // Someone else holds it now and will see what is pending.
-            _ => return super::EXIT_OK,
+            _ => return EXIT_OK,
         }
     }
 }
 
 /// Takes and runs one batch; `None` when there was nothing to do. Caller holds the lock.
-pub fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<RunRecord>> {
+fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<RunRecord>> {
     // A runner killed with -9 may have left rsync behind: it must be gone before we start one.
-    rsync::kill_leftover(&md.path(PGID_FILE), &cfg.rsync);
+    child::kill_leftover(&md.path(state::RSYNC_PGID), &cfg.rsync);
     let batch = md.take()?;
     if batch.is_empty() {
         return Ok(None);
     }
-    let record = sync::execute(cfg, m, md, &batch);
+    let record = run_batch(cfg, m, md, &batch);
     log_run(cfg, m, &record);
-    if let Err(e) = status::write(md, &record) {
-        log_event(cfg, m, "status-error", &e.to_string());
+    if let Err(e) = last_run::write(md, &record) {
+        log::event(&cfg.state_dir, m, "status-error", &e.to_string());
     }
     let covered = BatchResult {
         seq: batch.iter().map(|e| e.seq).max().unwrap_or(0),
@@ -158,6 +100,102 @@ pub fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<R
     Ok(Some(record))
 }
 
+/// One batch through the stages: fetch the list, then per target decide → transfer → remove
+/// → settle, then record. Returns the record also for a batch that failed before rsync started.
+fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Queued]) -> RunRecord {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut timing = Timing {
+        started,
+        start: log::now(),
+        took: clock.elapsed(),
+        rsync_time: clock.elapsed(),
+    };
+    let ctx = match Context::open(cfg, m, md) {
+        Ok(ctx) => ctx,
+        Err(why) => {
+            timing.took = clock.elapsed();
+            return record::run_record(
+                batch,
+                vec![TargetRun::refused(WHOLE_MODULE, why)],
+                &timing,
+                Ok(false),
+            );
+        }
+    };
+    let targets = coalesce(batch);
+    let t0 = Instant::now();
+    let list = transfer::fetch_list(&ctx);
+    if let decide::ListFetch::Failed(why) = &list {
+        write_events(
+            cfg,
+            m,
+            vec![super::stages::event("filelist-fetch-failed", why.clone())],
+        );
+    }
+    // `sync --full`: a plain rsync even where the module has a file list.
+    let plain_asked = batch.iter().any(|e| e.plain);
+    timing.rsync_time += t0.elapsed();
+    let mut runs = Vec::with_capacity(targets.len());
+    for target in &targets {
+        let t0 = Instant::now();
+        let dir = target.as_ref();
+        let mut events = Vec::new();
+        let decision = decide::target(&ctx, dir, &list, plain_asked, &mut events);
+        let run = match &decision {
+            Decision::Null => TargetRun::null(target_name(dir)),
+            Decision::Refused(why) => TargetRun::failed(
+                target_name(dir),
+                last_run::RunKind::Filelist,
+                None,
+                why.clone(),
+                Default::default(),
+            ),
+            Decision::Listed { transfer: planned } => match transfer::listed(&ctx, dir, *planned) {
+                run if run.ok => remove::listed(&ctx, run),
+                run => run,
+            },
+            Decision::Plain { note, .. } => {
+                let run = match transfer::plain(&ctx, dir) {
+                    transfer::Plain::Ended(run) => run,
+                    transfer::Plain::GoneUpstream {
+                        dir,
+                        created,
+                        changes,
+                    } => remove::gone_upstream(&ctx, &dir, &created, changes),
+                };
+                match note {
+                    Some(n) => run.with_note(n),
+                    None => run,
+                }
+            }
+        };
+        let mut run = run;
+        if let Err(why) = settle::target(&ctx, dir, &decision, &run, &mut events) {
+            if run.ok {
+                run.ok = false;
+                run.result = why;
+            }
+        }
+        write_events(cfg, m, events);
+        runs.push(run);
+        timing.rsync_time += t0.elapsed();
+    }
+    let mut events = Vec::new();
+    let whole = targets.iter().any(Option::is_none);
+    let trace = record::trace(&ctx, batch, &runs, whole, &timing, &mut events);
+    write_events(cfg, m, events);
+    timing.took = clock.elapsed();
+    record::run_record(batch, runs, &timing, trace)
+}
+
+/// The stages' events, in the order they happened, as `handler.log` lines.
+fn write_events(cfg: &Config, m: &Module, events: Vec<Event>) {
+    for e in events {
+        log::event(&cfg.state_dir, m, e.verdict, &e.detail);
+    }
+}
+
 fn log_run(cfg: &Config, m: &Module, record: &RunRecord) {
     let runs: Vec<String> = record
         .runs
@@ -172,8 +210,8 @@ fn log_run(cfg: &Config, m: &Module, record: &RunRecord) {
             )
         })
         .collect();
-    log_event(
-        cfg,
+    log::event(
+        &cfg.state_dir,
         m,
         if record.ok { "run-ok" } else { "run-failed" },
         &format!(
@@ -184,16 +222,4 @@ fn log_run(cfg: &Config, m: &Module, record: &RunRecord) {
             record.result
         ),
     );
-}
-
-/// One line in handler.log about the module (not about a request).
-pub fn log_event(cfg: &Config, m: &Module, verdict: &str, detail: &str) {
-    let line = format!(
-        "{} module={} verdict={verdict} detail=\"{}\"\n",
-        log::now(),
-        m.name,
-        log::field(detail.as_bytes())
-    );
-    // Nobody to tell if this fails: the run's status.json still records the result.
-    let _ = log::append(&cfg.state_dir, &line);
 }

@@ -1,100 +1,16 @@
-//! Last-run records (`<state_dir>/<module>/status.json`) and the `status` command's output.
+//! The `status` verb: per module the last run, a hub's last push, what is in flight and pending.
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::queue::{read_state_file, Entry, ModuleDir};
-use super::rsync::Changes;
-
-pub const STATUS_FILE: &str = "status.json";
-/// Most requests, pushers and keys a record lists (the rest are counted).
-pub const LISTED: usize = 100;
-
-/// How a target was synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A plain rsync of the module or dir.
-    Full,
-    /// The file list changed: only the entries that changed were transferred or removed.
-    Filelist,
-    /// The file list was unchanged: nothing else ran.
-    Null,
-    /// The dir is gone upstream: it was removed here.
-    Removed,
-    /// Nothing ran (refused before rsync started).
-    None,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Full => "full",
-            Kind::Filelist => "filelist",
-            Kind::Null => "null",
-            Kind::Removed => "removed",
-            Kind::None => "none",
-        }
-    }
-}
-
-/// One target (the module or a dir) within a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetRun {
-    /// `(all)` or the dir.
-    pub target: String,
-    pub kind: Kind,
-    pub ok: bool,
-    pub rsync_exit: Option<i32>,
-    pub result: String,
-    #[serde(flatten)]
-    pub changes: Changes,
-}
-
-/// One run of a batch: what was asked, by whom, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub start: String,
-    pub end: String,
-    pub duration_ms: u64,
-    /// The batch's requests, `(all)` or a dir, in arrival order (at most [`LISTED`]).
-    pub requests: Vec<String>,
-    /// How many requests the batch held.
-    pub requests_total: usize,
-    pub pushers: Vec<String>,
-    pub keys: Vec<String>,
-    pub runs: Vec<TargetRun>,
-    pub ok: bool,
-    /// The first failing rsync exit code, else 0 (null if rsync never ran to an exit code).
-    pub rsync_exit: Option<i32>,
-    pub result: String,
-    /// Totals over the runs.
-    #[serde(flatten)]
-    pub changes: Changes,
-    /// A trace (or lastsync) file was written after this run.
-    pub trace_written: bool,
-}
-
-impl RunRecord {
-    /// For an answer: `rsync code 5 at <end>`, or the result text when rsync had no exit code.
-    pub fn failure_summary(&self) -> String {
-        match self.rsync_exit {
-            Some(code) if code != 0 => format!("rsync code {code} at {}", self.end),
-            _ => format!("{} at {}", self.result, self.end),
-        }
-    }
-}
-
-pub fn read(md: &ModuleDir) -> Option<RunRecord> {
-    let bytes = read_state_file(&md.path(STATUS_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-pub fn write(md: &ModuleDir, r: &RunRecord) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-    super::queue::write_atomic(&md.path(STATUS_FILE), &bytes)
-}
+use super::cli::Invocation;
+use super::config;
+use super::downstream;
+use super::exit::{report, say, EXIT_OK};
+use super::last_run::{self, RunRecord};
+use super::queue::Queued;
+use super::state::ModuleDir;
 
 /// Everything `status` shows for one module.
 #[derive(Debug, Clone, Serialize)]
@@ -102,22 +18,50 @@ pub struct ModuleStatus {
     pub module: String,
     pub last_run: Option<RunRecord>,
     /// A hub's last push to its downstream mirrors.
-    pub downstream: Option<super::downstream::Record>,
+    pub downstream: Option<downstream::PushRecord>,
     /// The batch a runner took and has not finished: running now, or interrupted and merged
     /// into the next run.
-    pub in_flight: Vec<Entry>,
-    pub pending: Vec<Entry>,
+    pub in_flight: Vec<Queued>,
+    pub pending: Vec<Queued>,
+}
+
+/// The `status [--json]` verb. It only reads: as root (or as anyone) it creates nothing.
+pub(crate) fn command(inv: &Invocation, json: bool) -> i32 {
+    let cfg = match config::load_for(&inv.config, false) {
+        Ok(c) => c,
+        Err(f) => return report(&f),
+    };
+    let all: Vec<ModuleStatus> = cfg
+        .modules
+        .keys()
+        .map(|name| {
+            let md = ModuleDir::new(&cfg.state_dir, name);
+            ModuleStatus {
+                module: name.clone(),
+                last_run: last_run::read(&md),
+                downstream: downstream::read(&md),
+                in_flight: md.inflight().unwrap_or_default(),
+                pending: md.pending().unwrap_or_default(),
+            }
+        })
+        .collect();
+    if json {
+        say(&render_json(&all));
+    } else {
+        say(render_text(&all).trim_end_matches('\n'));
+    }
+    EXIT_OK
 }
 
 pub fn render_json(all: &[ModuleStatus]) -> String {
     serde_json::json!({ "modules": all }).to_string()
 }
 
-fn targets(entries: &[Entry]) -> String {
+fn targets(entries: &[Queued]) -> String {
     if entries.is_empty() {
         return "-".to_owned();
     }
-    let list: Vec<String> = entries.iter().map(Entry::target).collect();
+    let list: Vec<String> = entries.iter().map(Queued::target).collect();
     format!("{} ({})", entries.len(), list.join(", "))
 }
 
@@ -148,6 +92,9 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
                         t.changes.deleted,
                         t.changes.bytes_received
                     );
+                    if let Some(c) = &t.rsync_command {
+                        let _ = writeln!(out, "  rsync:     {c}");
+                    }
                 }
                 let more = r.requests_total.saturating_sub(r.requests.len());
                 let more = if more > 0 {
@@ -184,9 +131,11 @@ pub fn render_text(all: &[ModuleStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handler::last_run::{RunKind, TargetRun};
+    use crate::handler::rsync::Changes;
 
     fn sample() -> Vec<ModuleStatus> {
-        let e = Entry {
+        let e = Queued {
             seq: 1,
             at: "2025-01-01T00:00:00Z".into(),
             dir: Some("a/b".into()),
@@ -207,7 +156,7 @@ mod tests {
                     keys: vec!["master".into()],
                     runs: vec![TargetRun {
                         target: "(all)".into(),
-                        kind: Kind::Full,
+                        kind: RunKind::Plain,
                         ok: false,
                         rsync_exit: Some(23),
                         result: "rsync failed with exit code 23".into(),
@@ -216,6 +165,9 @@ mod tests {
                             deleted: 1,
                             bytes_received: 99,
                         },
+                        rsync_command: Some(
+                            "cd /srv/m && /usr/bin/rsync -rlpt -- 'rsync://h/m/' .".into(),
+                        ),
                     }],
                     ok: false,
                     rsync_exit: Some(23),
@@ -252,7 +204,7 @@ mod tests {
         );
         assert!(t.contains("  pending:   1 (a/b)\n"), "{t}");
         assert!(
-            t.contains("  run:       full (all): 3 transferred, 1 deleted, 99 bytes received\n"),
+            t.contains("  run:       full (all): 3 transferred, 1 deleted, 99 bytes received\n  rsync:     cd /srv/m && /usr/bin/rsync -rlpt -- 'rsync://h/m/' .\n"),
             "{t}"
         );
         assert!(t.contains("idle:\n  last run:  never\n"), "{t}");

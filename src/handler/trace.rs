@@ -41,7 +41,7 @@ pub fn write(m: &Module, dest: &OwnedFd, facts: &RunFacts) -> std::io::Result<bo
         )
         .map(|b| archive_serial(&b));
         let text = content(m, facts, serial.as_ref(), &hostname());
-        destdir::write_file_at(dest, t, text.as_bytes())?;
+        destdir::write_file_at(dest, t, text.as_bytes()).map_err(|e| naming(m, t, e))?;
     }
     if let Some(l) = &m.lastsync {
         let secs = facts
@@ -49,9 +49,18 @@ pub fn write(m: &Module, dest: &OwnedFd, facts: &RunFacts) -> std::io::Result<bo
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        destdir::write_file_at(dest, l, format!("{secs}\n").as_bytes())?;
+        destdir::write_file_at(dest, l, format!("{secs}\n").as_bytes())
+            .map_err(|e| naming(m, l, e))?;
     }
     Ok(m.trace.is_some() || m.lastsync.is_some())
+}
+
+/// An error that names the file under dest it is about.
+fn naming(m: &Module, rel: &RelDir, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot write {}: {e}", m.dest.join(rel.as_str()).display()),
+    )
 }
 
 /// The `Archive serial` of the upstream's master trace: `unknown` when the file has no such
