@@ -66,6 +66,13 @@ pub struct Argv {
     bounded: Option<(String, u64)>,
 }
 
+impl Argv {
+    /// The arguments after the program name.
+    pub(crate) fn words(&self) -> &[OsString] {
+        &self.args
+    }
+}
+
 /// The argv of a transfer pass, with a fresh marker.
 pub fn args(module: &Module, job: &Pass) -> Argv {
     args_with_marker(module, job, &new_marker())

@@ -229,13 +229,13 @@ pub(crate) fn listed(ctx: &Context, dir: Option<&RelDir>, planned: u64) -> Targe
 
 /// The command line that reruns one rsync pass by hand, as the account: rsync runs inside the
 /// opened directory, which for a person is `cd <dest>[/<dir>]`.
-fn rerun(ctx: &Context, dir: Option<&RelDir>, args: &[std::ffi::OsString]) -> String {
+fn rerun(ctx: &Context, dir: Option<&RelDir>, argv: &rsync::Argv) -> String {
     let cwd = match dir {
         None => ctx.m.dest.clone(),
         Some(d) => ctx.m.dest.join(d.as_str()),
     };
     let words = std::iter::once(ctx.cfg.rsync.to_string_lossy().into_owned())
-        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()));
+        .chain(argv.words().iter().map(|a| a.to_string_lossy().into_owned()));
     format!(
         "cd {} && {}",
         shell_words::quote(&cwd.to_string_lossy()),
