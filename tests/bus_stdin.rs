@@ -376,7 +376,7 @@ fn the_man_page_formats_cleanly_and_covers_every_mode_and_exit_code() {
         text.push(raw[i]);
         i += 1;
     }
-    let text = text.replace('\u{2010}', "-").replace('\u{2212}', "-");
+    let text = text.replace(['\u{2010}', '\u{2212}'], "-");
     for needle in [
         "--stdin",
         "status",

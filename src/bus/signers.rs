@@ -372,11 +372,11 @@ mod tests {
         assert!(s.find("a.example.org", "n", &key(), epoch(0)).is_err());
 
         for (text, what) in [
-            (format!("m\n"), "no key"),
+            ("m\n".to_owned(), "no key"),
             (format!("m unknown-opt {KEY}\n"), "unknown option"),
             (format!("m valid-after=\"20300101\" {KEY}\n"), "local time"),
             (
-                format!("m ssh-ed25519 AAAAnot-base64\n"),
+                "m ssh-ed25519 AAAAnot-base64\n".to_owned(),
                 "cannot read the key",
             ),
             (format!("\"m {KEY}\n"), "quote"),

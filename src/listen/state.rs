@@ -318,8 +318,10 @@ mod tests {
     #[test]
     fn counters_add_up_across_writers() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Counters::default();
-        d.accepted = 2;
+        let mut d = Counters {
+            accepted: 2,
+            ..Default::default()
+        };
         d.refuse("replay");
         add_status(dir.path(), &d, Some("connected")).unwrap();
         add_status(dir.path(), &d, None).unwrap();

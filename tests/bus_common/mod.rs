@@ -69,7 +69,7 @@ impl BusLab {
         let ack_key_path = listen_dir.join("id_ed25519");
         keygen(&ack_key_path).unwrap();
         lab.give_to_account(&ack_key_path).unwrap();
-        let ack_pub = PublicKey::read_openssh_file(&ack_key_path.with_extension("pub")).unwrap();
+        let ack_pub = PublicKey::read_openssh_file(ack_key_path.with_extension("pub")).unwrap();
         let state_dir = listen_dir.join("state");
         let prefix = format!("org.{}.", lab.user.replace('.', "_"));
         BusLab {
