@@ -8,7 +8,6 @@
 //!   fails the bus mirrors with a clear error, and the SSH mirrors still go through.
 //! - `list`, `push --dry-run` and `check` show and check the bus side.
 
-#[allow(dead_code)]
 mod bus_common;
 
 use std::fmt::Write as _;
