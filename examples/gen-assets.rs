@@ -15,7 +15,7 @@ use clap::{Arg, ArgAction, CommandFactory};
 use clap_complete::Shell;
 use mirrorpush::fanout::cli::Cli;
 use mirrorpush::fanout::commands::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
-use mirrorpush::fanout::registry::{DEFAULT_KNOWN_HOSTS, DEFAULT_REGISTRY};
+use mirrorpush::fanout::registry::{DEFAULT_HISTORY, DEFAULT_KNOWN_HOSTS, DEFAULT_REGISTRY};
 
 fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or("target/assets".into()));
@@ -79,6 +79,7 @@ pub fn main_page() -> String {
     s.push_str(&commands_section(&cmd));
     s.push_str(&text_sections());
     s.push_str(BUS_SECTION);
+    s.push_str(&propagation_section());
     s.push_str(&environment(&cmd));
     s.push_str(&exit_status());
     s.push_str(EXAMPLES);
@@ -386,11 +387,60 @@ The private key the master authenticates with, as the README sets it up; the reg
 .I /usr/share/doc/mirrorpush/examples/mirrors.toml
 A registry with every key explained.
 .TP
+.I {history}
+The push history (SQLite; \fB\-\-history\fR, \fBMIRRORPUSH_HISTORY\fR or the registry's
+\fBhistory\fR move it): every push, what each mirror answered and when verify proved it.
+.TP
 .I /var/lib/mirrorpush/trigger/MODULE
 Touched by a publish script, starts \fBmirrorpush\-push@MODULE.service\fR through its path unit.
 "#,
         registry = esc(DEFAULT_REGISTRY),
         known_hosts = esc(DEFAULT_KNOWN_HOSTS),
+        history = esc(DEFAULT_HISTORY),
+    )
+}
+
+/// PROPAGATION: the history, verify and report, and their exit codes.
+fn propagation_section() -> String {
+    format!(
+        r#".SH PROPAGATION
+Every
+.B push
+is recorded in the history (tables \fBpush\fR, \fBpush_proof\fR and \fBpush_mirror\fR, for
+.BR sqlite3 (1);
+times are milliseconds since the epoch): the push when it starts, with the master's proof
+values, each mirror's answer as it arrives, and the end. Its report ends with the line
+.BR "push ID" ,
+and the JSON summary carries \fB"push"\fR. A push killed midway keeps what it had recorded.
+.PP
+.B verify
+proves from outside that mirrors carry a push: for each mirror with a \fBurl\fR (its public tree
+of the module: https, http or rsync; \fB{{module}}\fR is replaced) it fetches the file its
+\fBverify\fR setting names (\fBtrace:\fIpath\fR, \fBfilelist:\fIname\fR or
+\fBfile:\fIpath\fR) and compares it with the master's tree (\fB[verify] tree\fR or
+\fB[verify.trees]\fR) as it was when the push started. A mirror that answered \fBsynced\fR but
+serves other content is \fBstale\fR: self\-reports never count. Each fetch reads at most 1 MiB,
+follows at most 5 redirects and is bounded by the mirror's \fBconnect_timeout\fR and
+\fBtimeout\fR.
+.B "push \-\-verify"
+runs \fBverify \-\-watch\fR after the last stage.
+.PP
+.B report
+shows per mirror the answer, when it synced and was verified, and its lag, then
+.RS
+.PP
+37 of 40 verified within 1m05s; lag p50 21.4s, p90 48.0s, p99 \-; stragglers: ...
+.RE
+.PP
+and with \fB\-\-html\fR writes one self\-contained page plotting the share of mirrors synced and
+verified against the time since the push.
+.PP
+Exit status of \fBverify\fR: {ok} every selected mirror verified, {failed} not all, {usage}
+usage, registry or history error. Of \fBreport\fR: {ok}, or {usage} when there is no such push.
+"#,
+        ok = EXIT_OK,
+        failed = EXIT_FAILED,
+        usage = EXIT_USAGE,
     )
 }
 
@@ -486,6 +536,16 @@ How many mirrors have the content, from the summary object:
 .RS
 .nf
 mirrorpush push \-\-json fedora | jq \-r '.summary | select(.) | .propagation'
+.fi
+.RE
+.PP
+Push, watch the mirrors' public trees until they serve it (at most 30 minutes), and write the
+report with its plot:
+.PP
+.RS
+.nf
+mirrorpush push \-\-verify \-\-until 30m fedora
+mirrorpush report \-\-html /var/www/propagation.html
 .fi
 .RE
 .PP

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: OpenSSH server and client, rsync, Debian's
-# ftpsync (a lab mirror runs the real one), groff (the man page test formats the page), and
-# systemd's systemd-analyze with --units, for the unit checks. Debian/Ubuntu, as root.
+# ftpsync (a lab mirror runs the real one), groff (the man page test formats the page), nginx and
+# chromium (the propagation tests), and systemd's systemd-analyze with --units, for the unit
+# checks. Debian/Ubuntu, as root.
 set -euo pipefail
 if ! command -v cargo >/dev/null; then
     echo "error: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.89" >&2
@@ -18,6 +19,10 @@ command -v groff >/dev/null || need+=(groff-base)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 [ -x /usr/sbin/exim4 ] || need+=(exim4-daemon-light)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# The propagation tests: mirrors' public trees served by nginx (started by the lab as an
+# unprivileged process, never as the system service), the HTML report rendered by chromium.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/lib/chromium/chromium ] || need+=(chromium fonts-dejavu-core)
 if [ "${1:-}" = "--units" ]; then
     command -v systemd-analyze >/dev/null || need+=(systemd)
 fi

@@ -7,6 +7,8 @@
 //! - [`bus`]: signed triggers and acks over AMQP 0-9-1 (feature `bus`), for `mirrorpush-listen`
 //!   and the master's bus transport.
 //! - [`listen`]: the mirror-side bus listener `mirrorpush-listen` (feature `bus`).
+//! - [`history`], [`verify`], [`propagation`]: the push history, proof from outside that mirrors
+//!   carry a push, and the propagation report (feature `master`).
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
 mod atomic;
@@ -20,5 +22,11 @@ pub mod fanout;
 
 #[cfg(feature = "bus")]
 pub mod bus;
+#[cfg(feature = "master")]
+pub mod history;
 #[cfg(feature = "bus")]
 pub mod listen;
+#[cfg(feature = "master")]
+pub mod propagation;
+#[cfg(feature = "master")]
+pub mod verify;

@@ -84,9 +84,11 @@ fn the_main_page_has_every_section_and_formats_cleanly() {
         .collect::<Vec<_>>()
         .join(" ");
     for form in [
-        "mirrorpush [--registry FILE] [-v]... list [--module MODULE] [--tag TAG]... [--json]",
-        "mirrorpush [--registry FILE] [-v]... push [--dry-run] [--json] [--mirror NAME]... [--tag TAG]... [--concurrency N] MODULE [DIR]",
-        "mirrorpush [--registry FILE] [-v]... check",
+        "mirrorpush [--registry FILE] [-v]... [--history FILE] list [--module MODULE] [--tag TAG]... [--json]",
+        "mirrorpush [--registry FILE] [-v]... [--history FILE] push [--dry-run] [--json] [--mirror NAME]... [--tag TAG]... [--concurrency N] [--verify] [--until DURATION] MODULE [DIR]",
+        "mirrorpush [--registry FILE] [-v]... [--history FILE] check",
+        "mirrorpush [--registry FILE] [-v]... [--history FILE] verify [--module MODULE] [--watch] [--until DURATION] [--json] [--mirror NAME]... [--tag TAG]... [PUSH]",
+        "mirrorpush [--registry FILE] [-v]... [--history FILE] report [--last N] [--module MODULE] [--json] [--html FILE] [PUSH]",
     ] {
         assert!(synopsis.contains(form), "{form:?} not in {synopsis:?}");
     }
@@ -119,6 +121,10 @@ fn the_main_page_has_every_section_and_formats_cleanly() {
         "| jq",
         "mirrorpush-handler(8)",
         "synced within",
+        "/var/lib/mirrorpush/history.db",
+        "MIRRORPUSH_HISTORY",
+        "verified within",
+        "push --verify",
     ] {
         assert!(text.contains(needle), "{needle:?} missing");
     }
@@ -149,7 +155,7 @@ fn every_command_keeps_its_own_page() {
     assert_eq!(warnings, "", "groff warnings");
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
-        flat.contains("[--mirror NAME]... [--tag TAG]... [--concurrency N] MODULE [DIR]"),
+        flat.contains("[--mirror NAME]... [--tag TAG]... [--concurrency N] [--verify] [--until DURATION] MODULE [DIR]"),
         "{flat}"
     );
     assert!(flat.contains("SEE ALSO mirrorpush(1)"), "{flat}");

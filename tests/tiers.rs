@@ -272,3 +272,62 @@ fn with_file_lists_a_hub_passes_dir_pushes_on_and_leaves_fetch_its_list() {
     // The hub published what it carries: the leaves' trees and lists match the origin's.
     assert!(lab.in_sync(0, "fedora") && lab.in_sync(1, "fedora") && lab.in_sync(2, "fedora"));
 }
+
+/// A hub's runner killed with -9 after its transfer, before it passed the push on: the redone
+/// batch changes nothing, and the leaves are pushed all the same.
+#[test]
+fn a_hub_killed_after_its_transfer_still_pushes_its_leaves() {
+    let mut lab = start(2, "wait");
+    let hub_tree = lab.mirrors[0].dest("fedora");
+    let hub_port = lab.serve("hub", &[("fedora".into(), hub_tree)]).unwrap();
+    let registry = downstream_registry(&lab, 0, &[1]);
+    // The hub's rsync: the first sync transfers, then hangs until the runner is killed.
+    let dir = lab.root.join("hold");
+    lab.create_dir_for_account(&dir).unwrap();
+    let wrapper = dir.join("rsync");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {rsync} --version;; esac\n\
+             {rsync} \"$@\"; rc=$?\n\
+             if [ ! -e {held} ]; then touch {held}; while :; do sleep 1; done; fi\n\
+             exit $rc\n",
+            rsync = lab.rsync_bin.display(),
+            held = dir.join("held").display(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let hub_text = lab
+        .handler_toml(
+            0,
+            &format!("downstream = {:?}\n", registry.display().to_string()),
+        )
+        .replace(
+            &format!("rsync = {:?}", lab.rsync_bin.display().to_string()),
+            &format!("rsync = {:?}", wrapper.display().to_string()),
+        );
+    lab.write_handler_config(0, &hub_text).unwrap();
+    let from_hub = format!("rsync://127.0.0.1:{hub_port}/fedora/");
+    let leaf = lab
+        .handler_toml(1, "")
+        .replace(&lab.rsync_url("fedora"), &from_hub);
+    lab.write_handler_config(1, &leaf).unwrap();
+
+    let mut session = lab.ssh(0, "sync fedora").spawn().unwrap();
+    assert!(lab.wait_until(LONG, || dir.join("held").exists()));
+    assert!(lab.in_sync(0, "fedora"), "the transfer happened");
+    let runner = common::runner_pid(&lab.mirrors[0].handler_config).expect("a runner");
+    // SAFETY: kill(2) on the hub's runner, found by its command line.
+    unsafe { libc::kill(runner, libc::SIGKILL) };
+    // The waiting session starts a new runner; its batch changes nothing, yet the leaf follows.
+    assert!(
+        lab.wait_until(LONG, || lab.in_sync(1, "fedora") && quiet(&lab)),
+        "the leaf never learnt of the change"
+    );
+    assert!(session.wait().unwrap().success());
+    let hub = common::status_json_of(&lab, 0);
+    assert_eq!(hub["modules"][0]["last_run"]["transferred"], 0, "{hub}");
+    assert_eq!(hub["modules"][0]["downstream"]["ok"], true, "{hub}");
+}

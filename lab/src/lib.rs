@@ -15,9 +15,11 @@
 //!
 //! [`bench`] holds what the sync benchmarks share (rusage of a daemon's clients, tree comparison).
 //! [`broker`] starts a RabbitMQ node of the lab's own for the bus transport.
+//! [`web`] starts Debian's nginx serving mirrors' public trees, for the propagation tests.
 
 pub mod bench;
 pub mod broker;
+pub mod web;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -222,10 +224,11 @@ impl Lab {
     /// A `mirrors.toml` naming every mirror, with `extra_mirror_keys` added to every `[[mirror]]`.
     pub fn registry_toml(&self, extra_mirror_keys: &str) -> String {
         let mut s = format!(
-            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = \"10s\"\ntimeout = \"2m\"\n",
+            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = \"10s\"\ntimeout = \"2m\"\nhistory = {:?}\n",
             self.user,
             self.identity.display().to_string(),
-            self.known_hosts.display().to_string()
+            self.known_hosts.display().to_string(),
+            self.history().display().to_string()
         );
         for m in &self.mirrors {
             let _ = write!(
@@ -235,6 +238,11 @@ impl Lab {
             );
         }
         s
+    }
+
+    /// The master's push history for the lab's registry (`[defaults] history`).
+    pub fn history(&self) -> PathBuf {
+        self.root.join("history.db")
     }
 
     /// The real OpenSSH client, set up to reach mirror `i` with the lab key and strict host keys.
@@ -326,10 +334,11 @@ impl Lab {
         let known_hosts = dir.join("known_hosts");
         fs::copy(&self.known_hosts, &known_hosts)?;
         let mut registry = format!(
-            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = {timeout:?}\n",
+            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = {timeout:?}\nhistory = {:?}\n",
             self.user,
             key.display().to_string(),
-            known_hosts.display().to_string()
+            known_hosts.display().to_string(),
+            dir.join("history.db").display().to_string()
         );
         for &i in to {
             let m = &self.mirrors[i];

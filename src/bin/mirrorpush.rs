@@ -15,6 +15,52 @@ fn main() {
             commands::list(&cli.registry, module.as_deref(), &tags, json)
         }
         Command::Check => commands::check(&cli.registry),
+        Command::Verify {
+            push,
+            module,
+            watch,
+            until,
+            json,
+            mirrors,
+            tags,
+        } => {
+            let args = mirrorpush::verify::VerifyArgs {
+                push,
+                module,
+                watch,
+                until,
+                json,
+                mirrors,
+                tags,
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(commands::verify(
+                    &cli.registry,
+                    cli.history.as_deref(),
+                    args,
+                )),
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    commands::EXIT_USAGE
+                }
+            }
+        }
+        Command::Report {
+            push,
+            last,
+            module,
+            json,
+            html,
+        } => {
+            let args = mirrorpush::propagation::ReportArgs {
+                push,
+                last: last.map(|n| n as usize),
+                module,
+                json,
+                html,
+            };
+            commands::report(&cli.registry, cli.history.as_deref(), &args)
+        }
         Command::Filelist {
             output,
             checksums,
@@ -36,6 +82,8 @@ fn main() {
             mirrors,
             tags,
             concurrency,
+            verify,
+            until,
             module,
             dir,
         } => {
@@ -47,6 +95,9 @@ fn main() {
                 concurrency: concurrency.map(|c| c as usize),
                 dry_run,
                 json,
+                history: cli.history.clone(),
+                verify,
+                until,
             };
             match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(commands::push(&cli.registry, args)),

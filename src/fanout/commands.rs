@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use russh::keys::PrivateKey;
 
@@ -20,6 +21,7 @@ use super::scheduler;
 use super::select::{Choice, Selector};
 use super::session;
 use super::transport::Target;
+use crate::history::recorder::Recorder;
 use crate::request::{ModuleName, Request};
 
 pub const EXIT_OK: i32 = 0;
@@ -64,6 +66,11 @@ pub struct PushArgs {
     pub concurrency: Option<usize>,
     pub dry_run: bool,
     pub json: bool,
+    /// `--history`, overriding the registry's.
+    pub history: Option<PathBuf>,
+    /// `--verify`, with its `--until`.
+    pub verify: bool,
+    pub until: Option<Duration>,
 }
 
 /// `mirrorpush push`. With `dry_run`, prints the plan and connects to nobody.
@@ -106,8 +113,10 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         Err(e) => return usage(&e.to_string()),
     };
     let progress = std::io::stderr().is_terminal();
-    let reporter = Reporter::new(args.json, progress, targets.len());
     let sessions = targets.iter().filter(|t| t.holds_connection()).count();
+    let history = history_path(&registry, args.history.as_deref());
+    let recorder = Recorder::start(&history, &registry.verify, &request, &selected);
+    let reporter = Reporter::new(args.json, progress, targets.len()).record_to(recorder);
     let concurrency = fd_bounded(
         args.concurrency
             .unwrap_or(registry.concurrency)
@@ -123,13 +132,91 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
     if let Some(bus) = bus {
         bus.finish().await;
     }
-    if summary.interrupted {
+    let code = if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.all_ok() {
         EXIT_OK
     } else {
         EXIT_FAILED
+    };
+    match (args.verify, summary.push) {
+        (true, Some(id)) if !summary.interrupted => {
+            verify_after_push(&registry, &history, id, args.json, args.until, code).await
+        }
+        (true, None) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: --verify: this push was not recorded in the history, so it cannot be verified"
+            );
+            EXIT_FAILED
+        }
+        _ => code,
     }
+}
+
+/// `push --verify`: `verify --watch` of the push just made; exit 1 if either failed.
+async fn verify_after_push(
+    registry: &Registry,
+    history: &Path,
+    id: i64,
+    json: bool,
+    until: Option<Duration>,
+    push_code: i32,
+) -> i32 {
+    let h = match crate::history::History::open(history) {
+        Ok(h) => h,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let args = crate::verify::VerifyArgs {
+        push: Some(id),
+        watch: true,
+        json,
+        ..Default::default()
+    };
+    let until = until.unwrap_or(crate::verify::DEFAULT_UNTIL_PUSH);
+    let verified = crate::verify::run(registry, h, id, &args, until).await;
+    if push_code == EXIT_OK && verified == crate::verify::EXIT_VERIFIED {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// The history database: `--history`, else the registry's `[defaults] history`.
+pub fn history_path(registry: &Registry, flag: Option<&Path>) -> PathBuf {
+    flag.map_or_else(|| registry.history.clone(), Path::to_path_buf)
+}
+
+/// `mirrorpush verify`.
+pub async fn verify(
+    registry_path: &Path,
+    history: Option<&Path>,
+    args: crate::verify::VerifyArgs,
+) -> i32 {
+    let registry = match load(registry_path) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let path = history_path(&registry, history);
+    crate::verify::command(&registry, &path, args).await
+}
+
+/// `mirrorpush report`: reads only the history; the registry is read for its `history` setting
+/// when `--history` is not given (and may be absent then: the default path is used).
+pub fn report(
+    registry_path: &Path,
+    history: Option<&Path>,
+    args: &crate::propagation::ReportArgs,
+) -> i32 {
+    let path = match history {
+        Some(p) => p.to_path_buf(),
+        None if !registry_path.exists() => PathBuf::from(super::registry::DEFAULT_HISTORY),
+        None => match load(registry_path) {
+            Ok(r) => r.history,
+            Err(code) => return code,
+        },
+    };
+    crate::propagation::command(&path, args)
 }
 
 /// A dir as typed on the master's command line: a shell completes `updates/41` to `updates/41/`,

@@ -19,6 +19,7 @@ use russh::keys::PublicKey;
 
 use super::protocol::Protocol;
 use crate::request::ModuleName;
+use crate::verify::spec::{ProofSpec, RawUrl, UrlSpec};
 
 /// Where the registry lives unless `--registry` or `MIRRORPUSH_REGISTRY` says otherwise.
 pub const DEFAULT_REGISTRY: &str = "/etc/mirrorpush/mirrors.toml";
@@ -35,6 +36,8 @@ const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// ftpsync archive names become a config file name (`ftpsync-<archive>.conf`) and are split
 /// into words by ftpsync's shell: letters, digits, `.`, `_` and `-` only.
 const MAX_ARCHIVE_LEN: usize = 64;
+/// Where pushes are recorded unless `--history` or `[defaults] history` says otherwise.
+pub const DEFAULT_HISTORY: &str = "/var/lib/mirrorpush/history.db";
 
 /// A parsed, validated registry.
 #[derive(Debug, Clone)]
@@ -44,6 +47,27 @@ pub struct Registry {
     /// The `[bus]` table: how bus mirrors are reached. `None` when absent.
     pub bus: Option<Bus>,
     pub mirrors: Vec<Mirror>,
+    /// The push history database (`[defaults] history`).
+    pub history: PathBuf,
+    /// The master's trees that `verify` compares mirrors with (`[verify]`).
+    pub verify: VerifyTrees,
+}
+
+/// `[verify] tree` and `[verify.trees]`: the master's copy of each module.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifyTrees {
+    pub tree: Option<PathBuf>,
+    pub trees: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl VerifyTrees {
+    /// The master's tree of `module`: its own entry, else the shared `tree`.
+    pub fn of(&self, module: &str) -> Option<&Path> {
+        self.trees
+            .get(module)
+            .or(self.tree.as_ref())
+            .map(PathBuf::as_path)
+    }
 }
 
 /// One mirror with every default applied.
@@ -71,6 +95,10 @@ pub struct Mirror {
     pub stage: u32,
     pub tags: Vec<String>,
     pub enabled: bool,
+    /// The module's public tree on this mirror (`url`), for `verify`.
+    pub url: Option<UrlSpec>,
+    /// What proves this mirror carries a push (`verify`).
+    pub verify: Option<ProofSpec>,
 }
 
 /// How a push reaches a mirror.
@@ -148,6 +176,11 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl Mirror {
+    /// How this mirror is reached, as recorded in the push history (`"ssh"` or `"bus"`).
+    pub fn transport(&self) -> &'static str {
+        self.transport.name()
+    }
+
     /// `host:port` as a person would type it (`[v6]:port` for IPv6 literals).
     pub fn address(&self) -> String {
         if self.host.contains(':') {
@@ -219,6 +252,15 @@ struct RawFile {
     bus: Option<RawBus>,
     #[serde(default)]
     mirror: Vec<RawMirror>,
+    verify: Option<RawVerify>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    tree: Option<PathBuf>,
+    #[serde(default)]
+    trees: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +294,9 @@ struct RawDefaults {
     protocol: Option<Spanned<String>>,
     archive: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
+    history: Option<PathBuf>,
+    url: Option<Spanned<RawUrl>>,
+    verify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +323,8 @@ struct RawMirror {
     #[serde(default)]
     tags: Vec<Spanned<String>>,
     enabled: Option<bool>,
+    url: Option<Spanned<RawUrl>>,
+    verify: Option<Spanned<String>>,
 }
 
 impl Registry {
@@ -349,6 +396,32 @@ impl Registry {
         if let Some(t) = &d.transport {
             Kind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?;
         }
+        let parse_url = |u: &Spanned<RawUrl>| {
+            UrlSpec::parse(u.get_ref().clone()).map_err(|e| err(Some(u.span()), Some("url"), e))
+        };
+        let parse_proof = |v: &Spanned<String>| {
+            ProofSpec::parse(v.get_ref()).map_err(|e| err(Some(v.span()), Some("verify"), e))
+        };
+        let default_url = d.url.as_ref().map(parse_url).transpose()?;
+        let default_proof = d.verify.as_ref().map(parse_proof).transpose()?;
+        let verify = raw.verify.unwrap_or_default();
+        for module in verify.trees.keys() {
+            if let Err(e) = ModuleName::parse(module) {
+                return Err(err(
+                    None,
+                    Some("trees"),
+                    format!("[verify.trees]: module name {module:?} {e}"),
+                ));
+            }
+        }
+        let verify = VerifyTrees {
+            tree: verify.tree.map(resolve),
+            trees: verify
+                .trees
+                .into_iter()
+                .map(|(k, v)| (k, resolve(v)))
+                .collect(),
+        };
 
         let mut names = HashSet::new();
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
@@ -553,6 +626,14 @@ impl Registry {
                 stage,
                 tags,
                 enabled: m.enabled.unwrap_or(true),
+                url: match &m.url {
+                    Some(u) => Some(parse_url(u)?),
+                    None => default_url.clone(),
+                },
+                verify: match &m.verify {
+                    Some(v) => Some(parse_proof(v)?),
+                    None => default_proof.clone(),
+                },
             });
         }
         let mut bus = bus;
@@ -567,6 +648,12 @@ impl Registry {
             concurrency,
             bus,
             mirrors,
+            history: resolve(
+                d.history
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_HISTORY)),
+            ),
+            verify,
         })
     }
 
@@ -1191,6 +1278,70 @@ stage = 2
         ] {
             assert_eq!(redact_url(url), shown);
         }
+    }
+
+    #[test]
+    fn url_verify_history_and_trees() {
+        let r = parse(
+            r#"
+[defaults]
+history = "hist/history.db"
+url = "https://{module}.example.net/pub/{module}/"
+verify = "trace:project/trace/m.example.net"
+
+[verify]
+tree = "/srv/pub"
+[verify.trees]
+epel = "/srv/epel"
+
+[[mirror]]
+name = "a"
+modules = ["fedora"]
+
+[[mirror]]
+name = "b"
+modules = ["epel"]
+url = { epel = "rsync://b.example.net/epel/" }
+verify = "file:repodata/repomd.xml"
+"#,
+        )
+        .unwrap();
+        assert_eq!(r.history, Path::new("/etc/mp/hist/history.db"));
+        assert_eq!(r.verify.of("fedora"), Some(Path::new("/srv/pub")));
+        assert_eq!(r.verify.of("epel"), Some(Path::new("/srv/epel")));
+        let (a, b) = (&r.mirrors[0], &r.mirrors[1]);
+        assert_eq!(
+            a.url.as_ref().unwrap().for_module("fedora").as_deref(),
+            Some("https://fedora.example.net/pub/fedora/")
+        );
+        assert_eq!(
+            a.verify.as_ref().unwrap().to_string(),
+            "trace:project/trace/m.example.net"
+        );
+        assert_eq!(b.url.as_ref().unwrap().for_module("fedora"), None);
+        assert_eq!(
+            b.verify.as_ref().unwrap().to_string(),
+            "file:repodata/repomd.xml"
+        );
+        assert_eq!(a.transport(), "ssh");
+        let plain = parse("[[mirror]]\nname = \"m\"\n").unwrap();
+        assert_eq!(plain.history, Path::new(DEFAULT_HISTORY));
+        assert_eq!(
+            (
+                plain.mirrors[0].url.clone(),
+                plain.mirrors[0].verify.clone()
+            ),
+            (None, None)
+        );
+
+        let e = fails("[[mirror]]\nname = \"m\"\nurl = \"ftp://m/x\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("url")));
+        let e = fails("[[mirror]]\nname = \"m\"\nverify = \"file:../etc/passwd\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("verify")));
+        let e = fails("[defaults]\nverify = \"md5:x\"\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("verify")));
+        let e = fails("[verify]\ntre = \"/srv\"\n");
+        assert_eq!(e.line, Some(2));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::json;
 use super::protocol::Answer;
 use super::session::Outcome;
 use super::transport::Target;
+use crate::history::recorder::Recorder;
 
 /// One mirror's result, as reported: the JSON object of a `push --json` line.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -140,6 +141,9 @@ pub struct Summary {
     pub warnings: usize,
     /// The propagation line, as printed on the terminal.
     pub propagation: String,
+    /// The push's id in the history (absent when it could not be recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<i64>,
 }
 
 impl Summary {
@@ -178,6 +182,7 @@ impl Summary {
                 .max(),
             warnings: done.iter().filter(|r| r.warning.is_some()).count(),
             propagation: String::new(),
+            push: None,
         };
         s.propagation = propagation(&s);
         s
@@ -192,6 +197,8 @@ pub struct Reporter {
     done: Vec<MirrorReport>,
     running: usize,
     waiting: usize,
+    /// Where each answer and the end are recorded, as they happen.
+    history: Option<Recorder>,
 }
 
 impl Reporter {
@@ -202,7 +209,14 @@ impl Reporter {
             done: Vec::new(),
             running: 0,
             waiting: selected,
+            history: None,
         }
+    }
+
+    /// Records every answer, and the end, in the push history too.
+    pub fn record_to(mut self, history: Option<Recorder>) -> Self {
+        self.history = history;
+        self
     }
 
     pub fn started(&mut self) {
@@ -213,6 +227,9 @@ impl Reporter {
 
     pub fn finished(&mut self, report: MirrorReport) {
         self.running = self.running.saturating_sub(1);
+        if let Some(h) = &mut self.history {
+            h.mirror_finished(&report);
+        }
         if self.json {
             self.clear_progress();
             // Scripts read results as they arrive, so each line is flushed at once.
@@ -228,12 +245,16 @@ impl Reporter {
     /// mode), or the summary object (JSON). Returns the summary.
     pub fn finish(mut self, interrupted: bool, elapsed: Duration) -> Summary {
         self.clear_progress();
-        let summary = Summary::from_reports(
+        let mut summary = Summary::from_reports(
             &self.done,
             self.waiting + self.running,
             interrupted,
             elapsed,
         );
+        if let Some(h) = &mut self.history {
+            h.finish(&summary);
+            summary.push = Some(h.push_id());
+        }
         let mut out = io::stdout().lock();
         if self.json {
             let _ = writeln!(
@@ -248,6 +269,9 @@ impl Reporter {
             let _ = out.write_all(human_warnings(&self.done).as_bytes());
             let _ = writeln!(out, "{}", human_summary(&summary));
             let _ = writeln!(out, "{}", summary.propagation);
+            if let Some(id) = summary.push {
+                let _ = writeln!(out, "push {id}");
+            }
         }
         let _ = out.flush();
         summary

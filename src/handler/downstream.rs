@@ -284,8 +284,6 @@ fn push_round(
 /// Before a batch's transfer (the caller holds the module lock): adds the batch's targets to
 /// the record of intended downstream pushes. Returns the targets a killed runner left there,
 /// which [`pass_on`] pushes after this batch even if it changes nothing.
-// Called by the run pipeline around each batch (issue 16 item 3), once the runner is wired.
-#[allow(dead_code)]
 pub fn record_intended(
     md: &ModuleDir,
     targets: &[Option<RelDir>],
@@ -300,7 +298,6 @@ pub fn record_intended(
 /// passes on what it changed and what a killed runner intended (`left`, from
 /// [`record_intended`]), and a pusher starts for whatever is queued. A failed batch keeps the
 /// record for the next one.
-#[allow(dead_code)]
 pub fn pass_on(
     cfg: &Config,
     m: &Module,
@@ -323,7 +320,6 @@ pub fn pass_on(
 /// returns everything queued (which includes what a runner killed before it started a pusher
 /// left in the queue). The record is cleared only once its targets are queued: a kill in
 /// between pushes them twice, never not at all.
-#[allow(dead_code)]
 fn hand_over(
     md: &ModuleDir,
     changed: &[Option<RelDir>],

@@ -19,6 +19,7 @@ use super::stages::record::{self, Timing};
 use super::stages::{remove, settle, target_name, transfer, Context, Event};
 use super::state::{self, ModuleDir};
 use super::{child, downstream};
+use crate::request::RelDir;
 
 /// Starts the module's runner, detached (`<handler> --config <cfg> __run <module>`).
 pub(crate) fn spawn(cfg: &Config, m: &Module) -> io::Result<()> {
@@ -80,7 +81,17 @@ fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<RunRe
     if batch.is_empty() {
         return Ok(None);
     }
-    let record = run_batch(cfg, m, md, &batch);
+    let targets = coalesce(&batch);
+    // A hub records what it means to pass on before anything is transferred: a runner killed
+    // after the transfer leaves a redo that changes nothing, which must still push.
+    let left = match m.downstream {
+        None => Vec::new(),
+        Some(_) => downstream::record_intended(md, &targets).unwrap_or_else(|e| {
+            log::event(&cfg.state_dir, m, "downstream-error", &e.to_string());
+            Vec::new()
+        }),
+    };
+    let record = run_batch(cfg, m, md, &batch, &targets);
     log_run(cfg, m, &record);
     if let Err(e) = last_run::write(md, &record) {
         log::event(&cfg.state_dir, m, "status-error", &e.to_string());
@@ -94,15 +105,19 @@ fn run_next(cfg: &Config, m: &Module, md: &ModuleDir) -> io::Result<Option<RunRe
     };
     md.finish(&covered)?;
     // Only now, with every waiter answered: a hub passes the push on.
-    if let Some(targets) = downstream::targets(m, &record) {
-        downstream::spawn(cfg, m, &targets);
-    }
+    downstream::pass_on(cfg, m, md, &left, &record);
     Ok(Some(record))
 }
 
 /// One batch through the stages: fetch the list, then per target decide → transfer → remove
 /// → settle, then record. Returns the record also for a batch that failed before rsync started.
-fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Queued]) -> RunRecord {
+fn run_batch(
+    cfg: &Config,
+    m: &Module,
+    md: &ModuleDir,
+    batch: &[Queued],
+    targets: &[Option<RelDir>],
+) -> RunRecord {
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut timing = Timing {
@@ -123,7 +138,6 @@ fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Queued]) -> RunR
             );
         }
     };
-    let targets = coalesce(batch);
     let t0 = Instant::now();
     let list = transfer::fetch_list(&ctx);
     if let decide::ListFetch::Failed(why) = &list {
@@ -137,7 +151,7 @@ fn run_batch(cfg: &Config, m: &Module, md: &ModuleDir, batch: &[Queued]) -> RunR
     let plain_asked = batch.iter().any(|e| e.plain);
     timing.rsync_time += t0.elapsed();
     let mut runs = Vec::with_capacity(targets.len());
-    for target in &targets {
+    for target in targets {
         let t0 = Instant::now();
         let dir = target.as_ref();
         let mut events = Vec::new();

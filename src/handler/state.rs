@@ -65,7 +65,6 @@ pub(crate) const DOWNSTREAM_QUEUE_LOCK: &str = "downstream.queue.lock";
 /// The targets queued for the pushers, one per line.
 pub(crate) const DOWNSTREAM_PENDING: &str = "downstream.pending";
 /// The targets of a batch, recorded before its transfer and queued after it.
-#[allow(dead_code)] // until the run pipeline calls downstream::record_intended
 pub(crate) const DOWNSTREAM_INTENDED: &str = "downstream.intended";
 
 /// Most bytes read from a state file: far above what the queue's bounds allow.

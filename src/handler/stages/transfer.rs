@@ -234,8 +234,11 @@ fn rerun(ctx: &Context, dir: Option<&RelDir>, argv: &rsync::Argv) -> String {
         None => ctx.m.dest.clone(),
         Some(d) => ctx.m.dest.join(d.as_str()),
     };
-    let words = std::iter::once(ctx.cfg.rsync.to_string_lossy().into_owned())
-        .chain(argv.words().iter().map(|a| a.to_string_lossy().into_owned()));
+    let words = std::iter::once(ctx.cfg.rsync.to_string_lossy().into_owned()).chain(
+        argv.words()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned()),
+    );
     format!(
         "cd {} && {}",
         shell_words::quote(&cwd.to_string_lossy()),
