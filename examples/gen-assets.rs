@@ -80,6 +80,7 @@ pub fn main_page() -> String {
     s.push_str(&String::from_utf8(page).expect("roff is UTF-8"));
     s.push_str(&commands_section(&cmd));
     s.push_str(&text_sections());
+    s.push_str(BUS_SECTION);
     s.push_str(&propagation_section());
     s.push_str(&environment(&cmd));
     s.push_str(&exit_status());
@@ -310,6 +311,7 @@ fn see_also(cmd: &clap::Command, this: Option<&str>) -> String {
         }
     }
     refs.push(".BR mirrorpush\\-handler (8)".into());
+    refs.push(".BR mirrorpush\\-listen (1)".into());
     refs.push(".BR ftpsync (1)".into());
     refs.push(".BR ssh\\-keyscan (1)".into());
     refs.push(".BR sshd_config (5)".into());
@@ -331,7 +333,7 @@ fn see_also(cmd: &clap::Command, this: Option<&str>) -> String {
 fn text_sections() -> String {
     format!(
         r#".SH REPORT
-Each mirror answers on the first line of its output:
+Each mirror answers on the first line of its output (a bus mirror, in its ack; see BUS MIRRORS):
 .B accepted
 (detach mode: a sync started in the background),
 .B queued
@@ -362,7 +364,7 @@ and its mirrors are reported held back (failed).
 With
 .BR \-\-json ,
 one JSON object per mirror as it finishes (\fBmirror\fR, \fBhost\fR, \fBport\fR, \fBstage\fR,
-\fBok\fR, \fBexit_status\fR, \fBerror\fR, \fBanswer\fR, \fBelapsed_ms\fR, \fBstarted_ms\fR,
+\fBtransport\fR, \fBok\fR, \fBexit_status\fR, \fBerror\fR, \fBanswer\fR, \fBelapsed_ms\fR, \fBstarted_ms\fR,
 \fBprotocol\fR, \fBrequest\fR, \fBnote\fR, \fBmessage\fR, \fBwarning\fR, \fBattempts\fR,
 \fBoutput\fR, \fBoutput_truncated\fR, \fBheld\fR), then one \fB{{"summary": ...}}\fR object with the counts
 (\fBsynced\fR, \fBaccepted\fR, \fBqueued\fR, \fBfailed\fR, ...), \fBslowest_synced_ms\fR,
@@ -448,6 +450,65 @@ usage, registry or history error. Of \fBreport\fR: {ok}, or {usage} when there i
         usage = EXIT_USAGE,
     )
 }
+
+/// BUS MIRRORS: mirrors that no SSH session reaches (the registry's `[bus]`, `transport = "bus"`).
+const BUS_SECTION: &str = r#".SH BUS MIRRORS
+A mirror with
+.B transport = \(dqbus\(dq
+in the registry is not connected to: it runs
+.BR mirrorpush\-listen ,
+which follows a RabbitMQ (AMQP 0\-9\-1) broker. For every push that selects bus mirrors the
+master publishes one signed trigger, however many bus mirrors there are, when the first stage
+holding bus mirrors starts: it connects to the broker of the registry's
+.B [bus]
+table, binds a private queue to
+.B ack_topic
+first, then publishes to
+.B exchange
+with the routing key
+.IB topic_prefix mirrorpush.sync. MODULE
+and waits for the broker's confirm. An unconfirmed publish (broker down, exchange missing, no
+permission) fails every bus mirror of the push; the SSH mirrors go on.
+.PP
+The trigger's payload holds the request, a fresh id, the time and
+.BR origin ,
+signed with
+.B signing_key
+(an OpenSSH signature, namespace \fBmirrorpush\-trigger\fR; mirrors check it against their
+allowed_signers). Each listener answers with a signed ack that the master checks against the
+mirror's
+.BR ack_key .
+A verified ack makes the mirror's answer
+.B synced
+or
+.B accepted
+(a
+.B failed
+ack fails the mirror). Without one in time the answer is
+.BR unreported :
+the trigger waits in the mirror's queue, but the master cannot tell whether it ran. An ack that
+does not verify is ignored (and said so), never counted. The master waits for a bus mirror's ack
+up to its
+.B timeout
+where its completion matters (\fBwait = true\fR, or later stages follow it), otherwise up to
+its
+.BR connect_timeout ;
+a bus mirror without
+.B ack_key
+is not waited for. Bus mirrors hold no connection of their own, so
+.B \-\-concurrency
+does not count them.
+.PP
+.B list
+and
+.B push \-\-dry\-run
+show each bus mirror's topic and the payload;
+.B check
+loads the signing key and connects to the broker. In the report and JSON, bus mirrors have
+.B \(dqtransport\(dq: \(dqbus\(dq
+and null \fBhost\fR and \fBport\fR. The README's "Push over a message bus" section sets up
+the broker, the master and the listeners.
+"#;
 
 const EXAMPLES: &str = r#".SH EXAMPLES
 The last step of a publish script: write the file list, then push the module to every mirror

@@ -481,6 +481,38 @@ impl Client {
         Ok(())
     }
 
+    /// A private queue `queue` for this connection (exclusive: deleted with the connection)
+    /// bound to `exchange` for `topic`, consumed without acks: what the master listens for
+    /// acks on. Nothing in it needs to survive the connection: an ack that arrives once the
+    /// master has gone has no one to tell.
+    pub async fn listen_private(
+        &self,
+        queue: &str,
+        exchange: &str,
+        topic: &str,
+    ) -> Result<Consumer, AmqpError> {
+        let mut declare = QueueDeclareArguments::new(queue);
+        declare.exclusive(true).auto_delete(true);
+        self.channel
+            .queue_declare(declare.finish())
+            .await
+            .map_err(|e| AmqpError::Refused(format!("declare queue {queue:?}: {e}")))?;
+        self.channel
+            .queue_bind(QueueBindArguments::new(queue, exchange, topic))
+            .await
+            .map_err(|e| {
+                AmqpError::Refused(format!("bind {queue:?} to {exchange:?} {topic:?}: {e}"))
+            })?;
+        let mut args = BasicConsumeArguments::new(queue, "");
+        args.manual_ack(false).exclusive(true);
+        let (_tag, rx) = self
+            .channel
+            .basic_consume_rx(args.finish())
+            .await
+            .map_err(|e| AmqpError::Refused(format!("consume {queue:?}: {e}")))?;
+        Ok(Consumer { rx })
+    }
+
     /// Starts consuming `queue` with manual acks, at most `prefetch` unacked deliveries at a
     /// time (this bounds what the client holds in memory).
     pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, AmqpError> {

@@ -13,14 +13,17 @@ use super::registry::DEFAULT_REGISTRY;
 #[command(
     name = "mirrorpush",
     version,
-    about = "Push sync requests to mirrors over SSH",
-    long_about = "Push sync requests to mirrors over SSH.\n\n\
+    about = "Push sync requests to mirrors over SSH or a message bus",
+    long_about = "Push sync requests to mirrors over SSH or a message bus.\n\n\
         mirrorpush connects to every mirror of its registry that carries a module and sends it a \
         sync request over SSH, concurrently and stage by stage, then reports what each mirror \
         answered: accepted or queued (a sync runs in the background), synced (the content is \
         there), or why it failed. On a mirror, the request reaches mirrorpush-handler, the \
         forced command of a restricted account, or Debian's ftpsync. Host keys are checked \
-        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts."
+        strictly against known_hosts; a dead, slow or hostile mirror costs only its own timeouts.\n\n\
+        Mirrors that no SSH session reaches (transport = \"bus\") follow a RabbitMQ broker with \
+        mirrorpush-listen: one signed trigger, published once, reaches all of them, and each \
+        answers with a signed ack."
 )]
 pub struct Cli {
     /// The mirror registry.
@@ -39,7 +42,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Show the registered mirrors and what they would be sent. Connects to nobody.
+    /// Show the registered mirrors and what they would be sent (bus mirrors: the topic and the
+    /// signed payload). Connects to nobody.
     List {
         /// Only mirrors carrying this module.
         #[arg(long, value_name = "MODULE")]
@@ -65,7 +69,8 @@ pub enum Command {
         /// Only mirrors with this tag (repeatable: any of them).
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
-        /// Most SSH sessions at once (default: the registry's `concurrency`).
+        /// Most SSH sessions at once (default: the registry's `concurrency`); bus mirrors are not
+        /// counted.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
         concurrency: Option<u32>,
         /// After the last stage, verify this push from outside (`verify --watch`) until every
@@ -83,7 +88,8 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: Option<String>,
     },
-    /// Validate the registry, key files and known_hosts entries. Connects to nobody.
+    /// Validate the registry, key files and known_hosts entries. Connects to no mirror; with
+    /// a [bus] table, loads its signing key and connects to the broker.
     Check,
     /// Prove from outside that mirrors carry a recorded push: fetch each mirror's proof file
     /// from its public tree (`url`, `verify`) and compare it with the master's.

@@ -11,14 +11,16 @@ use std::time::Duration;
 
 use russh::keys::PrivateKey;
 
+use super::bus_push::{self, BusPush};
 use super::json;
 use super::known_hosts::KnownHosts;
 use super::protocol::{Exec, Protocol};
-use super::registry::{Mirror, Registry};
+use super::registry::{Bus, Mirror, Registry};
 use super::report::Reporter;
 use super::scheduler;
 use super::select::{self, Choice, Selector};
-use super::session::Target;
+use super::session;
+use super::transport::Target;
 use crate::history::recorder::Recorder;
 use crate::request::{ModuleName, Request};
 
@@ -51,7 +53,7 @@ pub fn list(registry: &Path, module: Option<&str>, tags: &[String], json: bool) 
         module: m,
         dir: None,
     });
-    print_choices(&choices, request.as_ref(), json);
+    print_choices(&choices, request.as_ref(), registry.bus.as_ref(), json);
     EXIT_OK
 }
 
@@ -92,7 +94,7 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         Err(e) => return usage(&e),
     };
     if args.dry_run {
-        print_choices(&choices, Some(&request), args.json);
+        print_choices(&choices, Some(&request), registry.bus.as_ref(), args.json);
         return EXIT_OK;
     }
     let selected: Vec<&Mirror> = choices
@@ -107,18 +109,19 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
             &request.to_string(),
         ));
     }
-    let targets = match prepare(&selected, &request) {
+    let Prepared { targets, bus } = match prepare(&selected, &request, registry.bus.as_ref()) {
         Ok(t) => t,
         Err(e) => return usage(&e.to_string()),
     };
     let progress = std::io::stderr().is_terminal();
+    let sessions = targets.iter().filter(|t| t.holds_connection()).count();
     let history = history_path(&registry, args.history.as_deref());
     let recorder = Recorder::start(&history, &registry.verify, &request, &selected);
     let reporter = Reporter::new(args.json, progress, targets.len()).record_to(recorder);
     let concurrency = fd_bounded(
         args.concurrency
             .unwrap_or(registry.concurrency)
-            .min(targets.len().max(1)),
+            .min(sessions.max(1)),
     );
     let stop = async {
         // If the handler cannot be installed, never stop early rather than stop at once.
@@ -134,6 +137,9 @@ pub async fn push(registry: &Path, args: PushArgs) -> i32 {
         stop,
     )
     .await;
+    if let Some(bus) = bus {
+        bus.finish().await;
+    }
     let code = if summary.interrupted {
         EXIT_INTERRUPTED
     } else if summary.all_ok() {
@@ -256,13 +262,36 @@ fn sessions_within(limit: u64, concurrency: usize) -> usize {
     concurrency.min(room).max(1)
 }
 
-/// Loads each identity and known_hosts file once; an unreadable one is a config error that
-/// names the file and the mirror, found before any connection is made.
-fn prepare(selected: &[&Mirror], request: &Request) -> Result<Vec<Target>, String> {
+/// What a push runs: a target per selected mirror, and the bus publish its bus mirrors share.
+struct Prepared {
+    targets: Vec<Target>,
+    bus: Option<Arc<BusPush>>,
+}
+
+/// Loads each identity and known_hosts file once, and the bus signing key; an unreadable one is
+/// a config error that names the file and the mirror, found before any connection is made.
+fn prepare(selected: &[&Mirror], request: &Request, bus: Option<&Bus>) -> Result<Prepared, String> {
     let mut keys: HashMap<PathBuf, Arc<PrivateKey>> = HashMap::new();
     let mut known: HashMap<PathBuf, Arc<KnownHosts>> = HashMap::new();
     let mut targets = Vec::with_capacity(selected.len());
-    for m in selected {
+    // A bus mirror's completion matters where the registry says wait = true, or where a later
+    // stage of this push follows it.
+    let on_bus: Vec<(&Mirror, bool)> = selected
+        .iter()
+        .filter(|m| m.transport.is_bus())
+        .map(|m| {
+            let later = selected.iter().any(|o| o.stage > m.stage);
+            (*m, m.expects_synced() || later)
+        })
+        .collect();
+    let mut shared = None;
+    if let (Some(bus), false) = (bus, on_bus.is_empty()) {
+        let key = bus_push::load_signing_key(&bus.signing_key)?;
+        let (bus_targets, push) = bus_push::targets(bus, key, request, &on_bus)?;
+        targets.extend(bus_targets.into_iter().map(Target::Bus));
+        shared = Some(push);
+    }
+    for m in selected.iter().filter(|m| !m.transport.is_bus()) {
         let key = match &m.identity {
             None => None,
             Some(path) => Some(match keys.get(path) {
@@ -282,9 +311,17 @@ fn prepare(selected: &[&Mirror], request: &Request) -> Result<Vec<Target>, Strin
                 k
             }
         };
-        targets.push(Target::new((*m).clone(), request.clone(), kh, key));
+        targets.push(Target::Ssh(session::Target::new(
+            (*m).clone(),
+            request.clone(),
+            kh,
+            key,
+        )));
     }
-    Ok(targets)
+    Ok(Prepared {
+        targets,
+        bus: shared,
+    })
 }
 
 fn load_key(path: &Path, mirror: &str) -> Result<PrivateKey, String> {
@@ -334,6 +371,9 @@ pub fn check(registry_path: &Path) -> i32 {
                 m.name
             ));
         }
+        if m.transport.is_bus() {
+            continue;
+        }
         match &m.identity {
             Some(path) => {
                 if let Err(e) = load_key(path, &m.name) {
@@ -371,9 +411,14 @@ pub fn check(registry_path: &Path) -> i32 {
             Err(e) => problems.push(e),
         }
     }
-    problems.dedup();
     let mut warnings = notes;
     warnings.extend(completion_warnings(&enabled));
+    if let Some(bus) = &registry.bus {
+        let (p, w) = check_bus(bus, &enabled);
+        problems.extend(p);
+        warnings.extend(w);
+    }
+    problems.dedup();
     let mut out = std::io::stdout().lock();
     for p in &problems {
         let _ = writeln!(out, "problem: {p}");
@@ -395,6 +440,54 @@ pub fn check(registry_path: &Path) -> i32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// The `[bus]` part of `check`: the signing key loads, the broker takes a connection (with the
+/// URL's credentials and the TLS files), and warnings for bus mirrors whose acks cannot be
+/// verified or whose stages the bus cannot keep apart. Returns (problems, warnings).
+fn check_bus(bus: &Bus, enabled: &[&Mirror]) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    if let Err(e) = bus_push::load_signing_key(&bus.signing_key) {
+        problems.push(e);
+    }
+    let connected = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| rt.block_on(bus_push::check_broker(bus)));
+    if let Err(e) = connected {
+        problems.push(format!("[bus] broker {}: {e}", bus.url_shown()));
+    }
+    let on_bus: Vec<&&Mirror> = enabled.iter().filter(|m| m.transport.is_bus()).collect();
+    for m in &on_bus {
+        if m.transport == (super::registry::Transport::Bus { ack_key: None }) {
+            warnings.push(format!(
+                "mirror {}: bus mirror without ack_key: its acks cannot be verified, so a push \
+                 reports it \"unreported\" and never waits for it",
+                m.name
+            ));
+        }
+        // One trigger reaches every bus mirror of a module at once: the first of their stages.
+        for module in &m.modules {
+            let first = on_bus
+                .iter()
+                .filter(|o| o.carries(module))
+                .map(|o| o.stage)
+                .min()
+                .unwrap_or(m.stage);
+            if first < m.stage {
+                warnings.push(format!(
+                    "mirror {} (stage {}): bus mirrors of module {module} all get its trigger \
+                     when stage {first} starts (one publish reaches every listener); give \
+                     bus mirrors of one module one stage",
+                    m.name, m.stage
+                ));
+                break;
+            }
+        }
+    }
+    (problems, warnings)
 }
 
 /// Mirrors in a stage that has later stages for one of their modules, which do not report
@@ -443,8 +536,30 @@ fn usage(message: &str) -> i32 {
 
 /// The plan, for `list` and `push --dry-run`: selected mirrors with the exact request, then
 /// those left out with the reason.
-fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) {
+fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, bus: Option<&Bus>, json: bool) {
     let mut out = std::io::stdout().lock();
+    // A bus mirror is sent the request on its module's topic; the registry guarantees a [bus].
+    let topic = |m: &Mirror, module: &ModuleName| -> Option<String> {
+        bus.filter(|_| m.transport.is_bus())
+            .map(|b| b.routing_key(module))
+    };
+    let topics_for = |m: &Mirror| -> Vec<String> {
+        match request {
+            Some(r) => topic(m, &r.module).into_iter().collect(),
+            None => m.modules.iter().filter_map(|x| topic(m, x)).collect(),
+        }
+    };
+    // The payload a bus push signs: the same for every bus mirror, made once.
+    let payload = match (request, bus) {
+        (Some(r), Some(b))
+            if choices
+                .iter()
+                .any(|c| c.skipped.is_none() && c.mirror.transport.is_bus()) =>
+        {
+            Some(bus_push::sample_payload(b, r).unwrap_or_else(|e| format!("(cannot render: {e})")))
+        }
+        _ => None,
+    };
     // Exactly what each mirror would be sent; without a module, the full push of each module.
     let commands_for = |m: &Mirror| -> Vec<Exec> {
         match request {
@@ -475,16 +590,37 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
                 }
                 text
             })
+            .zip(
+                topics_for(m)
+                    .into_iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .map(|(text, topic)| match topic {
+                Some(t) => format!("{text} on topic {t}"),
+                None => text,
+            })
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    // Where a mirror is: its address, or the bus.
+    let place = |m: &Mirror| -> String {
+        if m.transport.is_bus() {
+            "(bus)".to_owned()
+        } else {
+            m.address()
+        }
     };
     if json {
         for c in choices {
             let m = c.mirror;
             let selected = c.skipped.is_none();
             let commands = commands_for(m);
+            let bus_mirror = m.transport.is_bus();
             let v = serde_json::json!({
-                "mirror": m.name, "host": m.host, "port": m.port, "user": m.user,
+                "mirror": m.name,
+                "host": (!bus_mirror).then_some(&m.host), "port": (!bus_mirror).then_some(m.port),
+                "user": (!bus_mirror).then_some(&m.user), "transport": m.transport.name(),
                 "stage": m.stage, "tags": m.tags, "enabled": m.enabled,
                 "modules": m.modules.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
                 "protocol": m.protocol.name(), "wait": m.wait,
@@ -492,6 +628,8 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
                 "request": selected.then(|| commands.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
                 "requests": selected.then(|| commands.iter().map(|c| c.text.as_str()).collect::<Vec<_>>()),
                 "note": selected.then(|| commands.iter().find_map(|c| c.note.clone())).flatten(),
+                "topics": (selected && bus_mirror).then(|| topics_for(m)),
+                "payload": (selected && bus_mirror).then_some(payload.as_deref()).flatten(),
             });
             let _ = writeln!(out, "{}", json::line(&v));
         }
@@ -502,7 +640,7 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
         |f: &dyn Fn(&Mirror) -> usize| selected.iter().map(|c| f(c.mirror)).max().unwrap_or(0);
     let (wn, wa, wu) = (
         width(&|m| m.name.len()),
-        width(&|m| m.address().len()),
+        width(&|m| place(m).len()),
         width(&|m| m.user.len()),
     );
     for c in &selected {
@@ -516,12 +654,26 @@ fn print_choices(choices: &[Choice<'_>], request: Option<&Request>, json: bool) 
             out,
             "{:wn$}  {:wa$}  {:wu$}  stage {}  tags {}  {}",
             m.name,
-            m.address(),
+            place(m),
             m.user,
             m.stage,
             tags,
             shown(m)
         );
+    }
+    if let (Some(b), Some(payload)) = (bus, &payload) {
+        let _ = writeln!(
+            out,
+            "bus: one trigger for every bus mirror above, signed as {} and published to {} \
+             (exchange {}); acks on {}. Payload (a push makes its own id and time):",
+            b.origin,
+            b.url_shown(),
+            b.exchange,
+            b.ack_topic
+        );
+        for line in payload.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
     }
     for c in choices.iter().filter(|c| c.skipped.is_some()) {
         let _ = writeln!(

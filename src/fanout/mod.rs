@@ -11,11 +11,14 @@
 //! - [`registry`]: `mirrors.toml` parsing and validation.
 //! - [`select`]: which mirrors a command applies to.
 //! - [`session`]: one bounded SSH exchange with one mirror.
+//! - [`bus_push`]: bus mirrors: one signed, confirmed publish per push, and their acks.
+//! - [`transport`]: SSH or bus, behind one face for the scheduler.
 //! - [`report`]: progress, per-mirror lines, JSON Lines, summary.
 //! - [`scheduler`]: stages, concurrency, Ctrl-C.
 //! - [`cli`]: the command line definitions.
 //! - [`commands`]: `list`, `push`, `check`, returning exit codes.
 
+pub mod bus_push;
 pub mod cli;
 pub mod commands;
 pub mod json;
@@ -28,3 +31,4 @@ pub mod report;
 pub mod scheduler;
 pub mod select;
 pub mod session;
+pub mod transport;

@@ -46,6 +46,9 @@ pub enum Answer {
     Queued,
     /// A run covering this push has ended well: the content is on the mirror.
     Synced,
+    /// A bus mirror: the broker took the trigger, but no verified ack came in time. Its
+    /// listener may still run it (the trigger waits in its queue); the master cannot tell.
+    Unreported,
 }
 
 impl Answer {
@@ -54,6 +57,7 @@ impl Answer {
             Answer::Accepted => "accepted",
             Answer::Queued => "queued",
             Answer::Synced => "synced",
+            Answer::Unreported => "unreported",
         }
     }
 

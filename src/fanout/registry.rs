@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use russh::keys::PublicKey;
+
 use super::protocol::Protocol;
 use crate::request::ModuleName;
 use crate::verify::spec::{ProofSpec, RawUrl, UrlSpec};
@@ -44,6 +46,8 @@ pub struct Registry {
     pub concurrency: usize,
     /// What a push does with later stages once a mirror of an earlier stage failed.
     pub after_failed_stage: StagePolicy,
+    /// The `[bus]` table: how bus mirrors are reached. `None` when absent.
+    pub bus: Option<Bus>,
     pub mirrors: Vec<Mirror>,
     /// The push history database (`[defaults] history`).
     pub history: PathBuf,
@@ -110,6 +114,8 @@ pub struct Mirror {
     /// whose handler runs the module in wait mode.
     pub wait: bool,
     pub protocol: Protocol,
+    /// SSH (the default) or the message bus. A bus mirror has no host or port (both empty/0).
+    pub transport: Transport,
     pub modules: Vec<ModuleName>,
     pub stage: u32,
     pub tags: Vec<String>,
@@ -120,10 +126,84 @@ pub struct Mirror {
     pub verify: Option<ProofSpec>,
 }
 
+/// How a push reaches a mirror.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// An SSH session to `host:port`, running its forced command.
+    Ssh,
+    /// A signed trigger published on the registry's `[bus]`, read by the mirror's
+    /// `mirrorpush-listen`. Its acks are verified against `ack_key`; without one the master
+    /// cannot tell its acks from forged ones, so it waits for none.
+    Bus { ack_key: Option<PublicKey> },
+}
+
+impl Transport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Bus { .. } => "bus",
+        }
+    }
+
+    pub fn is_bus(&self) -> bool {
+        matches!(self, Transport::Bus { .. })
+    }
+}
+
+/// The `[bus]` table: the broker, where triggers go and acks come back, and the key that
+/// signs the triggers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bus {
+    /// `amqp://` or `amqps://` URL; may hold a password, so it is never printed whole.
+    pub url: String,
+    pub exchange: String,
+    pub topic_prefix: String,
+    /// The signer's principal, as mirrors list it in their `allowed_signers`.
+    pub origin: String,
+    /// The master binds a private queue to this before it publishes.
+    pub ack_topic: String,
+    /// Private key that signs triggers (`[defaults].identity` unless set).
+    pub signing_key: PathBuf,
+    /// TLS: the CA to trust (system roots otherwise) and a client certificate and key.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Bus {
+    /// The routing key of a trigger for `module`.
+    pub fn routing_key(&self, module: &ModuleName) -> String {
+        format!("{}mirrorpush.sync.{module}", self.topic_prefix)
+    }
+
+    /// The URL with any password replaced by `***`, for people and logs.
+    pub fn url_shown(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `amqp://user:secret@host/vhost` -> `amqp://user:***@host/vhost`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 impl Mirror {
-    /// How this mirror is reached, as recorded in the push history (`"ssh"`).
+    /// How this mirror is reached, as recorded in the push history (`"ssh"` or `"bus"`).
     pub fn transport(&self) -> &'static str {
-        "ssh"
+        self.transport.name()
     }
 
     /// `host:port` as a person would type it (`[v6]:port` for IPv6 literals).
@@ -194,6 +274,7 @@ impl<'de> Deserialize<'de> for Dur {
 struct RawFile {
     #[serde(default)]
     defaults: RawDefaults,
+    bus: Option<RawBus>,
     #[serde(default)]
     mirror: Vec<RawMirror>,
     verify: Option<RawVerify>,
@@ -205,6 +286,20 @@ struct RawVerify {
     tree: Option<PathBuf>,
     #[serde(default)]
     trees: std::collections::BTreeMap<String, PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    url: Spanned<String>,
+    exchange: Option<Spanned<String>>,
+    topic_prefix: Option<Spanned<String>>,
+    origin: Spanned<String>,
+    ack_topic: Option<Spanned<String>>,
+    signing_key: Option<PathBuf>,
+    ca: Option<Spanned<PathBuf>>,
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -224,6 +319,7 @@ struct RawDefaults {
     wait: Option<bool>,
     protocol: Option<Spanned<String>>,
     archive: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
     history: Option<PathBuf>,
     url: Option<Spanned<RawUrl>>,
     verify: Option<Spanned<String>>,
@@ -236,8 +332,8 @@ struct RawMirror {
     host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     user: Option<Spanned<String>>,
-    identity: Option<PathBuf>,
-    known_hosts: Option<PathBuf>,
+    identity: Option<Spanned<PathBuf>>,
+    known_hosts: Option<Spanned<PathBuf>>,
     connect_timeout: Option<Dur>,
     timeout: Option<Dur>,
     keepalive_interval: Option<Dur>,
@@ -245,6 +341,8 @@ struct RawMirror {
     wait: Option<bool>,
     protocol: Option<Spanned<String>>,
     archive: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    ack_key: Option<Spanned<String>>,
     #[serde(default)]
     modules: Vec<Spanned<String>>,
     stage: Option<Spanned<u32>>,
@@ -331,6 +429,16 @@ impl Registry {
             None => None,
         };
 
+        let bus = match raw.bus {
+            Some(b) => Some(
+                parse_bus(b, d.identity.as_deref())
+                    .map_err(|(span, key, message)| err(Some(span), Some(key), message))?,
+            ),
+            None => None,
+        };
+        if let Some(t) = &d.transport {
+            Kind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?;
+        }
         let parse_url = |u: &Spanned<RawUrl>| {
             UrlSpec::parse(u.get_ref().clone()).map_err(|e| err(Some(u.span()), Some("url"), e))
         };
@@ -362,7 +470,7 @@ impl Registry {
         let mut mirrors = Vec::with_capacity(raw.mirror.len());
         for m in raw.mirror {
             let name_span = m.name.span();
-            let name = m.name.into_inner();
+            let name = m.name.get_ref().clone();
             if name.trim().is_empty() || name.chars().any(char::is_control) {
                 return Err(err(
                     Some(name_span),
@@ -377,6 +485,54 @@ impl Registry {
                     format!("duplicate mirror name {name:?}"),
                 ));
             }
+            let transport_key = m.transport.as_ref().or(d.transport.as_ref());
+            let on_bus = match transport_key {
+                Some(t) => {
+                    Kind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?
+                }
+                None => false,
+            };
+            if on_bus && bus.is_none() {
+                return Err(err(
+                    transport_key.map(Spanned::span),
+                    Some("transport"),
+                    "transport = \"bus\" needs a [bus] table (url, origin, ...)".into(),
+                ));
+            }
+            let transport = if on_bus {
+                refuse_ssh_keys(&m).map_err(|(span, key)| {
+                    err(
+                        Some(span),
+                        Some(key),
+                        "a bus mirror is reached through [bus], not SSH: remove this key \
+                         (or set transport = \"ssh\")"
+                            .into(),
+                    )
+                })?;
+                let ack_key = match &m.ack_key {
+                    Some(k) => Some(PublicKey::from_openssh(k.get_ref().trim()).map_err(|e| {
+                        err(
+                            Some(k.span()),
+                            Some("ack_key"),
+                            format!(
+                                "not an OpenSSH public key line ({e}); use the listener's \
+                                     \"ssh-ed25519 AAAA...\" line"
+                            ),
+                        )
+                    })?),
+                    None => None,
+                };
+                Transport::Bus { ack_key }
+            } else {
+                if let Some(k) = &m.ack_key {
+                    return Err(err(
+                        Some(k.span()),
+                        Some("ack_key"),
+                        "only bus mirrors have an ack_key: set transport = \"bus\" too".into(),
+                    ));
+                }
+                Transport::Ssh
+            };
             let host = match m.host {
                 Some(h)
                     if h.get_ref().trim().is_empty()
@@ -437,6 +593,8 @@ impl Registry {
             };
             let kind = match &m.protocol {
                 Some(p) => Kind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?,
+                // A bus mirror runs mirrorpush-listen, which speaks the one grammar.
+                None if on_bus => Kind::Mirrorpush,
                 None => default_kind,
             };
             let protocol = match kind {
@@ -472,14 +630,25 @@ impl Registry {
                 }
                 tags.push(tag.into_inner());
             }
+            // A bus mirror has no address: nothing may connect to it by mistake.
+            let (host, port, user) = if on_bus {
+                (String::new(), 0, String::new())
+            } else {
+                (host, port, user)
+            };
             mirrors.push(Mirror {
                 name,
                 host,
                 port,
                 user,
-                identity: m.identity.or(d.identity.clone()).map(resolve),
+                identity: m
+                    .identity
+                    .map(Spanned::into_inner)
+                    .or(d.identity.clone())
+                    .map(resolve),
                 known_hosts: resolve(
                     m.known_hosts
+                        .map(Spanned::into_inner)
                         .or(d.known_hosts.clone())
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_KNOWN_HOSTS)),
                 ),
@@ -495,6 +664,7 @@ impl Registry {
                 retries: m.retries.or(d.retries).unwrap_or(0),
                 wait: m.wait.or(d.wait).unwrap_or(false),
                 protocol,
+                transport,
                 modules,
                 stage,
                 tags,
@@ -509,10 +679,18 @@ impl Registry {
                 },
             });
         }
+        let mut bus = bus;
+        if let Some(b) = &mut bus {
+            b.signing_key = resolve(std::mem::take(&mut b.signing_key));
+            for p in [&mut b.ca, &mut b.cert, &mut b.key].into_iter().flatten() {
+                *p = resolve(std::mem::take(p));
+            }
+        }
         Ok(Registry {
             path: path.to_owned(),
             concurrency,
             after_failed_stage,
+            bus,
             mirrors,
             history: resolve(
                 d.history
@@ -545,6 +723,143 @@ impl Kind {
             )),
         }
     }
+}
+
+impl Kind {
+    /// The `transport` key: `true` for `"bus"`.
+    fn transport(value: &Spanned<String>) -> Result<bool, String> {
+        match value.get_ref().as_str() {
+            "ssh" => Ok(false),
+            "bus" => Ok(true),
+            other => Err(format!(
+                "unknown transport {other:?}: use \"ssh\" (the default) or \"bus\""
+            )),
+        }
+    }
+}
+
+/// A `[[mirror]]` key that only means something for SSH, set on a bus mirror: where and which.
+fn refuse_ssh_keys(m: &RawMirror) -> Result<(), (Range<usize>, &'static str)> {
+    let spans = [
+        (m.host.as_ref().map(Spanned::span), "host"),
+        (m.port.as_ref().map(Spanned::span), "port"),
+        (m.user.as_ref().map(Spanned::span), "user"),
+        (m.identity.as_ref().map(Spanned::span), "identity"),
+        (m.known_hosts.as_ref().map(Spanned::span), "known_hosts"),
+        (m.archive.as_ref().map(Spanned::span), "archive"),
+        (
+            m.protocol
+                .as_ref()
+                .filter(|p| p.get_ref() != "mirrorpush")
+                .map(Spanned::span),
+            "protocol",
+        ),
+    ];
+    match spans.into_iter().find_map(|(span, key)| Some((span?, key))) {
+        Some(found) => Err(found),
+        None => Ok(()),
+    }
+}
+
+/// Longest AMQP short string: exchange names and routing keys.
+const AMQP_SHORT: usize = 255;
+
+/// Validates the `[bus]` table. `identity` is `[defaults].identity`, the signing key's default.
+/// Paths are resolved by the caller.
+fn parse_bus(
+    b: RawBus,
+    identity: Option<&Path>,
+) -> Result<Bus, (Range<usize>, &'static str, String)> {
+    let url = b.url.get_ref().clone();
+    let tls_url = url.starts_with("amqps://");
+    if !(url.starts_with("amqp://") || tls_url)
+        || url.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
+        return Err((
+            b.url.span(),
+            "url",
+            "must be an amqp:// or amqps:// URL, e.g. \"amqps://user:secret@broker.example.org/%2F\"".into(),
+        ));
+    }
+    // Names and topics go on the wire as AMQP short strings and into the signed payload.
+    let plain = |v: &Spanned<String>, key: &'static str, empty_ok: bool| {
+        let t = v.get_ref();
+        if (t.is_empty() && !empty_ok)
+            || t.len() > AMQP_SHORT
+            || t.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err((
+                v.span(),
+                key,
+                format!("must be 1-{AMQP_SHORT} characters without spaces or control characters"),
+            ));
+        }
+        Ok(t.clone())
+    };
+    let exchange = match &b.exchange {
+        Some(e) => plain(e, "exchange", false)?,
+        None => "amq.topic".to_owned(),
+    };
+    let topic_prefix = match &b.topic_prefix {
+        Some(p) => {
+            let t = plain(p, "topic_prefix", true)?;
+            if !(t.is_empty() || t.ends_with('.')) || t.contains(['*', '#']) {
+                return Err((
+                    p.span(),
+                    "topic_prefix",
+                    format!("{t:?} must be empty or end with '.', without '*' or '#' (e.g. \"org.example.prod.\")"),
+                ));
+            }
+            t
+        }
+        None => String::new(),
+    };
+    let origin = plain(&b.origin, "origin", false)?;
+    let ack_topic = match &b.ack_topic {
+        Some(a) => plain(a, "ack_topic", false)?,
+        None => format!("{topic_prefix}mirrorpush.synced"),
+    };
+    let signing_key = match (b.signing_key, identity) {
+        (Some(k), _) => k,
+        (None, Some(i)) => i.to_owned(),
+        (None, None) => {
+            return Err((
+                b.origin.span(),
+                "signing_key",
+                "[bus] needs a signing_key (or [defaults] identity): the private key that signs triggers".into(),
+            ))
+        }
+    };
+    match (&b.cert, &b.key) {
+        (Some(c), None) => {
+            return Err((
+                c.span(),
+                "cert",
+                "a client certificate needs its key too".into(),
+            ))
+        }
+        (None, Some(k)) => return Err((k.span(), "key", "a client key needs its cert too".into())),
+        _ => {}
+    }
+    if !tls_url {
+        if let Some((span, key)) = [(&b.ca, "ca"), (&b.cert, "cert"), (&b.key, "key")]
+            .into_iter()
+            .find_map(|(v, key)| Some((v.as_ref()?.span(), key)))
+        {
+            return Err((span, key, "TLS settings need an amqps:// url".into()));
+        }
+    }
+    Ok(Bus {
+        url,
+        exchange,
+        topic_prefix,
+        origin,
+        ack_topic,
+        signing_key,
+        ca: b.ca.map(Spanned::into_inner),
+        cert: b.cert.map(Spanned::into_inner),
+        key: b.key.map(Spanned::into_inner),
+    })
 }
 
 /// An ftpsync archive name, valid only with protocol ftpsync.
@@ -862,6 +1177,166 @@ keepalive_interval = "1m"
             (e.line, e.key.as_deref()),
             (Some(2), Some("keepalive_interval"))
         );
+    }
+
+    const ACK_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAZFVc9xc5VfdMfyMEXVWnfNjMF+gyXM57wS62ABrSyy lst";
+
+    const BUS: &str = r#"
+[defaults]
+identity = "id_ed25519"
+
+[bus]
+url = "amqps://master:secret@broker.example.org/%2F"
+topic_prefix = "org.example.prod."
+origin = "master.example.org"
+ca = "bus-ca.pem"
+cert = "/etc/mp/bus-cert.pem"
+key = "/etc/mp/bus-key.pem"
+
+[[mirror]]
+name = "ssh1"
+modules = ["fedora"]
+
+[[mirror]]
+name = "listener1"
+transport = "bus"
+modules = ["fedora"]
+stage = 2
+"#;
+
+    #[test]
+    fn bus_table_and_bus_mirrors() {
+        let text = format!("{BUS}ack_key = \"{ACK_KEY}\"\n");
+        let r = parse(&text).unwrap();
+        let b = r.bus.as_ref().unwrap();
+        assert_eq!(b.exchange, "amq.topic");
+        assert_eq!(b.ack_topic, "org.example.prod.mirrorpush.synced");
+        assert_eq!(b.origin, "master.example.org");
+        // The signing key defaults to [defaults].identity; relative paths follow the registry.
+        assert_eq!(b.signing_key, Path::new("/etc/mp/id_ed25519"));
+        assert_eq!(b.ca.as_deref(), Some(Path::new("/etc/mp/bus-ca.pem")));
+        assert_eq!(
+            b.routing_key(&ModuleName::parse("fedora").unwrap()),
+            "org.example.prod.mirrorpush.sync.fedora"
+        );
+        assert_eq!(b.url_shown(), "amqps://master:***@broker.example.org/%2F");
+        let (ssh, bus) = (&r.mirrors[0], &r.mirrors[1]);
+        assert_eq!(ssh.transport, Transport::Ssh);
+        assert_eq!(ssh.host, "ssh1");
+        let Transport::Bus { ack_key: Some(k) } = &bus.transport else {
+            panic!("{:?}", bus.transport)
+        };
+        assert_eq!(k, &PublicKey::from_openssh(ACK_KEY).unwrap());
+        assert_eq!((bus.host.as_str(), bus.port, bus.stage), ("", 0, 2));
+        assert_eq!(bus.protocol, Protocol::Mirrorpush);
+
+        // Everything else has a default; a bus mirror without ack_key waits for no ack.
+        let r = parse(
+            "[bus]\nurl = \"amqp://localhost\"\norigin = \"m\"\nsigning_key = \"/k\"\nack_topic = \"acks\"\nexchange = \"x\"\n\n[defaults]\ntransport = \"bus\"\nprotocol = \"ftpsync\"\n\n[[mirror]]\nname = \"l\"\n",
+        )
+        .unwrap();
+        let b = r.bus.unwrap();
+        assert_eq!(
+            (
+                b.exchange.as_str(),
+                b.ack_topic.as_str(),
+                b.topic_prefix.as_str()
+            ),
+            ("x", "acks", "")
+        );
+        assert_eq!(r.mirrors[0].transport, Transport::Bus { ack_key: None });
+        assert_eq!(r.mirrors[0].protocol, Protocol::Mirrorpush);
+        assert_eq!(b.url_shown(), "amqp://localhost");
+    }
+
+    #[test]
+    fn bus_mistakes_are_located() {
+        let bus_line = |extra: &str| {
+            BUS.replace(
+                "origin = \"master.example.org\"\n",
+                &format!("origin = \"master.example.org\"\n{extra}\n"),
+            )
+        };
+        // [bus] keys: line 9 is the one added after origin.
+        for (extra, key) in [
+            ("exchange = \"\"", "exchange"),
+            ("topic_prefix = \"org.example\"", "topic_prefix"),
+            ("ack_topic = \"a b\"", "ack_topic"),
+            ("colour = \"blue\"", "colour"),
+        ] {
+            let e = fails(&bus_line(extra));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(9), Some(key)),
+                "{extra}: {e}"
+            );
+        }
+        let e = fails(&BUS.replace("amqps://master", "http://master"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("url")), "{e}");
+        let e = fails(&BUS.replace("amqps://", "amqp://"));
+        assert_eq!((e.line, e.key.as_deref()), (Some(9), Some("ca")), "{e}");
+        assert!(e.message.contains("amqps://"), "{e}");
+        let e = fails(&BUS.replace("key = \"/etc/mp/bus-key.pem\"\n", ""));
+        assert_eq!((e.line, e.key.as_deref()), (Some(10), Some("cert")), "{e}");
+        let e = fails(&BUS.replace("identity = \"id_ed25519\"\n", ""));
+        assert_eq!(e.key.as_deref(), Some("signing_key"), "{e}");
+        let e = fails(&BUS.replace("origin = \"master.example.org\"\n", ""));
+        assert!(e.message.contains("origin"), "{e}");
+
+        // [[mirror]] keys of a bus mirror.
+        for (extra, key) in [
+            ("host = \"h\"", "host"),
+            ("port = 22", "port"),
+            ("user = \"u\"", "user"),
+            ("identity = \"k\"", "identity"),
+            ("known_hosts = \"kh\"", "known_hosts"),
+            ("protocol = \"ftpsync\"", "protocol"),
+            ("ack_key = \"ssh-ed25519 nonsense\"", "ack_key"),
+            ("transport = \"pigeon\"", "transport"),
+        ] {
+            let e = fails(&format!("{BUS}{extra}\n"));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(22), Some(key)),
+                "{extra}: {e}"
+            );
+        }
+        // ack_key only on a bus mirror; a bus mirror only with [bus].
+        let e = fails(&format!(
+            "[[mirror]]\nname = \"m\"\nack_key = \"{ACK_KEY}\"\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("ack_key")),
+            "{e}"
+        );
+        let e = fails("[[mirror]]\nname = \"m\"\ntransport = \"bus\"\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("transport")),
+            "{e}"
+        );
+        assert!(e.message.contains("[bus]"), "{e}");
+        let e = fails("[defaults]\ntransport = \"carrier\"\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(2), Some("transport")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            ("amqp://u:p@h:5672/%2F", "amqp://u:***@h:5672/%2F"),
+            ("amqps://u:p:q@h/v", "amqps://u:***@h/v"),
+            ("amqp://u@h/", "amqp://u@h/"),
+            ("amqp://h", "amqp://h"),
+            ("amqp://u:p@h", "amqp://u:***@h"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 
     #[test]

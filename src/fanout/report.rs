@@ -9,20 +9,25 @@ use serde::Serialize;
 
 use super::json;
 use super::protocol::Answer;
-use super::session::{Outcome, Target};
+use super::session::Outcome;
+use super::transport::Target;
 use crate::history::recorder::Recorder;
 
 /// One mirror's result, as reported: the JSON object of a `push --json` line.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MirrorReport {
     pub mirror: String,
-    pub host: String,
-    pub port: u16,
+    /// null for a bus mirror, which has no address.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `ssh` or `bus`.
+    pub transport: &'static str,
     pub stage: u32,
     pub ok: bool,
     pub exit_status: Option<u32>,
     pub error: Option<String>,
-    /// `accepted`, `queued`, `synced`, or null (failed, or an answer the master does not know).
+    /// `accepted`, `queued`, `synced`, `unreported` (a bus mirror whose ack did not come in
+    /// time), or null (failed, or an answer the master does not know).
     pub answer: Option<Answer>,
     pub elapsed_ms: u64,
     /// When this mirror's session started, in ms since the push started (shows stage order).
@@ -47,11 +52,13 @@ pub struct MirrorReport {
 
 impl MirrorReport {
     pub fn new(target: &Target, outcome: Outcome, elapsed: Duration) -> Self {
-        let mirror = &target.mirror;
+        let mirror = target.mirror();
+        let ssh = !mirror.transport.is_bus();
         MirrorReport {
             mirror: mirror.name.clone(),
-            host: mirror.host.clone(),
-            port: mirror.port,
+            host: ssh.then(|| mirror.host.clone()),
+            port: ssh.then_some(mirror.port),
+            transport: mirror.transport.name(),
             stage: mirror.stage,
             ok: outcome.error.is_none(),
             exit_status: outcome.exit_status,
@@ -59,8 +66,8 @@ impl MirrorReport {
             elapsed_ms: ms(elapsed),
             started_ms: 0,
             protocol: mirror.protocol.name(),
-            request: target.command.text.clone(),
-            note: target.command.note.clone(),
+            request: target.command().text.clone(),
+            note: target.command().note.clone(),
             message: capped(outcome.message),
             warning: None,
             attempts: outcome.attempts,
@@ -486,12 +493,12 @@ mod tests {
             ),
         )
         .unwrap();
-        Target::new(
+        Target::Ssh(crate::fanout::session::Target::new(
             r.mirrors[0].clone(),
             Request::new("fedora", dir).unwrap(),
             Arc::new(KnownHosts::parse(std::path::Path::new("kh"), "")),
             None,
-        )
+        ))
     }
 
     fn answered(answer: Option<Answer>, message: &str) -> Outcome {
@@ -529,6 +536,7 @@ mod tests {
         assert_eq!(v["mirror"], "m1");
         assert_eq!(v["host"], "127.0.0.1");
         assert_eq!(v["port"], 2222);
+        assert_eq!(v["transport"], "ssh");
         assert_eq!(v["stage"], 2);
         assert_eq!(v["ok"], true);
         assert_eq!(v["exit_status"], 0);

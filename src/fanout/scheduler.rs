@@ -1,7 +1,10 @@
-//! Runs a push: stage by stage (stage N+1 starts once every stage N session has ended; after a
-//! failure in an earlier stage it starts with a warning, or, with `after_failed_stage = "hold"`,
-//! not at all), at most `concurrency` sessions at once, each bounded by its mirror's own timeouts,
-//! so a dead or slow mirror never holds up the others beyond them. A mirror of a stage that has
+//! Runs a push: stage by stage (stage N+1 starts once every stage N mirror has answered or timed
+//! out; after a failure in an earlier stage it starts with a warning, or, with
+//! `after_failed_stage = "hold"`, not at all), at most `concurrency` SSH sessions at once (bus
+//! mirrors, which hold no connection of their own, are not counted), each bounded by its
+//! mirror's own timeouts, so a dead or slow mirror never holds up the others beyond them. How a
+//! mirror is reached is the target's business ([`transport`](super::transport)), not the
+//! scheduler's. A mirror of a stage that has
 //! later stages is expected to answer `synced` (later stages may pull from it): one that only
 //! accepted the push is flagged in its report, as is one the registry marks `wait = true`.
 
@@ -14,7 +17,8 @@ use tracing::{debug, warn};
 
 use super::registry::StagePolicy;
 use super::report::{MirrorReport, Reporter, Summary};
-use super::session::{self, Target};
+use super::session;
+use super::transport::Target;
 
 /// Runs every target and reports through `reporter`. When `stop` completes (Ctrl-C), no more
 /// sessions start, open ones are dropped (which closes their connections), and the summary so
@@ -29,7 +33,7 @@ pub async fn run(
     let started = Instant::now();
     let mut stages: BTreeMap<u32, Vec<Target>> = BTreeMap::new();
     for t in targets {
-        stages.entry(t.mirror.stage).or_default().push(t);
+        stages.entry(t.mirror().stage).or_default().push(t);
     }
     let last_stage = stages.keys().next_back().copied().unwrap_or(0);
     let concurrency = concurrency.max(1);
@@ -61,35 +65,45 @@ pub async fn run(
         let report = |t: &Target, outcome: session::Outcome, elapsed: Duration, begun: Instant| {
             let mut report = MirrorReport::new(t, outcome, elapsed);
             report.started_ms = ms(begun - started);
-            report.check_completion(later_stages, t.mirror.expects_synced());
+            report.check_completion(later_stages, t.mirror().expects_synced());
             report
         };
-        let mut queue = targets.into_iter();
+        // Targets without a connection of their own start at once; sessions take turns.
+        let (mut queue, free): (Vec<Target>, Vec<Target>) =
+            targets.into_iter().partition(Target::holds_connection);
+        queue.reverse();
+        let mut free = free.into_iter();
         let mut set = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, (Target, Instant)> = HashMap::new();
+        let mut sessions = 0;
         loop {
-            while set.len() < concurrency {
-                let Some(t) = queue.next() else { break };
+            loop {
+                let next = match free.next() {
+                    Some(t) => t,
+                    None if sessions < concurrency => match queue.pop() {
+                        Some(t) => {
+                            sessions += 1;
+                            t
+                        }
+                        None => break,
+                    },
+                    None => break,
+                };
                 reporter.started();
-                let task = t.clone();
-                let id = set
-                    .spawn(async move {
-                        // The session's own start: with many spawned at once, a task may start
-                        // a little after its spawn, and started_ms + elapsed_ms must be when its
-                        // answer arrived (the propagation line is built from them).
-                        let begun = Instant::now();
-                        let outcome = session::push(&task).await;
-                        (outcome, begun, begun.elapsed())
-                    })
-                    .id();
-                running.insert(id, (t, Instant::now()));
+                let task = next.clone();
+                // The target times itself (Done::begun): with many spawned at once, a task may
+                // start a little after its spawn, and started_ms + elapsed_ms must be when its
+                // answer arrived (the propagation line is built from them).
+                let id = set.spawn(async move { task.push().await }).id();
+                running.insert(id, (next, Instant::now()));
             }
             tokio::select! {
                 joined = set.join_next_with_id() => match joined {
                     None => break,
-                    Some(Ok((id, (outcome, begun, elapsed)))) => {
+                    Some(Ok((id, done))) => {
                         if let Some((t, _)) = running.remove(&id) {
-                            let r = report(&t, outcome, elapsed, begun);
+                            sessions -= usize::from(t.holds_connection());
+                            let r = report(&t, done.outcome, done.elapsed, done.begun);
                             if !r.ok {
                                 failed.push((stage, r.mirror.clone()));
                             }
@@ -100,10 +114,11 @@ pub async fn run(
                         // A session task panicked: report that mirror as failed, keep going.
                         warn!(error = %e, "session task failed");
                         if let Some((t, begun)) = running.remove(&e.id()) {
+                            sessions -= usize::from(t.holds_connection());
                             let mut outcome = session::Outcome::default();
                             outcome.error = Some(format!("internal error: {e}"));
                             outcome.message = outcome.error.clone().unwrap_or_default();
-                            failed.push((stage, t.mirror.name.clone()));
+                            failed.push((stage, t.mirror().name.clone()));
                             reporter.finished(report(&t, outcome, begun.elapsed(), begun));
                         }
                     }

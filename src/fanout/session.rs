@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::client::{self, Handle};
 use russh::keys::agent::client::AgentClient;
@@ -565,6 +565,15 @@ fn describe(e: &russh::Error) -> String {
         russh::Error::UnknownKey => "host key refused".into(),
         other => other.to_string(),
     }
+}
+
+/// How one target ended, and when: `begun` is when the exchange with this mirror started (a
+/// session's connect; for a bus mirror, the publish its trigger went out in), so that
+/// `begun + elapsed` is when its answer arrived.
+pub struct Done {
+    pub outcome: Outcome,
+    pub begun: Instant,
+    pub elapsed: Duration,
 }
 
 #[cfg(test)]
