@@ -88,6 +88,15 @@ impl AtomicFile {
         })
     }
 
+    /// Flushes what was written and gives the file `time` as its mtime; written last, since
+    /// a later write would move the mtime again.
+    #[cfg(feature = "master")]
+    pub(crate) fn set_modified(&mut self, time: std::time::SystemTime) -> io::Result<()> {
+        let out = self.out.as_mut().expect("open");
+        out.flush()?;
+        out.get_ref().set_modified(time)
+    }
+
     /// Flushes, optionally fsyncs, and renames over the final name.
     pub(crate) fn commit(mut self, sync: bool) -> io::Result<()> {
         let out = self.out.take().expect("not committed twice");

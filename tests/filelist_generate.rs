@@ -339,6 +339,34 @@ fn an_unchanged_list_is_left_alone() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
 }
 
+#[test]
+fn a_list_rewritten_within_the_same_second_gets_a_later_mtime() {
+    // Mirrors fetch the list with rsync's quick check (size, mtime in seconds): a change of
+    // the same size written within the same second must still differ in mtime.
+    let (_tmp, t) = tree();
+    file(&t.join("a/f"), "1", 0o644);
+    let (first, _) = run(&opts(&t));
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(&first.output)
+        .unwrap()
+        .set_modified(future)
+        .unwrap();
+    let before = fs::metadata(&first.output).unwrap();
+    // Another name as long: the list changes, its size does not.
+    fs::rename(t.join("a/f"), t.join("a/g")).unwrap();
+    let (second, _) = run(&opts(&t));
+    assert!(second.written);
+    let after = fs::metadata(&second.output).unwrap();
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "the change keeps the list's size"
+    );
+    assert_eq!(after.mtime(), before.mtime() + 1);
+}
+
 /// Temporary files left in a dir.
 fn leftovers(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)

@@ -28,6 +28,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha1::{Digest, Sha1};
 
@@ -1015,6 +1016,18 @@ impl Sink {
             // Dropping the file removes the temporary copy; the old list keeps its mtime.
             return Ok(false);
         }
+        // Mirrors fetch the list with rsync's quick check (size and mtime to the second): a
+        // list rewritten in the same second as the one it replaces, at the same size (a file
+        // of the same size changed), would look unchanged to them and never be fetched.
+        if let Some(after) = fs::symlink_metadata(output)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|previous| later_second(previous, SystemTime::now()))
+        {
+            self.file
+                .set_modified(after)
+                .map_err(|e| write_failed(output, e))?;
+        }
         // No fsync: a list torn by a crash lacks its [End] line, which readers refuse and
         // `--changed` answers with a full scan; the next run rewrites it.
         self.file
@@ -1022,6 +1035,19 @@ impl Sink {
             .map_err(|e| write_failed(output, e))?;
         Ok(true)
     }
+}
+
+/// The first whole second after `previous`, when `now` is not already past it.
+fn later_second(previous: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    let secs = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i128,
+        Err(e) => -(e.duration().as_secs() as i128) - 1,
+    };
+    let next = secs(previous) + 1;
+    (secs(now) < next)
+        .then(|| u64::try_from(next).ok())
+        .flatten()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
 impl Write for Sink {
