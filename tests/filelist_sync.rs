@@ -540,7 +540,7 @@ fn a_null_run_after_a_null_run_reads_neither_list_and_a_replaced_list_is_still_p
     // Adopted byte for byte: recorded by identity, so the next null run reads neither list.
     let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
     let text = fs::read_to_string(&record).unwrap();
-    assert!(text.starts_with(&format!("fetched dev=")), "{text}");
+    assert!(text.starts_with("fetched dev="), "{text}");
     assert!(text.contains(&format!(" ino={} ", ino(&fetched))), "{text}");
     assert!(
         text.contains(&format!(" ino={} ", ino(&state.join("filelist.baseline")))),
