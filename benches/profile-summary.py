@@ -13,20 +13,21 @@ from pathlib import Path
 
 # First match wins: (bucket, regex on the symbol as callgrind_annotate prints it).
 BUCKETS = [
-    ("key exchange (curve25519)", r"curve25519|x25519"),
-    ("signatures (ed25519)", r"ed25519"),
+    ("key exchange: ML-KEM-768 (hybrid kex)", r"ml_kem|module_lattice|keccak|hybrid_array"),
+    ("key exchange: X25519", r"montgomery|x25519"),
+    ("signatures: ed25519 (host key, user auth)", r"ed25519|edwards|AffineNielsPoint|LookupTable|curve_models|scalar::|EdwardsPoint"),
+    ("curve25519 field arithmetic (X25519 and ed25519)", r"curve25519"),
     ("hashes (sha2, sha1, hmac)", r"\bsha2::|sha1|hmac|sha256|sha512|digest::"),
-    ("ciphers and MACs", r"chacha|poly1305|aes|ctr::|ghash|cipher::|universal_hash"),
-    ("big integers, other crypto", r"crypto_bigint|num_bigint|subtle::|zeroize|elliptic|p256|p384|rsa::"),
+    ("ciphers and MACs", r"chacha|ChaCha|poly1305|aes|ctr::|ghash|cipher::|universal_hash"),
+    ("other crypto (ring, subtle, zeroize)", r"ring_core|ring::|crypto_bigint|num_bigint|subtle::|zeroize|elliptic|p256|p384|rsa::"),
     ("russh and ssh-key", r"russh|ssh_key|ssh_encoding|internal_russh"),
-    ("tokio runtime", r"tokio::|mio::|parking_lot|futures"),
-    ("our code", r"mirrorpush::|mirrorpush\[|fanout::|history::"),
-    ("history database (sqlite)", r"rusqlite|sqlite3|libsqlite"),
+    ("tokio runtime", r"tokio::|mio::|parking_lot|futures|poll_fn"),
+    ("our code", r"mirrorpush::|fanout::|history::"),
+    ("history database (sqlite)", r"rusqlite|sqlite3|libsqlite|balance_nonroot|wal[A-Z]|Btree|Vdbe|Pager|getPage"),
     ("registry and report (toml, serde)", r"toml|serde"),
     ("logging (tracing)", r"tracing"),
     ("allocation", r"malloc|free|realloc|calloc|alloc::|_int_|memalign"),
     ("memcpy and libc", r"mem(cpy|move|set|cmp)|libc|ld-linux|__GI_|_dl_|strlen"),
-    ("kernel entry (syscalls)", r"syscall|epoll|read|write|send|recv"),
 ]
 
 LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$")
