@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mirrorpush::filelist::cmp_paths;
 use mirrorpush::filelist::format::{read_all, Access, Algo, Entry, Kind, Writer};
 use mirrorpush::filelist::plan::{
     plan, validate, write_baseline, ErrorClass, Plan, PlanError, PlanRequest,
@@ -519,6 +520,20 @@ fn the_next_baseline_takes_the_scope_from_the_fetched_list() {
         .map(|x| (String::from_utf8(x.path.clone()).unwrap(), x.clone()))
         .collect();
     assert_eq!(by_path.len(), base().len());
+    // The dir's entries stand where its subtree stands in list order (before "ab", which
+    // sorts after everything below "a"), so a baseline in list order stays in list order and
+    // the next plan streams.
+    let order: Vec<&[u8]> = next.entries.iter().map(|x| &x.path[..]).collect();
+    let ab = order.iter().position(|p| *p == b"ab").unwrap();
+    assert!(order[..ab].iter().all(|p| p.starts_with(b"a")), "{order:?}");
+    assert!(
+        order[ab..].iter().all(|p| !p.starts_with(b"a/")),
+        "{order:?}"
+    );
+    assert_eq!(
+        cmp_paths(b"a/sub/deeper/w", b"ab"),
+        std::cmp::Ordering::Less
+    );
     assert_eq!(by_path["a/y"], e("a/y", 'f', 6, 11));
     assert_eq!(by_path["c/k"], e("c/k", 'f', 9, 10));
     assert!(!by_path.contains_key("c/new"));

@@ -478,9 +478,11 @@ fn dir_pushes_look_only_under_the_dir_and_full_repairs_drift() {
         "openssh\n",
     )
     .unwrap();
+    // Another size than the old file's: rsync's quick check (size, mtime in seconds) must see
+    // the change even when it lands within the same second as the lab's first tree.
     fs::write(
         up.join("development/rawhide/COMPOSE_ID"),
-        "Fedora-Rawhide-20261126.n.0\n",
+        "Fedora-Rawhide-20261126.n.10\n",
     )
     .unwrap();
     publish(&lab);

@@ -1077,27 +1077,36 @@ pub fn write_baseline_limited(
         return copy_file(fetched, out);
     }
 
-    // They differ outside the dir: old's entries outside it, then fetched's inside it.
+    // They differ outside the dir: old's entries outside it, with fetched's inside it written
+    // where the dir's subtree stands in list order (a subtree is contiguous: everything after
+    // it compares greater than the dir), so the next baseline stays in list order and the next
+    // plan streams rather than indexes.
     let mut file = AtomicFile::create(out, 0o640).map_err(io_error(out))?;
     let mut w = Writer::new(&mut file).map_err(io_error(out))?;
     let mut sums: Vec<(Algo, Vec<u8>)> = Vec::new();
-    for (list, side, inside) in [(old, Side::Baseline, false), (fetched, Side::Fetched, true)] {
-        let mut reader = Reader::new(open(list)?);
-        while let Some(r) = reader
-            .next_record()
-            .map_err(|e| list_error(side, list, e))?
-        {
-            let line = r.line;
-            match r.item {
-                Item::Entry(e) if is_within(e.path, dir) == inside => {
-                    w.entry_line(line).map_err(io_error(out))?;
+    let mut inside_written = false;
+    let mut reader = Reader::new(open(old)?);
+    while let Some(r) = reader
+        .next_record()
+        .map_err(|e| list_error(Side::Baseline, old, e))?
+    {
+        let line = r.line;
+        match r.item {
+            Item::Entry(e) if !is_within(e.path, dir) => {
+                if !inside_written && cmp_paths(e.path, dir) == std::cmp::Ordering::Greater {
+                    copy_inside(fetched, dir, &mut w, &mut sums, out)?;
+                    inside_written = true;
                 }
-                Item::Checksum(c) if is_within(c.path, dir) == inside => {
-                    sums.push((c.algo, line.to_vec()));
-                }
-                _ => {}
+                w.entry_line(line).map_err(io_error(out))?;
             }
+            Item::Checksum(c) if !is_within(c.path, dir) => {
+                sums.push((c.algo, line.to_vec()));
+            }
+            _ => {}
         }
+    }
+    if !inside_written {
+        copy_inside(fetched, dir, &mut w, &mut sums, out)?;
     }
     for algo in Algo::ALL {
         let lines: Vec<&Vec<u8>> = sums.iter().filter(|s| s.0 == algo).map(|s| &s.1).collect();
@@ -1112,6 +1121,32 @@ pub fn write_baseline_limited(
     }
     w.finish().map_err(io_error(out))?;
     file.commit(true).map_err(io_error(out))
+}
+
+/// Writes `fetched`'s entries within `dir` and gathers its checksum lines within it.
+fn copy_inside<W: Write>(
+    fetched: &Path,
+    dir: &[u8],
+    w: &mut Writer<W>,
+    sums: &mut Vec<(Algo, Vec<u8>)>,
+    out: &Path,
+) -> Result<(), PlanError> {
+    let mut reader = Reader::new(open(fetched)?);
+    while let Some(r) = reader
+        .next_record()
+        .map_err(|e| list_error(Side::Fetched, fetched, e))?
+    {
+        match r.item {
+            Item::Entry(e) if is_within(e.path, dir) => {
+                w.entry_line(r.line).map_err(io_error(out))?;
+            }
+            Item::Checksum(c) if is_within(c.path, dir) => {
+                sums.push((c.algo, r.line.to_vec()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), PlanError> {
