@@ -329,6 +329,27 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
         (Some(1), Some(1))
     );
 
+    // A confirmed publish that no queue is bound for (no listener of this lab's prefix was
+    // ever set up): the broker returns the mandatory trigger, and the bus mirrors fail with
+    // what to do, rather than being reported as sent.
+    let registry = fleet.registry(&url, "", &[0], &[(1, key.trim())], "");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (mirrors, _) = report(&out);
+    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
+    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(&format!(
+            "no queue is bound to routing key \"{}mirrorpush.sync.fedora\"",
+            fleet.prefix
+        )) && error.contains("set up these mirrors' mirrorpush-listen")
+            && !error.contains('\n'),
+        "{error}"
+    );
+
     // An exchange the broker does not have: found when the master binds its ack queue to it,
     // before anything is published.
     let registry = fleet.registry(
@@ -368,6 +389,40 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     assert!(
         !out.contains("nothing") && !err.contains("nothing"),
         "{out}\n{err}"
+    );
+}
+
+#[test]
+fn a_detach_module_is_acked_accepted_at_once() {
+    let url = broker_url();
+    // Detach mode: the listener hands over as a push does, so the handler answers `accepted`
+    // (a detached runner syncs) and the ack says so before the run ends.
+    let fleet = Fleet::new(2, "detach");
+    fleet.publish_upstream(&[("a.txt", "one\n"), ("updates/b.rpm", "two\n")]);
+    let (l1, key1) = fleet.listener(1, &url);
+    let registry = fleet.registry(&url, "", &[0], &[(1, &key1)], "");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 0, "{out}\n{err}\n{}", l1.log());
+    let (mirrors, summary) = report(&out);
+    let bus = by_name(&mirrors, &fleet.bus_name(1));
+    assert_eq!(bus["answer"], "accepted", "{bus}\n{}", l1.log());
+    assert!(
+        bus["message"].as_str().unwrap().starts_with("accepted"),
+        "{bus}"
+    );
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    assert!(
+        l1.log().contains("handoff request=\"sync fedora\" answer=accepted"),
+        "{}",
+        l1.log()
+    );
+    // The detached runner it started does the sync.
+    assert!(
+        fleet
+            .lab
+            .wait_until(bus_common::LONG, || fleet.lab.in_sync(1, "fedora")),
+        "{}",
+        l1.log()
     );
 }
 

@@ -46,7 +46,9 @@ fn an_envelope_signed_by_ssh_keygen_is_accepted_and_syncs_the_mirror() {
 
     let (code, out, err) = b.listen_cmd(&config, &["--stdin"], &body);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(b.lab.in_sync(0, "fedora"));
+    // A detach module: `accepted` at once, and the runner it started syncs.
+    assert_eq!(out.trim(), "accepted", "{err}");
+    assert!(b.lab.wait_until(LONG, || b.lab.in_sync(0, "fedora")));
     assert!(
         err.contains(&format!("accepted id={} origin={ORIGIN}", t.id)),
         "{err}"

@@ -44,6 +44,8 @@ pub enum AmqpError {
     Connection(String),
     /// The broker refused an operation (permissions, a missing exchange, a nack).
     Refused(String),
+    /// A mandatory publish reached no queue: the broker returned it (`NO_ROUTE`).
+    Unroutable(String),
 }
 
 impl fmt::Display for AmqpError {
@@ -52,6 +54,7 @@ impl fmt::Display for AmqpError {
             AmqpError::Config(e) => write!(f, "broker config: {e}"),
             AmqpError::Connection(e) => write!(f, "broker connection: {e}"),
             AmqpError::Refused(e) => write!(f, "broker refused: {e}"),
+            AmqpError::Unroutable(e) => write!(f, "no queue is bound to it: {e}"),
         }
     }
 }
@@ -228,28 +231,54 @@ fn tls_adaptor(cfg: &BrokerConfig, host: &str) -> Result<TlsAdaptor, AmqpError> 
 #[derive(Default)]
 struct Confirms {
     next: u64,
-    waiting: BTreeMap<u64, oneshot::Sender<Result<(), String>>>,
+    waiting: BTreeMap<u64, InFlight>,
     /// Set when the channel closed: every later publish fails at once.
     closed: Option<String>,
 }
 
+/// One publish waiting for its confirm.
+struct InFlight {
+    tx: oneshot::Sender<Result<(), AmqpError>>,
+    message_id: String,
+    /// Set by a `basic.return`, which the broker sends before the confirm of the same message:
+    /// the confirm then means "unroutable", not "delivered".
+    returned: Option<String>,
+}
+
 impl Confirms {
-    fn settle(&mut self, tag: u64, multiple: bool, outcome: Result<(), String>) {
+    fn settle(&mut self, tag: u64, multiple: bool, outcome: Result<(), AmqpError>) {
         let tags: Vec<u64> = if multiple {
             self.waiting.range(..=tag).map(|(t, _)| *t).collect()
         } else {
             vec![tag]
         };
         for t in tags {
-            if let Some(tx) = self.waiting.remove(&t) {
-                let _ = tx.send(outcome.clone());
+            if let Some(f) = self.waiting.remove(&t) {
+                let outcome = match (f.returned, &outcome) {
+                    (Some(why), Ok(())) => Err(AmqpError::Unroutable(why)),
+                    _ => outcome.clone(),
+                };
+                let _ = f.tx.send(outcome);
             }
         }
     }
 
+    /// A returned message: the oldest publish in flight with its `message_id` (publishes are
+    /// confirmed in order, and a return comes before its confirm).
+    fn returned(&mut self, message_id: Option<&str>, why: String) {
+        let Some(id) = message_id else { return };
+        if let Some(f) = self
+            .waiting
+            .values_mut()
+            .find(|f| f.message_id == id && f.returned.is_none())
+        {
+            f.returned = Some(why);
+        }
+    }
+
     fn fail_all(&mut self, why: String) {
-        for (_, tx) in std::mem::take(&mut self.waiting) {
-            let _ = tx.send(Err(why.clone()));
+        for (_, f) in std::mem::take(&mut self.waiting) {
+            let _ = f.tx.send(Err(AmqpError::Refused(why.clone())));
         }
         self.closed = Some(why);
     }
@@ -284,10 +313,25 @@ impl ChannelCallback for ChannelEvents {
         lock(&self.confirms).settle(
             nack.delivery_tag(),
             nack.multiple(),
-            Err("the broker nacked the message".into()),
+            Err(AmqpError::Refused("the broker nacked the message".into())),
         );
     }
-    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+    async fn publish_return(
+        &mut self,
+        _: &Channel,
+        ret: Return,
+        props: BasicProperties,
+        _: Vec<u8>,
+    ) {
+        let why = format!(
+            "the broker returned it: {} {} (exchange {:?}, routing key {:?})",
+            ret.reply_code(),
+            ret.reply_text(),
+            ret.exchange(),
+            ret.routing_key()
+        );
+        lock(&self.confirms).returned(props.message_id().map(String::as_str), why);
+    }
 }
 
 struct ConnectionEvents {
@@ -405,6 +449,27 @@ impl Client {
         routing_key: &str,
         msg: &Outgoing,
     ) -> Result<(), AmqpError> {
+        self.publish_with(exchange, routing_key, msg, false).await
+    }
+
+    /// [`Client::publish`] with the `mandatory` flag: a message no queue is bound for comes
+    /// back, and is an [`AmqpError::Unroutable`] rather than a confirm that means nothing.
+    pub async fn publish_mandatory(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        msg: &Outgoing,
+    ) -> Result<(), AmqpError> {
+        self.publish_with(exchange, routing_key, msg, true).await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        msg: &Outgoing,
+        mandatory: bool,
+    ) -> Result<(), AmqpError> {
         let rx = {
             let _order = self.publish_lock.lock().await;
             let (tx, rx) = oneshot::channel();
@@ -415,7 +480,14 @@ impl Client {
                 }
                 let seq = c.next;
                 c.next += 1;
-                c.waiting.insert(seq, tx);
+                c.waiting.insert(
+                    seq,
+                    InFlight {
+                        tx,
+                        message_id: msg.message_id.clone(),
+                        returned: None,
+                    },
+                );
             }
             let mut headers = FieldTable::new();
             headers.insert(
@@ -437,19 +509,16 @@ impl Client {
                 .with_message_id(&msg.message_id)
                 .with_headers(headers)
                 .finish();
+            let mut args = BasicPublishArguments::new(exchange, routing_key);
+            args.mandatory(mandatory);
             self.channel
-                .basic_publish(
-                    props,
-                    msg.body.clone(),
-                    BasicPublishArguments::new(exchange, routing_key),
-                )
+                .basic_publish(props, msg.body.clone(), args)
                 .await
                 .map_err(conn_err)?;
             rx
         };
         match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(why))) => Err(AmqpError::Refused(why)),
+            Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(AmqpError::Connection("the channel went away".into())),
             Err(_) => Err(AmqpError::Connection(format!(
                 "no confirm within {}s",
@@ -684,18 +753,35 @@ mod tests {
     fn confirms_settle_single_and_multiple() {
         let mut c = Confirms::default();
         let mut rxs = Vec::new();
-        for t in 1..=4 {
+        for t in 1..=5 {
             let (tx, rx) = oneshot::channel();
-            c.waiting.insert(t, tx);
+            let message_id = format!("m{}", t.min(4));
+            c.waiting.insert(
+                t,
+                InFlight {
+                    tx,
+                    message_id,
+                    returned: None,
+                },
+            );
             rxs.push(rx);
         }
         c.settle(2, true, Ok(()));
-        c.settle(3, false, Err("nack".into()));
+        c.settle(3, false, Err(AmqpError::Refused("nack".into())));
+        // A return marks the oldest publish with that id; its confirm then fails it.
+        c.returned(Some("m4"), "312 NO_ROUTE".into());
+        c.settle(4, false, Ok(()));
         c.fail_all("gone".into());
         let got: Vec<_> = rxs.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
         assert_eq!(
             got,
-            vec![Ok(()), Ok(()), Err("nack".into()), Err("gone".into())]
+            vec![
+                Ok(()),
+                Ok(()),
+                Err(AmqpError::Refused("nack".into())),
+                Err(AmqpError::Unroutable("312 NO_ROUTE".into())),
+                Err(AmqpError::Refused("gone".into()))
+            ]
         );
         assert!(c.closed.is_some());
     }

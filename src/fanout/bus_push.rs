@@ -26,7 +26,7 @@ use super::protocol::{Answer, Exec};
 use super::registry::{Bus, Mirror, Transport};
 use super::session::Done;
 use super::session::Outcome;
-use crate::bus::amqp::{BrokerConfig, Client, Consumer, Outgoing};
+use crate::bus::amqp::{AmqpError, BrokerConfig, Client, Consumer, Outgoing};
 use crate::bus::envelope::{
     Ack, AckResult, Envelope, MessageId, Name, Trigger, ACK_NAMESPACE, TRIGGER_NAMESPACE,
 };
@@ -330,15 +330,23 @@ impl BusPush {
             message_id: trigger.id.to_string(),
             sent_at: SystemTime::now(),
         };
+        // Mandatory: a trigger no listener's queue is bound for comes back instead of being
+        // confirmed into nowhere.
         client
-            .publish(&b.exchange, &self.routing_key, &msg)
+            .publish_mandatory(&b.exchange, &self.routing_key, &msg)
             .await
-            .map_err(|e| {
-                format!(
+            .map_err(|e| match e {
+                AmqpError::Unroutable(_) => format!(
+                    "bus: no queue is bound to routing key {:?} on exchange {:?}, so no \
+                     listener got the trigger: set up these mirrors' mirrorpush-listen (its \
+                     [broker] queue bound by a [[trigger]] topic matching that key) and push again",
+                    self.routing_key, b.exchange
+                ),
+                e => format!(
                     "bus: the broker did not confirm the trigger (exchange {:?}, routing key \
                      {:?}): {e}",
                     b.exchange, self.routing_key
-                )
+                ),
             })?;
         debug!(id = %trigger.id, routing_key = %self.routing_key, "trigger published and confirmed");
         Ok(client)

@@ -362,7 +362,8 @@ impl Daemon {
             for r in todo.drain(..) {
                 let h = self.handler.clone();
                 set.spawn_blocking(move || {
-                    let a = h.sync(&r);
+                    // By the module's mode: a detach module's master hears `accepted` at once.
+                    let a = h.sync(&r, true);
                     (r, a)
                 });
             }
@@ -591,7 +592,8 @@ impl Daemon {
             let handler = self.handler.clone();
             let req = request.clone();
             let Ok((answer, kinds)) = tokio::task::spawn_blocking(move || {
-                let a = handler.sync(&req);
+                // Waiting, whatever the mode: the run's kinds below must be this run's.
+                let a = handler.sync(&req, false);
                 let kinds = match a {
                     Answer::Synced(_) | Answer::Accepted(_) => handler.last_run_kinds(&req),
                     _ => Ok(Vec::new()),

@@ -243,7 +243,7 @@ fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Co
         quoted(&t.request.to_string())
     ));
     let handler = Handler::new(cfg.handler.as_deref(), &cfg.handler_config);
-    let answer = handler.sync(&t.request);
+    let answer = handler.sync(&t.request, true);
     counters.handoffs += 1;
     log(&format!(
         "handoff request={} answer={} detail={}",
