@@ -447,3 +447,55 @@ fn a_broker_restart_while_triggers_are_published_loses_none_and_runs_each_once()
     ids.dedup();
     assert_eq!(ids.len(), 10, "{}", listener.log());
 }
+
+/// A TCP proxy to `port` on loopback that cuts every connection `after` it was accepted: a
+/// broker that accepts and then drops. Runs until the test process ends.
+fn dropping_proxy(port: u16, after: Duration) -> u16 {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    local
+}
+
+#[test]
+fn a_broker_that_accepts_and_drops_sees_the_reconnect_backoff_grow() {
+    let (url, _g) = broker_url();
+    let port = shared_broker().lock().unwrap().as_ref().unwrap().port;
+    let proxy = dropping_proxy(port, Duration::from_millis(1500));
+    let b = BusLab::new("detach", &["fedora"]);
+    let proxied = url.replace(&format!(":{port}/"), &format!(":{proxy}/"));
+    let config = b.write_listen_config(&b.listen_toml(Some(&proxied), &[], ""));
+    let listener = b.start_listener(&config);
+    // Each session is fully set up (queue declared, consuming) before the proxy cuts it.
+    listener.wait_connected(4);
+    let waits: Vec<String> = listener
+        .log()
+        .lines()
+        .filter_map(|l| l.split("; reconnecting in ").nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        waits[..3],
+        ["500ms", "1s", "2s"],
+        "a session that is dropped at once must not reset the backoff:\n{}",
+        listener.log()
+    );
+}

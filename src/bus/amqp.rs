@@ -227,6 +227,39 @@ fn tls_adaptor(cfg: &BrokerConfig, host: &str) -> Result<TlsAdaptor, AmqpError> 
     Ok(TlsAdaptor::new(connector, host.to_owned()))
 }
 
+/// Why a connection could not be opened, in words an operator can act on: the TLS failures
+/// that are a matter of files (`ca`, `cert`, `key`) say which file, on one line.
+fn explain_open_error(cfg: &BrokerConfig, url: &BrokerUrl, e: &str) -> String {
+    let e = e.replace(['\n', '\r'], " ");
+    let at = url.redacted();
+    if !url.tls {
+        return format!("{at}: {e}");
+    }
+    let ca = cfg.ca.as_ref().map_or_else(
+        || format!("the system's bundle {SYSTEM_CA} (no `ca` set)"),
+        |p| p.display().to_string(),
+    );
+    if e.contains("UnknownIssuer") || e.contains("invalid peer certificate") {
+        format!(
+            "{at}: TLS: the broker's certificate is not signed by the CA in {ca} ({e}); set `ca` \
+             to the CA certificate that signed the broker's"
+        )
+    } else if e.contains("CertificateRequired") || e.contains("alert") {
+        match &cfg.cert {
+            None => format!(
+                "{at}: TLS: the broker wants a client certificate ({e}); set `cert` and `key`"
+            ),
+            Some(cert) => format!(
+                "{at}: TLS: the broker refused the client certificate {} ({e}); it must be \
+                 signed by a CA the broker trusts",
+                cert.display()
+            ),
+        }
+    } else {
+        format!("{at}: {e}")
+    }
+}
+
 /// Publisher confirms in flight: sequence number → who waits for it.
 #[derive(Default)]
 struct Confirms {
@@ -410,7 +443,7 @@ impl Client {
                     CONNECT_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| AmqpError::Connection(format!("{}: {e}", url.redacted())))?;
+            .map_err(|e| AmqpError::Connection(explain_open_error(cfg, &url, &e.to_string())))?;
         let confirms = Arc::new(std::sync::Mutex::new(Confirms {
             next: 1,
             ..Default::default()

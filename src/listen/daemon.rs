@@ -25,6 +25,9 @@ pub const PREFETCH: u16 = 2048;
 /// Distinct requests of one module handed over at once; past that the module is synced whole.
 const MAX_HANDOFFS: usize = 8;
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(30);
+/// A session that lasted this long starts the next reconnect from the shortest wait again; a
+/// broker (or a proxy) that accepts and then drops every connection sees the backoff grow.
+const STABLE_SESSION: Duration = Duration::from_secs(60);
 const MAX_HINT_RETRY: Duration = Duration::from_secs(300);
 
 /// Why a session ended.
@@ -117,8 +120,9 @@ impl Daemon {
         };
         let mut backoff = Backoff::new(MAX_RECONNECT_WAIT);
         loop {
+            let began = std::time::Instant::now();
             let end = tokio::select! {
-                end = self.session(&mut backoff) => end,
+                end = self.session() => end,
                 _ = term.recv() => return self.stop("SIGTERM"),
                 _ = int.recv() => return self.stop("SIGINT"),
             };
@@ -129,6 +133,9 @@ impl Daemon {
                     return 78;
                 }
                 End::Lost(m) => {
+                    if began.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
+                    }
                     let wait = backoff.next_delay();
                     log(&format!(
                         "broker lost: {}; reconnecting in {}",
@@ -166,7 +173,7 @@ impl Daemon {
         t
     }
 
-    async fn session(&mut self, backoff: &mut Backoff) -> End {
+    async fn session(&mut self) -> End {
         let name = format!(
             "mirrorpush-listen {}",
             self.cfg.mirror.as_ref().map_or("", |m| m.as_str())
@@ -185,7 +192,6 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => return classify(e),
         };
-        backoff.reset();
         log(&format!(
             "connected queue={} exchange={} topics={}",
             quoted(&self.broker.queue),

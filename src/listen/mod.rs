@@ -167,6 +167,14 @@ fn daemon(path: &Path) -> i32 {
 /// `--stdin`: one signed envelope (bare JSON, or in a mail body), checked against every signed
 /// `[[trigger]]`, handed over, and answered by exit code.
 fn stdin(path: &Path) -> i32 {
+    if running_as_root() {
+        // As the daemon: the state dir and the handler's files belong to the mirror account
+        // (a mail pipe must run as it: docs/bus.md shows `user = mirrorpush`).
+        return fail(
+            EXIT_NOPERM,
+            "refusing to run as root: run mirrorpush-listen --stdin as the mirror account",
+        );
+    }
     let (cfg, gate, _ack_key, _) = match load(path) {
         Ok(v) => v,
         Err(e) => return fail(EXIT_CONFIG, &e),
