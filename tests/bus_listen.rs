@@ -499,3 +499,77 @@ fn a_broker_that_accepts_and_drops_sees_the_reconnect_backoff_grow() {
         listener.log()
     );
 }
+
+/// Publishes with pika (fedora-messaging's AMQP library, in the same venv), which writes
+/// properties and header values as given, bytes included: what a broken or hostile publisher
+/// could send. `props` is Python for `pika.BasicProperties(...)`'s arguments.
+fn pika_publish(url: &str, routing_key: &str, body: &[u8], props: &str) {
+    let script = format!(
+        "import sys, pika, datetime, decimal\n\
+         c = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))\n\
+         ch = c.channel()\n\
+         ch.basic_publish('amq.topic', sys.argv[2], sys.stdin.buffer.read(), pika.BasicProperties({props}))\n\
+         c.close()\n"
+    );
+    let mut child = Command::new(bus_python())
+        .arg("-c")
+        .arg(script)
+        .arg(url)
+        .arg(routing_key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pika publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn odd_properties_and_headers_neither_wedge_nor_crash_the_listener() {
+    // A publisher that writes what it likes (pika writes bytes as given): every header type,
+    // odd properties, and short strings that are not UTF-8 ahead of a good trigger.
+    let (url, _g) = broker_url();
+    let b = BusLab::new("detach", &["fedora"]);
+    let config = b.write_listen_config(&b.listen_toml(Some(&url), &[], ""));
+    let listener = b.start_listener(&config);
+    listener.wait_connected(1);
+    let topic = b.sync_topic("fedora");
+    let (_, env) = b.trigger("sync fedora", SystemTime::now());
+    let body = env.to_json().into_bytes();
+    for props in [
+        // Every header type pika writes, nested, and properties of odd shapes.
+        "headers={'t': {'n': [1, None, True, b'\\x00\\xff', 'x' * 1000]}, 'd': decimal.Decimal('1.5'), \
+         'ts': datetime.datetime(2026, 1, 1), 'big': 2**62, 'neg': -5}, content_type='text/x-odd', \
+         content_encoding='gzip', delivery_mode=1, priority=9, correlation_id='c' * 255, \
+         reply_to='nowhere', expiration='600000', type='t', user_id=None, app_id='a'",
+        "message_id='m' * 255",
+        // Not UTF-8 where AMQP says short string.
+        "message_id=b'\\xff\\xfe'",
+        "headers={'k': b'\\xff'}, content_type=b'\\xc3\\x28'",
+    ] {
+        pika_publish(&url, &topic, &body, props);
+    }
+    let (good, env) = b.trigger("sync fedora", SystemTime::now());
+    publish(&url, &topic, &bodies(&[env])).unwrap();
+    b.wait(&listener, "the good trigger after the odd ones", || {
+        listener.count(&format!("accepted id={}", good.id)) == 1
+    });
+    // The two whose short strings are not UTF-8 stop the AMQP client each time they are
+    // delivered; taken one at a time, they are found and discarded unread, and nothing else
+    // is lost or run twice.
+    b.wait(&listener, "both undecodable messages to be counted", || {
+        b.status_json(&config)["refused"]["undecodable"] == 2
+    });
+    assert!(listener.log().contains(" careful: "), "{}", listener.log());
+    let s = b.status_json(&config);
+    assert_eq!(s["accepted"], 2, "{s}");
+    assert_eq!(s["refused"]["replay"], 1, "{s}");
+    assert_eq!(b.handler_requests().len(), 2, "{s}");
+}

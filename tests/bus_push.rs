@@ -424,7 +424,8 @@ fn a_detach_module_is_acked_accepted_at_once() {
     );
     assert_eq!(summary["accepted"], 2, "{summary}");
     assert!(
-        l1.log().contains("handoff request=\"sync fedora\" answer=accepted"),
+        l1.log()
+            .contains("handoff request=\"sync fedora\" answer=accepted"),
         "{}",
         l1.log()
     );

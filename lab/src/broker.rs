@@ -445,7 +445,10 @@ fn path_str(p: &Path) -> io::Result<&str> {
 
 /// A self-signed CA (P-256) in `dir`: `<name>.pem` and `<name>.key`.
 pub fn make_ca(dir: &Path, name: &str) -> io::Result<(PathBuf, PathBuf)> {
-    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
     openssl(&[
         "req",
         "-x509",
@@ -480,8 +483,14 @@ pub fn make_cert(
     cn: &str,
     extensions: &str,
 ) -> io::Result<(PathBuf, PathBuf)> {
-    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    let (csr, ext) = (dir.join(format!("{name}.csr")), dir.join(format!("{name}.ext")));
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let (csr, ext) = (
+        dir.join(format!("{name}.csr")),
+        dir.join(format!("{name}.ext")),
+    );
     fs::write(
         &ext,
         format!("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n{extensions}"),

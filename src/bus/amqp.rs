@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
-    BasicRejectArguments, Channel, ConfirmSelectArguments, ConsumerMessage, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicGetArguments, BasicPublishArguments,
+    BasicQosArguments, BasicRejectArguments, Channel, ConfirmSelectArguments, ConsumerMessage,
+    QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::security::SecurityCredentials;
@@ -630,6 +630,36 @@ impl Client {
             .await
             .map_err(|e| AmqpError::Refused(format!("consume {queue:?}: {e}")))?;
         Ok(Consumer { rx })
+    }
+
+    /// One message from `queue` (`basic.get`, to be acked or rejected), or `None` when it is
+    /// empty: for taking a queue one message at a time.
+    pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, AmqpError> {
+        let got = self
+            .channel
+            .basic_get(BasicGetArguments::new(queue))
+            .await
+            .map_err(conn_err)?;
+        Ok(got.map(|(ok, props, body)| Delivery {
+            tag: ok.delivery_tag(),
+            routing_key: ok.routing_key().clone(),
+            redelivered: ok.redelivered(),
+            message_id: props.message_id().cloned(),
+            body,
+        }))
+    }
+
+    /// Removes the message at the head of `queue` unread: fetched without ack, so the broker
+    /// drops it as it sends it, even when this client then cannot decode it (which ends the
+    /// connection). For a message that stops every session that fetches it.
+    pub async fn discard_head(&self, queue: &str) -> Result<bool, AmqpError> {
+        let mut args = BasicGetArguments::new(queue);
+        args.no_ack(true);
+        self.channel
+            .basic_get(args)
+            .await
+            .map(|m| m.is_some())
+            .map_err(conn_err)
     }
 
     pub async fn ack(&self, tag: u64) -> Result<(), AmqpError> {

@@ -793,9 +793,18 @@ pub(crate) mod tests {
             b"{\"payload\": \"\\ud800\", \"signature\": \"s\"}",
             &mail,
         ] {
-            let a = Envelope::from_json(body).map(|_| ()).map_err(|e| e.reason());
-            let b = Envelope::from_text(body).map(|_| ()).map_err(|e| e.reason());
-            assert_eq!((a, b), (Err("not-json"), Err("not-json")), "{:?}", &body[..body.len().min(40)]);
+            let a = Envelope::from_json(body)
+                .map(|_| ())
+                .map_err(|e| e.reason());
+            let b = Envelope::from_text(body)
+                .map(|_| ())
+                .map_err(|e| e.reason());
+            assert_eq!(
+                (a, b),
+                (Err("not-json"), Err("not-json")),
+                "{:?}",
+                &body[..body.len().min(40)]
+            );
         }
     }
 

@@ -464,9 +464,12 @@ mod tests {
     #[test]
     fn a_mirror_cannot_ack_for_another_and_junk_is_skipped() {
         let (a_key, b_key) = (test_key(), test_key());
-        let slots: Slots = [("a.lab".to_owned(), slot(&a_key)), ("b.lab".to_owned(), slot(&b_key))]
-            .into_iter()
-            .collect();
+        let slots: Slots = [
+            ("a.lab".to_owned(), slot(&a_key)),
+            ("b.lab".to_owned(), slot(&b_key)),
+        ]
+        .into_iter()
+        .collect();
         let request = Request::parse(b"sync fedora").unwrap();
         let trigger = Trigger::new(request.clone(), Name::parse("master").unwrap(), None).unwrap();
         let expected = Expected {

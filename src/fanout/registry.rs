@@ -1334,7 +1334,13 @@ stage = 2
         // A bus mirror's name is what its acks carry on their `mirror:` line: the envelope's
         // name grammar, checked at load. The same name is fine for an SSH mirror.
         let line = BUS.lines().position(|l| l.contains("listener1")).unwrap() + 1;
-        for bad in ["listener 1", "-listener", "lis,tener", "listener*", "lístener"] {
+        for bad in [
+            "listener 1",
+            "-listener",
+            "lis,tener",
+            "listener*",
+            "lístener",
+        ] {
             let e = fails(&BUS.replace("\"listener1\"", &format!("{bad:?}")));
             assert_eq!(
                 (e.line, e.key.as_deref()),
@@ -1342,7 +1348,8 @@ stage = 2
                 "{bad}: {e}"
             );
             assert!(
-                e.to_string().starts_with(&format!("/etc/mp/mirrors.toml:{line}"))
+                e.to_string()
+                    .starts_with(&format!("/etc/mp/mirrors.toml:{line}"))
                     && e.message.contains("letters, digits"),
                 "{e}"
             );

@@ -182,7 +182,9 @@ mod tests {
             }
         );
         assert_eq!(
-            p(&["sync", "--by-mode", "--full", "fedora", "d"]).unwrap().verb,
+            p(&["sync", "--by-mode", "--full", "fedora", "d"])
+                .unwrap()
+                .verb,
             Verb::Sync {
                 raw: b"sync fedora d".to_vec(),
                 plain: true,

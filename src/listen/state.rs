@@ -86,7 +86,10 @@ pub struct Locked {
 pub fn lock(dir: &Path) -> io::Result<Locked> {
     let file = open_regular(
         &dir.join(LOCK),
-        fs::OpenOptions::new().create(true).truncate(false).write(true),
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
     )?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
     Ok(Locked { _file: file })
@@ -190,10 +193,7 @@ impl Seen {
         for (id, exp) in new {
             text.push_str(&format!("{id} {exp}\n"));
         }
-        let mut f = open_regular(
-            &self.path,
-            fs::OpenOptions::new().create(true).append(true),
-        )?;
+        let mut f = open_regular(&self.path, fs::OpenOptions::new().create(true).append(true))?;
         f.write_all(text.as_bytes())?;
         f.sync_data()?;
         drop(f);
@@ -227,6 +227,7 @@ pub struct Counters {
     pub accepted: u64,
     /// Refusals by reason (`signature`, `unknown-signer`, `not-allowed`, `expired`, `future`,
     /// `replay`, `grammar`, `not-json`, `malformed`, `too-large`, `unrouted`, `memory-full`,
+    /// `undecodable`,
     /// `handler-64`, `handler-77`).
     pub refused: BTreeMap<String, u64>,
     /// Hint messages recorded.
