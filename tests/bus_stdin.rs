@@ -228,6 +228,36 @@ fn stdin_exit_codes_follow_the_contract() {
     ] {
         assert_eq!(s["refused"][reason], 1, "{reason}: {s}");
     }
+
+    // The replay memory full (two ids remembered, max_seen = 2): a new trigger is refused
+    // rather than an id forgotten early, and nothing runs.
+    let full = b.write_listen_config(&format!(
+        "max_seen = 2\n{}",
+        b.listen_toml(None, &["fedora"], "")
+    ));
+    let (_, env) = b.trigger("sync fedora", SystemTime::now());
+    let runs = b.handler_requests().len();
+    let (code, _, err) = b.listen_cmd(&full, &["--stdin"], env.to_json().as_bytes());
+    assert_eq!(
+        (code, err.contains("refused reason=memory-full")),
+        (77, true),
+        "{err}"
+    );
+    assert_eq!(b.handler_requests().len(), runs);
+
+    // As root (a mail pipe set up without `user = mirrorpush`), it refuses before it reads.
+    if rustix::process::geteuid().is_root() {
+        let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush-listen"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--stdin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{err}");
+        assert!(err.starts_with("error: refusing to run as root"), "{err}");
+    }
 }
 
 /// exim4 with a private config in the lab dir, run as the lab account (so the machine's

@@ -227,7 +227,8 @@ fn respond(cfg: &Config, a: Admitted, caller: Caller) -> i32 {
     };
     // A local caller waits, running the batches itself, unless it asked to be answered by the
     // mode and the module detaches: then it is answered as a push is, below.
-    if !caller.remote && !(caller.by_mode && a.mode == Mode::Detach) {
+    let as_a_push = caller.remote || (caller.by_mode && a.mode == Mode::Detach);
+    if !as_a_push {
         if let Some(lock) = a.lock {
             runner::drain(cfg, m, &md, lock);
         }

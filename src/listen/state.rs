@@ -391,7 +391,7 @@ mod tests {
         fs::remove_file(state.join("status.json")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &state.join("status.json"),
+            state.join("status.json"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
