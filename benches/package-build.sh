@@ -6,6 +6,7 @@
 # (other work on the machine slows the build; the figures are only as quiet as the machine).
 # Needs cargo-deb (`cargo install cargo-deb --locked`).
 #   benches/package-build.sh            # the timed build
+#   KEEP=target/debian benches/package-build.sh   # ... and keep the two .deb files there
 #   benches/package-build.sh --crates   # only what the man page generator builds beyond the
 #                                       # programs (no build, a few seconds)
 set -euo pipefail
@@ -24,6 +25,7 @@ if [ "${1:-}" = "--crates" ]; then
         "$(comm -13 <(printf '%s\n' "$programs") <(printf '%s\n' "$assets") | cut -d' ' -f1 | tr '\n' ' ')"
     exit 0
 fi
+keep=${KEEP:+$(realpath -m "$KEEP")}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git archive HEAD | tar -x -C "$work"
@@ -37,3 +39,13 @@ scripts/build-deb.sh 2>&1 | while IFS= read -r line; do
 done
 total=$(( $(date +%s) - start ))
 printf 'total: %dm%02ds (%d s); load after: %s\n' $((total / 60)) $((total % 60)) "$total" "$(cut -d' ' -f1-3 /proc/loadavg)"
+# The CPU the build's processes used (user and system, summed over every compiler process):
+# unlike the wall time, it does not grow with other work on the machine. Divided by the cores
+# it is the least wall time this build can take on an idle machine of this kind.
+# `times`' second line: the children's user and system time, as "XmY.ZZZs XmY.ZZZs".
+times >"$work/times"   # a builtin in this shell: a pipe or $(...) would ask a fresh subshell
+cpu=$(sed -n 2p "$work/times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); n += t[1] * 60 + t[2] } printf "%d", n }')
+echo "cpu: ${cpu} s (user+sys of every build process); / $(nproc) cores: $((cpu / $(nproc))) s"
+if [ -n "$keep" ]; then
+    mkdir -p "$keep" && cp target/debian/*.deb "$keep/" && echo "kept: $(ls "$keep"/*.deb | tr '\n' ' ')"
+fi

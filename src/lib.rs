@@ -12,6 +12,7 @@
 //! - [`rlimit`]: raising the open-file limit for many concurrent sessions.
 
 mod atomic;
+mod config_text;
 pub mod filelist;
 pub mod handler;
 pub mod request;

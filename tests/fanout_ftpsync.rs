@@ -78,12 +78,13 @@ fn ftpsync_conf(lab: &Lab, archive: Option<&str>, extra: &str) {
 fn registry(lab: &Lab, mirror: usize, archive: Option<&str>, extra: &str) -> PathBuf {
     let archive = archive.map_or(String::new(), |a| format!("archive = {a:?}\n"));
     let text = format!(
-        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = \"5m\"\n\n\
+        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\ntimeout = \"5m\"\nhistory = {:?}\n\n\
          [[mirror]]\nname = \"ftp\"\nhost = \"127.0.0.1\"\nport = {}\nmodules = [\"debian\"]\n\
          protocol = \"ftpsync\"\n{archive}{extra}\n",
         lab.user,
         lab.identity.display().to_string(),
         lab.known_hosts.display().to_string(),
+        lab.history().display().to_string(),
         lab.mirrors[mirror].port,
     );
     let path = lab.root.join(format!("ftpsync-mirrors-{mirror}.toml"));

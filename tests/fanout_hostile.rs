@@ -137,10 +137,11 @@ impl Mirror {
             &path,
             format!(
                 "[defaults]\nuser = \"mirrorpush\"\nidentity = {:?}\nknown_hosts = {:?}\n\
-                 connect_timeout = \"5s\"\n\n[[mirror]]\nname = \"hostile\"\nhost = \"127.0.0.1\"\n\
+                 connect_timeout = \"5s\"\nhistory = {:?}\n\n[[mirror]]\nname = \"hostile\"\nhost = \"127.0.0.1\"\n\
                  port = {}\nmodules = [\"fedora\"]\n{extra}\n",
                 self.dir.path().join("client_key").display().to_string(),
                 self.dir.path().join("known_hosts").display().to_string(),
+                self.dir.path().join("history.db").display().to_string(),
                 self.port
             ),
         )

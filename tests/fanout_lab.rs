@@ -40,10 +40,11 @@ fn mirrorpush(registry: &Path, args: &[&str]) -> Output {
 /// `[defaults]` for the lab with the given timeouts.
 fn defaults(lab: &Lab, connect_timeout: &str, timeout: &str) -> String {
     format!(
-        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = {connect_timeout:?}\ntimeout = {timeout:?}\n",
+        "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = {connect_timeout:?}\ntimeout = {timeout:?}\nhistory = {:?}\n",
         lab.user,
         lab.identity.display().to_string(),
-        lab.known_hosts.display().to_string()
+        lab.known_hosts.display().to_string(),
+        lab.history().display().to_string()
     )
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::exit::{fail, ExitError, EXIT_CONFIG};
+use crate::config_text::ConfigText;
 use crate::request::{ModuleName, RelDir};
 
 // ---- The rsync_args policy: an allowlist, like rrsync's table of long options ----
@@ -358,7 +359,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses config text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let ctx = Ctx { path, text };
+    let ctx = Ctx {
+        file: ConfigText { path, text },
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     let state_dir = match &raw.state_dir {
         Some(s) => ctx.absolute(s, "state_dir")?,
@@ -387,70 +390,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 struct Ctx<'a> {
-    path: &'a Path,
-    text: &'a str,
+    file: ConfigText<'a>,
 }
 
 impl Ctx<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    /// The `[table]` header in force at `offset`, for "unknown key 'x' in [modules.y]".
-    fn table_at(&self, offset: usize) -> Option<String> {
-        let end = offset.min(self.text.len());
-        let before = String::from_utf8_lossy(&self.text.as_bytes()[..end]);
-        before
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|l| {
-                // `get` rather than indexing: the header may hold non-ASCII text.
-                let end = l
-                    .find(']')
-                    .map_or(l.len(), |i| i + 1 + usize::from(l.starts_with("[[")));
-                l.get(..end).unwrap_or(l).to_owned()
-            })
-    }
-
     fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
-        ConfigError(format!(
-            "{} line {}: {what}",
-            self.path.display(),
-            self.line_of(span.start)
-        ))
+        ConfigError(self.file.at(span, what))
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let message = e.message().trim();
-        let Some(span) = e.span() else {
-            return ConfigError(format!("{}: {message}", self.path.display()));
-        };
-        let table = self
-            .table_at(span.start)
-            .unwrap_or_else(|| "the top level".to_owned());
-        let quoted = message.split('`').nth(1);
-        if let (true, Some(key)) = (message.starts_with("unknown field"), quoted) {
-            return self.at(span, format!("unknown key '{key}' in {table}"));
-        }
-        if let (true, Some(key)) = (message.starts_with("missing field"), quoted) {
-            return self.at(span, format!("missing key '{key}' in {table}"));
-        }
-        self.at(span, message)
+        ConfigError(self.file.toml_error(e))
     }
 
     fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
-        let p = PathBuf::from(value.get_ref());
-        if !p.is_absolute() {
-            return Err(self.at(value.span(), format!("'{key}' must be an absolute path")));
-        }
-        Ok(p)
+        self.file.absolute(value, key).map_err(ConfigError)
     }
 
     fn module(&self, name: &Spanned<String>, m: RawModule) -> Result<Module, ConfigError> {

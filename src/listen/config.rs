@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::bus::amqp::{BrokerConfig, BrokerUrl};
 use crate::bus::envelope::Name;
 use crate::bus::topic;
+use crate::config_text::ConfigText;
 use crate::request::{ModuleName, RelDir};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mirrorpush/listen.toml";
@@ -140,7 +141,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let ctx = Ctx { path, text };
+    let ctx = Ctx {
+        file: ConfigText { path, text },
+    };
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     let mut cfg = Config {
         path: path.to_owned(),
@@ -202,66 +205,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 struct Ctx<'a> {
-    path: &'a Path,
-    text: &'a str,
+    file: ConfigText<'a>,
 }
 
 impl Ctx<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn table_at(&self, offset: usize) -> String {
-        let end = offset.min(self.text.len());
-        String::from_utf8_lossy(&self.text.as_bytes()[..end])
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|l| {
-                let end = l
-                    .find(']')
-                    .map_or(l.len(), |i| i + 1 + usize::from(l.starts_with("[[")));
-                l.get(..end).unwrap_or(l).to_owned()
-            })
-            .unwrap_or_else(|| "the top level".to_owned())
-    }
-
     fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
-        ConfigError(format!(
-            "{} line {}: {what}",
-            self.path.display(),
-            self.line_of(span.start)
-        ))
+        ConfigError(self.file.at(span, what))
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let message = e.message().trim();
-        let Some(span) = e.span() else {
-            return ConfigError(format!("{}: {message}", self.path.display()));
-        };
-        let table = self.table_at(span.start);
-        let quoted = message.split('`').nth(1);
-        if let (true, Some(key)) = (message.starts_with("unknown field"), quoted) {
-            return self.at(span, format!("unknown key '{key}' in {table}"));
-        }
-        if let (true, Some(key)) = (message.starts_with("missing field"), quoted) {
-            return self.at(span, format!("missing key '{key}' in {table}"));
-        }
-        self.at(span, message)
+        ConfigError(self.file.toml_error(e))
     }
 
-    fn absolute(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
-        let p = PathBuf::from(v.get_ref());
-        if !p.is_absolute() {
-            return Err(self.at(v.span(), format!("'{key}' must be an absolute path")));
-        }
-        Ok(p)
+    fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
+        self.file.absolute(value, key).map_err(ConfigError)
     }
 
     fn duration(
@@ -314,7 +271,7 @@ impl Ctx<'_> {
     }
 
     fn trigger(&self, t: Spanned<RawTrigger>) -> Result<Trigger, ConfigError> {
-        let line = self.line_of(t.span().start);
+        let line = self.file.line_of(t.span().start);
         let t = t.into_inner();
         if !topic::is_valid_pattern(t.topic.get_ref()) {
             return Err(self.at(t.topic.span(), "'topic' is not a topic pattern"));
