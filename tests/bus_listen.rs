@@ -486,7 +486,10 @@ fn a_broker_that_accepts_and_drops_sees_the_reconnect_backoff_grow() {
     let config = b.write_listen_config(&b.listen_toml(Some(&proxied), &[], ""));
     let listener = b.start_listener(&config);
     // Each session is fully set up (queue declared, consuming) before the proxy cuts it.
-    listener.wait_connected(4);
+    b.wait(&listener, "three sessions cut", || {
+        listener.count("; reconnecting in ") >= 3
+    });
+    assert!(listener.count("mirrorpush-listen: connected ") >= 3);
     let waits: Vec<String> = listener
         .log()
         .lines()
