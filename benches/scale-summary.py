@@ -89,6 +89,22 @@ for n in sizes:
     print(f"| {n} | {fmt(None if f is None else f * 1000, '', 1)} | {literal(n, 'fetch')} "
           f"| {fmt(None if z is None else z * 1000, '', 1)} |")
 
+if any(runs("hnull", n) for n in sizes):
+    print("\nThe handler's null run (`mirrorpush-handler sync`, local mode), medians; CPU is the handler's"
+          " and its rsync's:\n")
+    print("| entries | first run (fetch, compare, record): wall s, CPU s | null run: wall s, CPU s "
+          "| fetch alone: wall s, CPU s | null run beyond the fetch: CPU s | null peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for n in sizes:
+        if not runs("hnull", n):
+            continue
+        cpu, fetch = med("hnull", n, 1), med("hfetch", n, 1)
+        print(f"| {n} | {fmt(med('hfirst', n, 0), '')}, {fmt(med('hfirst', n, 1), '')} "
+              f"| {fmt(med('hnull', n, 0), '')}, {fmt(cpu, '')} "
+              f"| {fmt(med('hfetch', n, 0), '')}, {fmt(fetch, '')} "
+              f"| {fmt(None if cpu is None or fetch is None else cpu - fetch, '')} "
+              f"| {fmt(med('hnull', n, 2), '', 1)} |")
+
 for n in sizes:
     for name in ("plan", "unsorted"):
         p = out / f"{name}-{n}.out"

@@ -18,12 +18,20 @@
 #                BASELINE (rsync's delta, as the handler fetches a list), metered alone: the
 #                remote shell is examples/rusage around `rsync --server --sender`.
 #   fetchnull-N: the same with an unchanged list (rsync's quick check: nothing is read).
+#   hfirst-N:    the real handler (`mirrorpush-handler sync`, local mode, as the account nobody)
+#                on a module whose upstream list is BASELINE and whose state dir holds it as the
+#                baseline: the first run fetches it, compares it with the baseline (null) and
+#                records the two files' identity. Once.
+#   hnull-N:     the same handler again: a null run that recognises the two lists by `lstat`.
+#   hfetch-N:    the fetch alone that hnull-N runs (`rsync -t` of the unchanged list over the
+#                fetched copy, as the same account): hnull - hfetch is what a null run costs the
+#                mirror beyond the fetch.
 # Lists are generated once under SCALE_LISTS (default /tmp/mirrorpush-scale; 2.7 GB at 12M)
 # and never committed.
 #
 #   benches/scale.sh                                   # RUNS=3, sizes 300000 1000000 12000000
 #   SCALE_SIZES="300000 1000000" RUNS=5 benches/scale.sh
-#   SCALE_PARTS="plan changed" benches/scale.sh        # some of: plan changed fetch
+#   SCALE_PARTS="plan changed" benches/scale.sh        # some of: plan changed fetch null
 #
 # Markdown tables on stdout; raw results under target/bench/scale/<time>/.
 set -euo pipefail
@@ -35,7 +43,7 @@ SIZES=${SCALE_SIZES:-300000 1000000 12000000}
 LISTS=${SCALE_LISTS:-/tmp/mirrorpush-scale}
 UNSORTED_MAX=${SCALE_UNSORTED_MAX:-1000000}
 LEAF=pub/fedora/linux/releases/40/Everything/x86_64/os/Packages/k
-PARTS=${SCALE_PARTS:-plan changed fetch}
+PARTS=${SCALE_PARTS:-plan changed fetch null}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 bench_build
 bench_outdir scale
@@ -138,6 +146,31 @@ for N in $SIZES; do
         echo "fetchnull $N $run $(cat "$OUT/meter.tmp")" >>"$OUT/raw.tsv"
     done
     rm -rf "$U" "$M"
+    }
+    # The handler's null run, end to end (local mode: no sshd; as an unprivileged account).
+    part null && {
+    HD=$LISTS/handler-$N
+    rm -rf "$HD"
+    mkdir -p "$HD/up" "$HD/dest" "$HD/state/scale"
+    ln "$B" "$HD/up/fullfiletimelist-scale"
+    cp "$B" "$HD/state/scale/filelist.baseline"
+    printf 'state_dir = "%s"\nrsync = "%s"\n\n[modules.scale]\nsource = "%s"\ndest = "%s"\nfilelist = "fullfiletimelist-scale"\n' \
+        "$HD/state" "$(command -v rsync)" "$HD/up/" "$HD/dest" >"$HD/handler.toml"
+    chown -R nobody:nogroup "$HD/dest" "$HD/state"
+    AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+    HCMD=("${AS[@]}" "$REL/mirrorpush-handler" --config "$HD/handler.toml" sync scale)
+    timed hfirst "$N" 1 -- "${HCMD[@]}"
+    for run in $(seq 1 "$RUNS"); do
+        timed hnull "$N" "$run" -- "${HCMD[@]}"
+        timed hfetch "$N" "$run" -- "${AS[@]}" rsync -t "$HD/up/fullfiletimelist-scale" "$HD/state/scale/filelist.fetched"
+    done
+    "${AS[@]}" "$REL/mirrorpush-handler" --config "$HD/handler.toml" status --json >"$OUT/handler-$N.json"
+    cp "$HD/state/handler.log" "$OUT/handler-$N.log"
+    # Every run null, and only the first compared the lists.
+    [ "$(grep -c 'ran null (all)' "$OUT/handler-$N.log")" = $((RUNS + 1)) ] &&
+        [ "$(grep -c 'verdict=filelist-compared' "$OUT/handler-$N.log")" = 1 ] ||
+        { echo "error: the handler's runs were not null, or compared more than once: see $OUT/handler-$N.log" >&2; exit 1; }
+    rm -rf "$HD"
     }
     echo "load after $N: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 done

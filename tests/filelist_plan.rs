@@ -614,3 +614,48 @@ mod properties {
         }
     }
 }
+
+/// The planner passes over lines a changed list shares byte for byte with the baseline without
+/// parsing them twice: what changed around such lines must still make the list invalid.
+#[test]
+fn lines_shared_with_the_baseline_are_still_checked_where_the_list_changed_around_them() {
+    let (dir, file, rest): (&[u8], &[u8], &[u8]) = (
+        b"1\td\t4096\tok/d",
+        b"1\tf\t1\tok/d/passwd",
+        b"1\tf\t1\tok/z",
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "dir now a symlink",
+            raw_list(&[b"1\tl\t4\tok/d", file, rest]),
+            "line 7: 'ok/d/passwd' is inside 'ok/d', which the list gives as a symlink",
+        ),
+        (
+            "dir now a file",
+            raw_list(&[b"1\tf\t4\tok/d", file, rest]),
+            "which the list gives as a file",
+        ),
+        (
+            "dir gone",
+            raw_list(&[file, rest]),
+            "'ok/d/passwd' is inside 'ok/d', which the list does not hold",
+        ),
+        (
+            "duplicate after shared lines",
+            raw_list(&[dir, file, file, rest]),
+            "line 8: 'ok/d/passwd' is listed twice (first on line 7)",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let d = Dir::new();
+        fs::write(d.path("baseline"), raw_list(&[dir, file, rest])).unwrap();
+        fs::write(d.path("fetched"), &text).unwrap();
+        let err = d.plan(None, 1000).unwrap_err();
+        assert!(
+            matches!(err, PlanError::InvalidList { .. }),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains(want), "{name}: {err}");
+        assert!(d.outputs_absent(), "{name}");
+    }
+}

@@ -510,3 +510,93 @@ fn dir_pushes_look_only_under_the_dir_and_full_repairs_drift() {
     assert!(lab.in_sync(0, "fedora"));
     assert_eq!(last_runs(&lab)[0]["kind"], "full");
 }
+
+/// The list with the mtime of its `README` entry changed by `k` in its last digit: the same
+/// size, other bytes.
+fn bump_readme(list: &[u8], k: u8) -> Vec<u8> {
+    let text = String::from_utf8(list.to_vec()).unwrap();
+    let line = text.find("\tREADME\n").unwrap();
+    let start = text[..line].rfind('\n').unwrap() + 1;
+    let mut out = list.to_vec();
+    let d = &mut out[start + 9];
+    *d = b'0' + (*d - b'0' + k) % 10;
+    out
+}
+
+fn handler_log(lab: &Lab) -> String {
+    fs::read_to_string(lab.mirrors[0].state_dir.join("handler.log")).unwrap()
+}
+
+#[test]
+fn a_null_run_after_a_null_run_reads_neither_list_and_a_replaced_list_is_still_planned() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = lab("wait");
+    write_config(&lab, CONFIG, None);
+    publish(&lab);
+    let state = common::module_state(&lab);
+    let (fetched, record) = (state.join("filelist.fetched"), state.join("filelist.same"));
+    let compared = |log: &str| log.matches("verdict=filelist-compared").count();
+    synced(&lab, "sync fedora");
+    // Adopted byte for byte: recorded by identity, so the next null run reads neither list.
+    let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+    let text = fs::read_to_string(&record).unwrap();
+    assert!(text.starts_with("fetched dev="), "{text}");
+    assert!(text.contains(&format!(" ino={} ", ino(&fetched))), "{text}");
+    assert!(
+        text.contains(&format!(" ino={} ", ino(&state.join("filelist.baseline")))),
+        "{text}"
+    );
+    synced(&lab, "sync fedora");
+    assert_eq!(last_runs(&lab)[0]["kind"], "null");
+    assert_eq!(compared(&handler_log(&lab)), 0, "{}", handler_log(&lab));
+    assert_eq!(fs::read_to_string(&record).unwrap(), text);
+
+    // Without the record, the lists are compared once (and said so), then known again.
+    fs::remove_file(&record).unwrap();
+    synced(&lab, "sync fedora");
+    assert_eq!(last_runs(&lab)[0]["kind"], "null");
+    assert_eq!(compared(&handler_log(&lab)), 1);
+    assert_eq!(fs::read_to_string(&record).unwrap(), text);
+    synced(&lab, "sync fedora");
+    assert_eq!(last_runs(&lab)[0]["kind"], "null");
+    assert_eq!(compared(&handler_log(&lab)), 1, "{}", handler_log(&lab));
+
+    // The fetched list rewritten in place, with its size and mtime kept (rsync's quick check
+    // then keeps it): the same inode, but another ctime, so it is compared and planned.
+    let mtime = fs::metadata(&fetched).unwrap().modified().unwrap();
+    let planted = bump_readme(&fs::read(&fetched).unwrap(), 1);
+    let f = fs::OpenOptions::new().write(true).open(&fetched).unwrap();
+    std::io::Write::write_all(&mut &f, &planted).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let before = ino(&fetched);
+    synced(&lab, "sync fedora");
+    assert_eq!(ino(&fetched), before, "rsync kept the planted list");
+    assert_eq!(fs::read(&fetched).unwrap(), planted);
+    assert_eq!(
+        last_runs(&lab)[0]["kind"],
+        "filelist",
+        "{}",
+        last_runs(&lab)
+    );
+
+    // Replaced by another file of the same size and mtime (another inode): planned too.
+    let other = state.join("planted");
+    fs::write(&other, bump_readme(&planted, 1)).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    lab.give_to_account(&other).unwrap();
+    fs::rename(&other, &fetched).unwrap();
+    synced(&lab, "sync fedora");
+    assert_eq!(
+        last_runs(&lab)[0]["kind"],
+        "filelist",
+        "{}",
+        last_runs(&lab)
+    );
+    assert_eq!(compared(&handler_log(&lab)), 1);
+}

@@ -7,6 +7,7 @@
 //! `@cert-authority` lines are skipped (we do not accept host certificates); an unreadable file
 //! is an error for the caller.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,13 @@ use sha1::Sha1;
 pub struct KnownHosts {
     pub path: PathBuf,
     entries: Vec<Entry>,
+    /// Where to look, so that judging one host costs the same with 10 or 10,000 lines (a push
+    /// judges every mirror): the usable entries naming a host by its plain name, by that
+    /// name; the usable entries that must be tried on every host (hashed names, wildcards,
+    /// negations), and the revoked ones. Indices into `entries`, in file order.
+    by_name: HashMap<String, Vec<usize>>,
+    tried: Vec<usize>,
+    revoked: Vec<usize>,
     /// Line numbers of lines that are neither comments nor usable entries (`check` warns).
     pub skipped: Vec<usize>,
 }
@@ -122,11 +130,39 @@ impl KnownHosts {
                 None => skipped.push(i + 1),
             }
         }
+        let (mut by_name, mut tried, mut revoked) = (HashMap::new(), Vec::new(), Vec::new());
+        for (i, e) in entries.iter().enumerate() {
+            match &e.hosts {
+                _ if e.revoked => revoked.push(i),
+                HostPatterns::List(patterns) if patterns.iter().all(|p| is_plain(p)) => {
+                    for p in patterns {
+                        let at: &mut Vec<usize> = by_name.entry(p.clone()).or_default();
+                        if at.last() != Some(&i) {
+                            at.push(i);
+                        }
+                    }
+                }
+                _ => tried.push(i),
+            }
+        }
         KnownHosts {
             path: path.to_owned(),
             entries,
+            by_name,
+            tried,
+            revoked,
             skipped,
         }
+    }
+
+    /// The usable entries that may name `name`, in file order: every other one cannot.
+    fn candidates(&self, name: &str) -> impl Iterator<Item = &Entry> {
+        let mut at: Vec<usize> = self.by_name.get(name).map_or(Vec::new(), Vec::clone);
+        if !self.tried.is_empty() {
+            at.extend_from_slice(&self.tried);
+            at.sort_unstable();
+        }
+        at.into_iter().map(|i| &self.entries[i])
     }
 
     /// Judges `key` as presented by `host` on `port`.
@@ -134,11 +170,12 @@ impl KnownHosts {
         let name = host_port_name(host, port);
         let data = key.key_data();
         // A revoked key is refused wherever it appears, whatever its host patterns say.
-        if let Some(e) = self.entries.iter().find(|e| e.revoked && &e.key == data) {
+        let mut revoked = self.revoked.iter().map(|&i| &self.entries[i]);
+        if let Some(e) = revoked.find(|e| &e.key == data) {
             return Verdict::Revoked { line: e.line };
         }
         let mut mismatches = Vec::new();
-        for e in self.entries.iter().filter(|e| !e.revoked) {
+        for e in self.candidates(&name) {
             if e.hosts.matches(&name) {
                 if &e.key == data {
                     return Verdict::Trusted { line: e.line };
@@ -156,9 +193,7 @@ impl KnownHosts {
     /// True when some usable (not revoked) line names this host.
     pub fn knows(&self, host: &str, port: u16) -> bool {
         let name = host_port_name(host, port);
-        self.entries
-            .iter()
-            .any(|e| !e.revoked && e.hosts.matches(&name))
+        self.candidates(&name).any(|e| e.hosts.matches(&name))
     }
 }
 
@@ -220,6 +255,11 @@ impl HostPatterns {
             }
         }
     }
+}
+
+/// A pattern that matches one name only, itself (no wildcard, no negation).
+fn is_plain(pattern: &str) -> bool {
+    !pattern.contains(['*', '?', '!'])
 }
 
 /// OpenSSH-style wildcard match: `*` any run, `?` any one byte. Iterative, so no blowup.
@@ -422,6 +462,50 @@ mod tests {
         assert!(glob(b"a?c*", b"abcdef"));
         assert!(!glob(b"a?c", b"abcd"));
         assert!(glob(b"*", b""));
+    }
+
+    /// Plain names are looked up, the rest tried on every host: the verdict is the one a scan
+    /// of the whole file in order gives.
+    #[test]
+    fn plain_names_and_patterns_mixed_judge_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            keygen(dir.path(), "a"),
+            keygen(dir.path(), "b"),
+            keygen(dir.path(), "c"),
+        );
+        let mut text = String::new();
+        for i in 0..50 {
+            text.push_str(&format!("m{i}.example.net,other{i} {c}\n"));
+        }
+        text.push_str(&format!("*.example.org {a}\n")); // line 51
+        text.push_str(&format!("host.example.org,HOST.example.org {b}\n")); // line 52
+        text.push_str(&format!("host.example.org {c}\n")); // line 53
+        text.push_str(&format!("[host.example.org]:2222 {a}\n")); // line 54
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        let revoked = KnownHosts::parse(Path::new("kh"), &format!("{text}@revoked * {b}\n"));
+        let (a, b, c) = (public(&a), public(&b), public(&c));
+        let host = "host.example.org";
+        assert_eq!(kh.check(host, 22, &a), Verdict::Trusted { line: 51 });
+        assert_eq!(kh.check(host, 22, &b), Verdict::Trusted { line: 52 });
+        assert_eq!(kh.check(host, 22, &c), Verdict::Trusted { line: 53 });
+        assert_eq!(
+            kh.check("m7.example.net", 22, &c),
+            Verdict::Trusted { line: 8 }
+        );
+        assert_eq!(
+            kh.check("m7.example.net", 22, &a),
+            Verdict::Mismatch { lines: vec![8] }
+        );
+        assert_eq!(kh.check(host, 2222, &a), Verdict::Trusted { line: 54 });
+        assert_eq!(
+            kh.check(host, 2222, &b),
+            Verdict::Mismatch { lines: vec![54] }
+        );
+        assert_eq!(kh.check("nowhere.example.net", 22, &a), Verdict::Unknown);
+        assert!(kh.knows("x.example.org", 22) && kh.knows("other3", 22));
+        assert!(!kh.knows("other3", 2222));
+        assert_eq!(revoked.check(host, 22, &b), Verdict::Revoked { line: 55 });
     }
 
     #[test]

@@ -492,6 +492,16 @@ impl<R: BufRead> Reader<R> {
     /// The next `[Files]` entry with its line number, checking (and passing over) the checksum
     /// lines after them: what a planner streams. `None` after `[End]` and the end of input.
     pub fn next_entry(&mut self) -> Result<Option<(EntryRef<'_>, u64)>, ListError> {
+        if self.next_entry_line()?.is_none() {
+            return Ok(None);
+        }
+        self.current_entry().map(Some)
+    }
+
+    /// Like [`Reader::next_entry`], without parsing the line: it is returned as read (without
+    /// its newline), and [`Reader::current_entry`] parses it. A planner that finds the line
+    /// byte for byte equal to one it has parsed and checked already need not parse it again.
+    pub fn next_entry_line(&mut self) -> Result<Option<&[u8]>, ListError> {
         loop {
             match self.advance() {
                 Ok(true) => {}
@@ -509,9 +519,14 @@ impl<R: BufRead> Reader<R> {
                 return Err(self.error(problem));
             }
         }
+        Ok(Some(&self.buf[self.line_start..self.line_end]))
+    }
+
+    /// The line the last [`Reader::next_entry_line`] returned, parsed, with its line number.
+    pub fn current_entry(&mut self) -> Result<(EntryRef<'_>, u64), ListError> {
         let line: &[u8] = &self.buf[self.line_start..self.line_end];
         match parse_entry(line) {
-            Ok(e) => Ok(Some((e, self.line_no))),
+            Ok(e) => Ok((e, self.line_no)),
             Err(problem) => {
                 self.state = State::Done;
                 Err(ListError::Format {

@@ -787,6 +787,19 @@ impl Walk {
         self.count += 1;
         Step::Ok
     }
+
+    /// Takes over `other`'s position after both walked the same line: what the checks look at
+    /// (the previous path and the dirs open above it) depends only on that line's path and
+    /// type. `line` is the line's number here, `count` grows by `lines` (the lines this walk
+    /// passed over unstepped).
+    fn follow(&mut self, other: &Walk, line: u64, lines: u64) {
+        self.prev.clone_from(&other.prev);
+        self.chain.clone_from(&other.chain);
+        self.open.clone_from(&other.open);
+        self.started = other.started;
+        self.prev_line = line;
+        self.count += lines;
+    }
 }
 
 /// One list being merged: its reader and its checks.
@@ -814,13 +827,25 @@ impl Stream {
 
     /// The next entry (checksum lines are checked and passed over), checked.
     fn next(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
-        let Some((e, line)) = self
-            .reader
-            .next_entry()
-            .map_err(|e| list_error(self.side, path, e))?
-        else {
+        if self.next_line(path)?.is_none() {
             return Ok(Next::End);
-        };
+        }
+        self.current(path, limits)
+    }
+
+    /// The next entry's line, unparsed; [`Stream::current`] parses and checks it.
+    fn next_line(&mut self, path: &Path) -> Result<Option<&[u8]>, PlanError> {
+        self.reader
+            .next_entry_line()
+            .map_err(|e| list_error(self.side, path, e))
+    }
+
+    /// The line [`Stream::next_line`] returned, parsed and checked.
+    fn current(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
+        let (e, line) = self
+            .reader
+            .current_entry()
+            .map_err(|e| list_error(self.side, path, e))?;
         match self.walk.step(&e, line) {
             Step::Ok => {}
             Step::NotSorted => return Ok(Next::NotSorted),
@@ -896,11 +921,20 @@ fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, P
         } else if let Some(x) = old {
             note_gone(x.path);
         }
-        if take_a {
-            a = base.next(req.baseline, limits)?;
-        }
-        if take_b {
-            b = fetched.next(req.fetched, limits)?;
+        // The same path with the same type on both sides leaves both walks in the same state:
+        // the lines that follow byte for byte alike can be passed over together.
+        let in_step = take_a
+            && take_b
+            && matches!((&a, &b), (Next::Entry(x), Next::Entry(y)) if x.kind == y.kind);
+        if in_step {
+            (a, b) = next_pair(&mut base, &mut fetched, req, limits, &mut entries)?;
+        } else {
+            if take_a {
+                a = base.next(req.baseline, limits)?;
+            }
+            if take_b {
+                b = fetched.next(req.fetched, limits)?;
+            }
         }
     }
     if delete > req.max_delete {
@@ -927,6 +961,59 @@ fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, P
         delete,
         entries,
     }))
+}
+
+/// The next entry of each stream, when both just walked the same path with the same type,
+/// passing over the lines the two lists share byte for byte first: most lines of a changed list
+/// are unchanged, and such a line is a no-op for the plan (listed on both sides, same type, size
+/// and time). The baseline's copy of each is parsed and checked as always; the fetched copy, the
+/// same bytes met in the same walk state, would pass the same checks with the same result, so it
+/// is only counted, and the fetched walk takes over the baseline's state at the first line that
+/// differs.
+fn next_pair<'a, 'b>(
+    base: &'a mut Stream,
+    fetched: &'b mut Stream,
+    req: &PlanRequest<'_>,
+    limits: &Limits,
+    entries: &mut u64,
+) -> Result<(Next<'a>, Next<'b>), PlanError> {
+    let mut passed = 0u64;
+    let (more_a, more_b) = loop {
+        let (x, y) = (
+            base.next_line(req.baseline)?,
+            fetched.next_line(req.fetched)?,
+        );
+        match (x, y) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => break (x.is_some(), y.is_some()),
+        }
+        match base.current(req.baseline, limits)? {
+            Next::Entry(x) => {
+                if counts(&x, req.scope, req.skip_restricted) {
+                    *entries += 1;
+                }
+            }
+            // Out of order: the index planner takes over whatever the fetched side holds.
+            _ => return Ok((Next::NotSorted, Next::End)),
+        }
+        passed += 1;
+        check_count(fetched.walk.count + passed, req.fetched, limits)?;
+    };
+    if passed > 0 {
+        let line = fetched.reader.line_number() - u64::from(more_b);
+        fetched.walk.follow(&base.walk, line, passed);
+    }
+    let a = if more_a {
+        base.current(req.baseline, limits)?
+    } else {
+        Next::End
+    };
+    let b = if more_b {
+        fetched.current(req.fetched, limits)?
+    } else {
+        Next::End
+    };
+    Ok((a, b))
 }
 
 /// Writes the baseline for the next run after a good one, by temporary file and rename (and

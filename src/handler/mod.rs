@@ -8,7 +8,7 @@
 //!   settle → record) and then hands a hub's push to [`downstream`].
 //! - Admin verbs: [`status`], [`check`], [`authorized_key`] (the key line for a master).
 //! - Below them: [`queue`] (the queue protocol), [`rsync`] (argv, version floor, what changed),
-//!   [`last_run`] (the run records), [`destdir`] (the mirror tree by fd), [`trace`], [`pattern`] (rsync's pattern rules),
+//!   [`last_run`] (the run records), [`list_identity`] (the null check by `lstat`), [`destdir`] (the mirror tree by fd), [`trace`], [`pattern`] (rsync's pattern rules),
 //!   [`child`] (the one way to start a program), [`log`] (`handler.log`), [`state`] (every file
 //!   of the state dir), [`config`], [`cli`], [`exit`] (exit codes and answers).
 
@@ -21,6 +21,7 @@ mod destdir;
 mod downstream;
 mod exit;
 mod last_run;
+mod list_identity;
 mod log;
 mod pattern;
 mod queue;

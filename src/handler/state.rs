@@ -46,6 +46,9 @@ pub(crate) const RSYNC_PGID: &str = "rsync.pgid";
 pub(crate) const LIST_FETCHED: &str = "filelist.fetched";
 /// The last list applied: what this mirror carries.
 pub(crate) const LIST_BASELINE: &str = "filelist.baseline";
+/// The identity of the fetched list and the baseline last found byte-identical
+/// ([`super::list_identity`]).
+pub(crate) const LIST_SAME: &str = "filelist.same";
 /// The planner's output: entries to transfer, entries to remove (NUL-separated).
 pub(crate) const LIST_TRANSFER: &str = "filelist.transfer";
 pub(crate) const LIST_DELETE: &str = "filelist.delete";

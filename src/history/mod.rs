@@ -133,6 +133,7 @@ impl History {
             message,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            refuse_root_in_foreign_dir(dir).map_err(fail)?;
             if !dir.exists() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
@@ -442,6 +443,40 @@ fn fail_with(path: &Path, e: impl fmt::Display) -> HistoryError {
     }
 }
 
+/// Root never opens a history in a directory another account owns (the package's
+/// `/var/lib/mirrorpush` belongs to the `mirrorpush` account, whose pushes the systemd units
+/// run): that account could put a symlink where SQLite creates its `-wal` and `-shm` files and
+/// have root write through it, and a database root created there would be one the account's
+/// pushes can no longer write. The error says how to run it instead.
+fn refuse_root_in_foreign_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = account_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()));
+    Err(format!(
+        "not opened as root: {} belongs to {owner}; run as that account (runuser -u {owner} -- mirrorpush ...) or give --history / [defaults] history a root-owned place",
+        dir.display()
+    ))
+}
+
+/// The name of `uid` from /etc/passwd (enough for a message; no NSS lookup).
+fn account_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?;
+        (id.parse() == Ok(uid)).then(|| name.to_owned())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,5 +574,25 @@ mod tests {
         drop(conn);
         let e = History::open(&path).err().unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn root_does_not_open_a_history_in_a_dir_another_account_owns() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let path = theirs.join("history.db");
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = History::open(&path).err().expect("refused as root");
+            assert!(e.to_string().contains("not opened as root"), "{e}");
+            assert!(e.to_string().contains("runuser -u "), "{e}");
+            assert!(!path.exists(), "nothing created");
+            std::os::unix::fs::chown(&theirs, Some(0), Some(0)).unwrap();
+        }
+        // Its owner (here: root's own dir, or the caller's when not root) opens it.
+        drop(History::open(&path).unwrap());
+        assert!(path.exists());
     }
 }

@@ -14,6 +14,7 @@ use super::{event, Context, Event};
 use crate::filelist;
 use crate::filelist::plan::{self, ErrorClass, PlanError, PlanRequest};
 use crate::handler::destdir;
+use crate::handler::list_identity::{self, Identity};
 use crate::handler::state;
 use crate::request::RelDir;
 
@@ -85,6 +86,14 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
         // No baseline yet: a plain rsync, after which the fetched list describes the mirror.
         return Decision::plain(true, Some("no file-list baseline yet".into()));
     }
+    // The same two files a comparison or an adoption found identical: null, neither is read.
+    if list_identity::known_same(ctx.md) {
+        return Decision::Null;
+    }
+    let read = (
+        Identity::of(ctx.md, state::LIST_FETCHED),
+        Identity::of(ctx.md, state::LIST_BASELINE),
+    );
     let limits = plan::Limits {
         max_entries: ctx.m.max_list_entries,
     };
@@ -101,7 +110,16 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
         &limits,
     );
     match planned {
-        Ok(p) if p.unchanged => Decision::Null,
+        Ok(p) if p.unchanged => {
+            if let (Some(fetched), Some(baseline)) = &read {
+                list_identity::remember(ctx.md, fetched, Some(baseline));
+            }
+            events.push(event(
+                "filelist-compared",
+                "the fetched list is a new file with the baseline's bytes: null (later runs know it without reading it)",
+            ));
+            Decision::Null
+        }
         Ok(p) => match removal_size(ctx, p.delete) {
             Ok(()) => Decision::Listed {
                 transfer: p.transfer,

@@ -17,6 +17,7 @@ use super::{event, shown_in_dest, Context, Event};
 use crate::filelist::plan;
 use crate::handler::destdir;
 use crate::handler::last_run::TargetRun;
+use crate::handler::list_identity::{self, Identity};
 use crate::handler::pattern;
 use crate::handler::state;
 use crate::request::RelDir;
@@ -77,8 +78,16 @@ fn move_baseline(
     events: &mut Vec<Event>,
 ) -> Result<(), String> {
     let baseline = ctx.md.path(state::LIST_BASELINE);
+    let fetched = Identity::of(ctx.md, state::LIST_FETCHED);
     match plan::write_baseline(&baseline, &ctx.md.path(state::LIST_FETCHED), dir, &baseline) {
-        Ok(()) => publish_list(ctx, events),
+        Ok(()) => {
+            // The whole module's baseline is now the fetched list byte for byte: the next run
+            // of an unchanged upstream is null without reading either.
+            if let (None, Some(fetched)) = (dir, &fetched) {
+                list_identity::remember(ctx.md, fetched, None);
+            }
+            publish_list(ctx, events)
+        }
         Err(e) => {
             events.push(event("filelist-invalid", e.to_string()));
             if stale_on_error {
