@@ -170,23 +170,36 @@ mod fleet {
         let seen: Arc<Seen> = Arc::default();
         let signer = Arc::new(signer);
         let acks = Arc::new(AtomicU64::new(0));
-        // Queues are declared over every connection at once; each mirror then waits on its own.
-        let mut declared = tokio::task::JoinSet::new();
+        // Queues are declared over every connection at once, one at a time on each: a channel
+        // takes one synchronous method at a time (concurrent declares on one channel make the
+        // client close it). Each mirror then waits on its own.
+        let mut shares: Vec<Vec<SimMirror>> = (0..clients.len()).map(|_| Vec::new()).collect();
         for (i, m) in mirrors.into_iter().enumerate() {
-            let client = clients[i % clients.len()].clone();
+            shares[i % clients.len()].push(m);
+        }
+        let mut declared = tokio::task::JoinSet::new();
+        for (client, share) in clients.iter().zip(shares) {
+            let client = client.clone();
             let (exchange, topic) = (a.exchange.clone(), topic.clone());
             declared.spawn(async move {
-                let queue = format!("busfleet.{}", m.name.as_str());
-                let consumer = client
-                    .listen_private(&queue, &exchange, &topic)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((m, consumer, client))
+                let mut ready = Vec::with_capacity(share.len());
+                for m in share {
+                    let queue = format!("busfleet.{}", m.name.as_str());
+                    let consumer = client
+                        .listen_private(&queue, &exchange, &topic)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ready.push((m, consumer, client.clone()));
+                }
+                Ok::<_, String>(ready)
             });
         }
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut ready = Vec::new();
         while let Some(joined) = declared.join_next().await {
-            let (m, mut consumer, client) = joined.map_err(|e| e.to_string())??;
+            ready.extend(joined.map_err(|e| e.to_string())??);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (m, mut consumer, client) in ready {
             let (seen, signer, acks) = (seen.clone(), signer.clone(), acks.clone());
             let (exchange, ack_topic) = (a.exchange.clone(), ack_topic.clone());
             tasks.spawn(async move {

@@ -18,6 +18,8 @@ command -v groff >/dev/null || need+=(groff-base)
 # Python venv for the real fedora-messaging client (below).
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 [ -x /usr/sbin/exim4 ] || need+=(exim4-daemon-light)
+# The lab's TLS broker: a CA and certificates made at test time with the openssl CLI.
+command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # The propagation tests: mirrors' public trees served by nginx (started by the lab as an
 # unprivileged process, never as the system service), the HTML report rendered by chromium.

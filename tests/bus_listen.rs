@@ -52,7 +52,7 @@ fn bodies(envs: &[Envelope]) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_signed_trigger_syncs_the_mirror_and_a_signed_ack_comes_back() {
     let (url, _g) = broker_url();
-    let b = BusLab::new("detach", &["fedora"]);
+    let b = BusLab::new("wait", &["fedora"]);
     let acks = AckQueue::new(&url, &b.ack_topic(), &format!("acks.{}", b.lab.user));
     let config = b.write_listen_config(&b.listen_toml(Some(&url), &[], ""));
     let (code, out, err) = b.listen_cmd(&config, &["check"], b"");
@@ -80,7 +80,8 @@ fn a_signed_trigger_syncs_the_mirror_and_a_signed_ack_comes_back() {
     assert_eq!(ack.id, t.id);
     assert_eq!(ack.mirror.as_str(), "mirror1.lab");
     assert_eq!(ack.request, t.request);
-    // A local hand-off waits for the run that covers it: the ack reports the sync itself.
+    // A wait-mode module: the hand-off waits for the run that covers it, so the ack reports
+    // the sync itself (a detach module's ack says `accepted` at once: tests/bus_push.rs).
     assert_eq!(ack.result, AckResult::Synced, "{ack:?}");
     b.wait(&listener, "the status to count it", || {
         let s = b.status_json(&config);
@@ -372,7 +373,8 @@ fn a_burst_of_10000_triggers_is_coalesced_into_a_few_runs_with_bounded_memory() 
     b.wait(&listener, "every trigger to be accepted", || {
         b.status_json(&config)["accepted"] == N as u64
     });
-    assert!(b.lab.in_sync(0, "fedora"));
+    // Detach mode: the last hand-off answered `accepted`; its runner may still be syncing.
+    assert!(b.lab.wait_until(LONG, || b.lab.in_sync(0, "fedora")));
     let runs = b.handler_requests().len();
     // Each batch is at most the prefetch window (2048): at least 5 hand-offs, and coalescing
     // makes it one per batch rather than one per trigger.
@@ -444,4 +446,133 @@ fn a_broker_restart_while_triggers_are_published_loses_none_and_runs_each_once()
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10, "{}", listener.log());
+}
+
+/// A TCP proxy to `port` on loopback that cuts every connection `after` it was accepted: a
+/// broker that accepts and then drops. Runs until the test process ends.
+fn dropping_proxy(port: u16, after: Duration) -> u16 {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    local
+}
+
+#[test]
+fn a_broker_that_accepts_and_drops_sees_the_reconnect_backoff_grow() {
+    let (url, _g) = broker_url();
+    let port = shared_broker().lock().unwrap().as_ref().unwrap().port;
+    let proxy = dropping_proxy(port, Duration::from_millis(1500));
+    let b = BusLab::new("detach", &["fedora"]);
+    let proxied = url.replace(&format!(":{port}/"), &format!(":{proxy}/"));
+    let config = b.write_listen_config(&b.listen_toml(Some(&proxied), &[], ""));
+    let listener = b.start_listener(&config);
+    // Each session is fully set up (queue declared, consuming) before the proxy cuts it.
+    b.wait(&listener, "three sessions cut", || {
+        listener.count("; reconnecting in ") >= 3
+    });
+    assert!(listener.count("mirrorpush-listen: connected ") >= 3);
+    let waits: Vec<String> = listener
+        .log()
+        .lines()
+        .filter_map(|l| l.split("; reconnecting in ").nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        waits[..3],
+        ["500ms", "1s", "2s"],
+        "a session that is dropped at once must not reset the backoff:\n{}",
+        listener.log()
+    );
+}
+
+/// Publishes with pika (fedora-messaging's AMQP library, in the same venv), which writes
+/// properties and header values as given, bytes included: what a broken or hostile publisher
+/// could send. `props` is Python for `pika.BasicProperties(...)`'s arguments.
+fn pika_publish(url: &str, routing_key: &str, body: &[u8], props: &str) {
+    let script = format!(
+        "import sys, pika, datetime, decimal\n\
+         c = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))\n\
+         ch = c.channel()\n\
+         ch.basic_publish('amq.topic', sys.argv[2], sys.stdin.buffer.read(), pika.BasicProperties({props}))\n\
+         c.close()\n"
+    );
+    let mut child = Command::new(bus_python())
+        .arg("-c")
+        .arg(script)
+        .arg(url)
+        .arg(routing_key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pika publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn odd_properties_and_headers_neither_wedge_nor_crash_the_listener() {
+    // A publisher that writes what it likes (pika writes bytes as given): every header type,
+    // odd properties, and short strings that are not UTF-8 ahead of a good trigger.
+    let (url, _g) = broker_url();
+    let b = BusLab::new("detach", &["fedora"]);
+    let config = b.write_listen_config(&b.listen_toml(Some(&url), &[], ""));
+    let listener = b.start_listener(&config);
+    listener.wait_connected(1);
+    let topic = b.sync_topic("fedora");
+    let (_, env) = b.trigger("sync fedora", SystemTime::now());
+    let body = env.to_json().into_bytes();
+    for props in [
+        // Every header type pika writes, nested, and properties of odd shapes.
+        "headers={'t': {'n': [1, None, True, b'\\x00\\xff', 'x' * 1000]}, 'd': decimal.Decimal('1.5'), \
+         'ts': datetime.datetime(2026, 1, 1), 'big': 2**62, 'neg': -5}, content_type='text/x-odd', \
+         content_encoding='gzip', delivery_mode=1, priority=9, correlation_id='c' * 255, \
+         reply_to='nowhere', expiration='600000', type='t', user_id=None, app_id='a'",
+        "message_id='m' * 255",
+        // Not UTF-8 where AMQP says short string.
+        "message_id=b'\\xff\\xfe'",
+        "headers={'k': b'\\xff'}, content_type=b'\\xc3\\x28'",
+    ] {
+        pika_publish(&url, &topic, &body, props);
+    }
+    let (good, env) = b.trigger("sync fedora", SystemTime::now());
+    publish(&url, &topic, &bodies(&[env])).unwrap();
+    b.wait(&listener, "the good trigger after the odd ones", || {
+        listener.count(&format!("accepted id={}", good.id)) == 1
+    });
+    // The two whose short strings are not UTF-8 stop the AMQP client each time they are
+    // delivered; taken one at a time, they are found and discarded unread, and nothing else
+    // is lost or run twice.
+    b.wait(&listener, "both undecodable messages to be counted", || {
+        b.status_json(&config)["refused"]["undecodable"] == 2
+    });
+    assert!(listener.log().contains(" careful: "), "{}", listener.log());
+    let s = b.status_json(&config);
+    assert_eq!(s["accepted"], 2, "{s}");
+    assert_eq!(s["refused"]["replay"], 1, "{s}");
+    assert_eq!(b.handler_requests().len(), 2, "{s}");
 }

@@ -20,9 +20,17 @@ use bus_common::{Listener, ORIGIN};
 use mirrorpush_lab::broker::{self, BrokerOptions};
 use mirrorpush_lab::{keygen, Lab, LabOptions};
 
+/// The file's one broker (RabbitMQ boots take 15-40 s here), with its AMQPS listener too.
+fn shared_broker() -> &'static std::sync::Mutex<Option<broker::Broker>> {
+    broker::shared(BrokerOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .expect("the lab broker starts")
+}
+
 fn broker_url() -> String {
-    let cell = broker::shared(BrokerOptions::default()).expect("the lab broker starts");
-    let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = shared_broker().lock().unwrap_or_else(|p| p.into_inner());
     guard.as_ref().expect("broker running").url()
 }
 
@@ -69,6 +77,11 @@ impl Fleet {
     /// Starts `mirrorpush-listen` for lab mirror `i` as the lab account, with an ack key of its
     /// own; returns it and the ack key's public line.
     fn listener(&self, i: usize, url: &str) -> (Listener, String) {
+        self.listener_with(i, url, "")
+    }
+
+    /// [`Fleet::listener`] with `broker_keys` added to its `[broker]` table.
+    fn listener_with(&self, i: usize, url: &str, broker_keys: &str) -> (Listener, String) {
         let dir = self.lab.root.join(format!("listen{i}"));
         self.lab.create_dir_for_account(&dir).unwrap();
         let ack_key = dir.join("id_ed25519");
@@ -80,7 +93,7 @@ impl Fleet {
             &config,
             format!(
                 "handler = {:?}\nhandler_config = {:?}\nmirror = \"{}\"\nstate_dir = {:?}\n\n\
-                 [broker]\nurl = {url:?}\nqueue = \"mirrorpush.{}.{i}\"\n\n\
+                 [broker]\nurl = {url:?}\nqueue = \"mirrorpush.{}.{i}\"\n{broker_keys}\n\n\
                  [[trigger]]\ntopic = \"{}mirrorpush.sync.#\"\nallowed_signers = {:?}\n\n\
                  [ack]\ntopic = \"{}mirrorpush.synced\"\nsigning_key = {:?}\n",
                 env!("CARGO_BIN_EXE_mirrorpush-handler"),
@@ -299,8 +312,7 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     // allow no routing key to be written): the broker closes the channel instead of confirming.
     let user = format!("{}-nopub", fleet.lab.user);
     let limited = {
-        let cell = broker::shared(BrokerOptions::default()).unwrap();
-        let guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = shared_broker().lock().unwrap_or_else(|p| p.into_inner());
         let b = guard.as_ref().unwrap();
         b.add_user(&user, "pw", [".*", ".*", ".*"], "amq.topic", ["^$", ".*"])
             .expect("rabbitmqctl adds the user");
@@ -327,6 +339,27 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     assert_eq!(
         (summary["failed"].as_u64(), summary["accepted"].as_u64()),
         (Some(1), Some(1))
+    );
+
+    // A confirmed publish that no queue is bound for (no listener of this lab's prefix was
+    // ever set up): the broker returns the mandatory trigger, and the bus mirrors fail with
+    // what to do, rather than being reported as sent.
+    let registry = fleet.registry(&url, "", &[0], &[(1, key.trim())], "");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (mirrors, _) = report(&out);
+    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
+    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(&format!(
+            "no queue is bound to routing key \"{}mirrorpush.sync.fedora\"",
+            fleet.prefix
+        )) && error.contains("set up these mirrors' mirrorpush-listen")
+            && !error.contains('\n'),
+        "{error}"
     );
 
     // An exchange the broker does not have: found when the master binds its ack queue to it,
@@ -368,6 +401,41 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     assert!(
         !out.contains("nothing") && !err.contains("nothing"),
         "{out}\n{err}"
+    );
+}
+
+#[test]
+fn a_detach_module_is_acked_accepted_at_once() {
+    let url = broker_url();
+    // Detach mode: the listener hands over as a push does, so the handler answers `accepted`
+    // (a detached runner syncs) and the ack says so before the run ends.
+    let fleet = Fleet::new(2, "detach");
+    fleet.publish_upstream(&[("a.txt", "one\n"), ("updates/b.rpm", "two\n")]);
+    let (l1, key1) = fleet.listener(1, &url);
+    let registry = fleet.registry(&url, "", &[0], &[(1, &key1)], "");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 0, "{out}\n{err}\n{}", l1.log());
+    let (mirrors, summary) = report(&out);
+    let bus = by_name(&mirrors, &fleet.bus_name(1));
+    assert_eq!(bus["answer"], "accepted", "{bus}\n{}", l1.log());
+    assert!(
+        bus["message"].as_str().unwrap().starts_with("accepted"),
+        "{bus}"
+    );
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    assert!(
+        l1.log()
+            .contains("handoff request=\"sync fedora\" answer=accepted"),
+        "{}",
+        l1.log()
+    );
+    // The detached runner it started does the sync.
+    assert!(
+        fleet
+            .lab
+            .wait_until(bus_common::LONG, || fleet.lab.in_sync(1, "fedora")),
+        "{}",
+        l1.log()
     );
 }
 
@@ -421,4 +489,109 @@ fn list_dry_run_and_check_show_the_bus_side() {
         "{out}"
     );
     assert!(out.contains("problem: [bus] signing_key"), "{out}");
+}
+
+/// The lab account's copy of a TLS file (the broker's are the test's, mode 0600).
+fn account_copy(fleet: &Fleet, from: &Path, dir: &Path) -> PathBuf {
+    let to = dir.join(from.file_name().unwrap());
+    fs::copy(from, &to).unwrap();
+    fleet.lab.give_to_account(&to).unwrap();
+    to
+}
+
+#[test]
+fn a_push_and_a_listener_run_over_tls_with_client_certificates() {
+    // The broker requires a client certificate signed by its CA (verify_peer,
+    // fail_if_no_peer_cert), as Fedora's public one does. The master logs in with a password
+    // over TLS, the listener by its certificate alone (SASL EXTERNAL, as with Fedora's).
+    let (tls, master_url, listen_url) = {
+        let guard = shared_broker().lock().unwrap_or_else(|p| p.into_inner());
+        let b = guard.as_ref().unwrap();
+        let tls = b.tls.clone().expect("the broker listens for AMQPS");
+        b.add_user(
+            &tls.client_cn,
+            "not-used-with-EXTERNAL",
+            [".*", ".*", ".*"],
+            "amq.topic",
+            [".*", ".*"],
+        )
+        .expect("rabbitmqctl adds the certificate's user");
+        let master = b.tls_url_for(&b.user, &b.password).unwrap();
+        let listen = b.tls_url_for(&tls.client_cn, "").unwrap();
+        (tls, master, listen)
+    };
+    let fleet = Fleet::new(2, "wait");
+    fleet.publish_upstream(&[("a.txt", "one\n"), ("updates/b.rpm", "two\n")]);
+    let dir = fleet.lab.root.join("tls");
+    fleet.lab.create_dir_for_account(&dir).unwrap();
+    let ca = account_copy(&fleet, &tls.ca, &dir);
+    let cert = account_copy(&fleet, &tls.client_cert, &dir);
+    let key = account_copy(&fleet, &tls.client_key, &dir);
+    let files = format!(
+        "ca = {:?}\ncert = {:?}\nkey = {:?}",
+        ca.display().to_string(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let (l1, key1) = fleet.listener_with(1, &listen_url, &files);
+    let registry = fleet.registry(&master_url, &files, &[0], &[(1, &key1)], "wait = true");
+    let (code, out, err) = master(&registry, &["check"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 0, "{out}\n{err}\n{}", l1.log());
+    let (mirrors, _) = report(&out);
+    let bus = by_name(&mirrors, &fleet.bus_name(1));
+    assert_eq!(
+        (bus["transport"].as_str(), bus["answer"].as_str()),
+        (Some("bus"), Some("synced")),
+        "{bus}\n{}",
+        l1.log()
+    );
+    assert!(fleet.lab.in_sync(1, "fedora"));
+    assert!(l1.log().contains("exchange=\"amq.topic\""), "{}", l1.log());
+
+    // A CA that did not sign the broker's certificate: one line that says so and names the
+    // file, from the master and from the listener alike.
+    let wrong_dir = fleet.lab.root.join("wrong");
+    fleet.lab.create_dir_for_account(&wrong_dir).unwrap();
+    let (wrong, _) = broker::make_ca(&wrong_dir, "wrong-ca").unwrap();
+    fleet.lab.give_to_account(&wrong).unwrap();
+    let wrong_files = files.replace(&ca.display().to_string(), &wrong.display().to_string());
+    let registry = fleet.registry(&master_url, &wrong_files, &[], &[(1, &key1)], "");
+    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (mirrors, _) = report(&out);
+    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let says_wrong_ca = |e: &str| {
+        !e.contains('\n')
+            && e.contains("the broker's certificate is not signed by the CA in")
+            && e.contains(&wrong.display().to_string())
+    };
+    assert!(says_wrong_ca(&error), "{error}");
+    let config = fleet.lab.root.join("listen1/listen.toml");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace(&ca.display().to_string(), &wrong.display().to_string());
+    let wrong_config = fleet.lab.root.join("listen1/wrong.toml");
+    fs::write(&wrong_config, text).unwrap();
+    let out = fleet
+        .lab
+        .command_as_account(env!("CARGO_BIN_EXE_mirrorpush-listen"))
+        .arg("--config")
+        .arg(&wrong_config)
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && says_wrong_ca(stderr.trim_end()),
+        "{stderr}"
+    );
+    drop(l1);
 }

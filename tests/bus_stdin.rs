@@ -46,7 +46,9 @@ fn an_envelope_signed_by_ssh_keygen_is_accepted_and_syncs_the_mirror() {
 
     let (code, out, err) = b.listen_cmd(&config, &["--stdin"], &body);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(b.lab.in_sync(0, "fedora"));
+    // A detach module: `accepted` at once, and the runner it started syncs.
+    assert_eq!(out.trim(), "accepted", "{err}");
+    assert!(b.lab.wait_until(LONG, || b.lab.in_sync(0, "fedora")));
     assert!(
         err.contains(&format!("accepted id={} origin={ORIGIN}", t.id)),
         "{err}"
@@ -225,6 +227,36 @@ fn stdin_exit_codes_follow_the_contract() {
         "not-allowed",
     ] {
         assert_eq!(s["refused"][reason], 1, "{reason}: {s}");
+    }
+
+    // The replay memory full (two ids remembered, max_seen = 2): a new trigger is refused
+    // rather than an id forgotten early, and nothing runs.
+    let full = b.write_listen_config(&format!(
+        "max_seen = 2\n{}",
+        b.listen_toml(None, &["fedora"], "")
+    ));
+    let (_, env) = b.trigger("sync fedora", SystemTime::now());
+    let runs = b.handler_requests().len();
+    let (code, _, err) = b.listen_cmd(&full, &["--stdin"], env.to_json().as_bytes());
+    assert_eq!(
+        (code, err.contains("refused reason=memory-full")),
+        (77, true),
+        "{err}"
+    );
+    assert_eq!(b.handler_requests().len(), runs);
+
+    // As root (a mail pipe set up without `user = mirrorpush`), it refuses before it reads.
+    if rustix::process::geteuid().is_root() {
+        let out = Command::new(env!("CARGO_BIN_EXE_mirrorpush-listen"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--stdin")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{err}");
+        assert!(err.starts_with("error: refusing to run as root"), "{err}");
     }
 }
 

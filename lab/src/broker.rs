@@ -4,6 +4,11 @@
 //!
 //! RabbitMQ takes seconds to boot: a test binary shares one broker through [`shared`], which
 //! stops it when the test process exits; [`Broker::start`] gives one of your own.
+//!
+//! With [`BrokerOptions::tls`] the node also listens for AMQPS on a second loopback port, with
+//! a CA and certificates made at start by the `openssl` CLI, and requires a client certificate
+//! signed by that CA (`verify_peer`, `fail_if_no_peer_cert`), as Fedora's public broker does;
+//! a client certificate's CN may also log in by itself (SASL EXTERNAL).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -30,14 +35,29 @@ pub struct BrokerOptions {
     /// The broker refuses larger messages (`max_message_size`): a publisher of a larger one
     /// has its channel closed, and no consumer ever holds it.
     pub max_message_size: usize,
+    /// Also listen for AMQPS (see [`Tls`]).
+    pub tls: bool,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             max_message_size: 1024 * 1024,
+            tls: false,
         }
     }
+}
+
+/// The AMQPS side of a broker started with [`BrokerOptions::tls`]: its port, the CA that signed
+/// the server's certificate (for `127.0.0.1` and `localhost`), and a client certificate with
+/// its key, signed by the same CA, whose CN is [`Tls::client_cn`].
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub client_cn: String,
 }
 
 /// A running RabbitMQ node. Dropping it stops the node and its epmd and removes its dir
@@ -51,6 +71,8 @@ pub struct Broker {
     pub password: String,
     /// The broker's own log (stdout of the node).
     pub log: PathBuf,
+    /// The AMQPS listener, when started with [`BrokerOptions::tls`].
+    pub tls: Option<Tls>,
     node: String,
     epmd_port: u16,
     dist_port: u16,
@@ -81,6 +103,7 @@ impl Broker {
             user: "mirrorpush-lab".into(),
             password,
             log: root.join("rabbit.log"),
+            tls: None,
             node: format!("mpl_{n}@localhost"),
             epmd_port: free_port()?,
             dist_port: free_port()?,
@@ -98,8 +121,37 @@ impl Broker {
             broker.root.join("inetrc"),
             "{lookup, [file]}.\n{host, {127,0,0,1}, [\"localhost\"]}.\n",
         )?;
-        fs::write(broker.root.join("enabled_plugins"), "[].\n")?;
         let mut conf = String::new();
+        if opts.tls {
+            let tls = broker.make_tls()?;
+            let dir = broker.root.join("tls");
+            let _ = writeln!(conf, "listeners.ssl.1 = 127.0.0.1:{}", tls.port);
+            let _ = writeln!(conf, "ssl_options.cacertfile = {}", tls.ca.display());
+            let _ = writeln!(
+                conf,
+                "ssl_options.certfile = {}",
+                dir.join("server.pem").display()
+            );
+            let _ = writeln!(
+                conf,
+                "ssl_options.keyfile = {}",
+                dir.join("server.key").display()
+            );
+            let _ = writeln!(conf, "ssl_options.verify = verify_peer");
+            let _ = writeln!(conf, "ssl_options.fail_if_no_peer_cert = true");
+            let _ = writeln!(
+                conf,
+                "auth_mechanisms.1 = PLAIN\nauth_mechanisms.2 = AMQPLAIN\nauth_mechanisms.3 = EXTERNAL"
+            );
+            let _ = writeln!(conf, "ssl_cert_login_from = common_name");
+            fs::write(
+                broker.root.join("enabled_plugins"),
+                "[rabbitmq_auth_mechanism_ssl].\n",
+            )?;
+            broker.tls = Some(tls);
+        } else {
+            fs::write(broker.root.join("enabled_plugins"), "[].\n")?;
+        }
         let _ = writeln!(conf, "listeners.tcp.1 = 127.0.0.1:{}", broker.port);
         let _ = writeln!(conf, "loopback_users = none");
         let _ = writeln!(conf, "default_user = {}", broker.user);
@@ -123,6 +175,47 @@ impl Broker {
     /// The URL for another user of this broker.
     pub fn url_for(&self, user: &str, password: &str) -> String {
         format!("amqp://{user}:{password}@127.0.0.1:{}/%2F", self.port)
+    }
+
+    /// `amqps://<user>:<password>@127.0.0.1:<tls port>/%2F` (an empty password: SASL EXTERNAL,
+    /// the user being the client certificate's CN). `None` without [`BrokerOptions::tls`].
+    pub fn tls_url_for(&self, user: &str, password: &str) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(format!(
+            "amqps://{user}:{password}@127.0.0.1:{}/%2F",
+            tls.port
+        ))
+    }
+
+    /// A CA, and a server and a client certificate it signs, under `<root>/tls`.
+    fn make_tls(&self) -> io::Result<Tls> {
+        let dir = self.root.join("tls");
+        fs::create_dir_all(&dir)?;
+        let (ca, ca_key) = make_ca(&dir, "ca")?;
+        make_cert(
+            &dir,
+            "server",
+            &ca,
+            &ca_key,
+            "localhost",
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n",
+        )?;
+        let client_cn = format!("mirrorpush-lab-client-{}", random_hex(4)?);
+        let (client_cert, client_key) = make_cert(
+            &dir,
+            "client",
+            &ca,
+            &ca_key,
+            &client_cn,
+            "extendedKeyUsage = clientAuth\n",
+        )?;
+        Ok(Tls {
+            port: free_port()?,
+            ca,
+            client_cert,
+            client_key,
+            client_cn,
+        })
     }
 
     /// The server's pid, while it runs.
@@ -326,6 +419,115 @@ fn wait_port(
         }
         sleep(Duration::from_millis(100));
     }
+}
+
+/// `openssl ARGS...`, an error with its stderr when it fails.
+fn openssl(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| other(format!("cannot run openssl (scripts/install-deps.sh): {e}")))?;
+    if !out.status.success() {
+        return Err(other(format!(
+            "openssl {}: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> io::Result<&str> {
+    p.to_str()
+        .ok_or_else(|| other(format!("{} is not UTF-8", p.display())))
+}
+
+/// A self-signed CA (P-256) in `dir`: `<name>.pem` and `<name>.key`.
+pub fn make_ca(dir: &Path, name: &str) -> io::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=mirrorpush lab {name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        path_str(&key)?,
+        "-out",
+        path_str(&cert)?,
+    ])?;
+    Ok((cert, key))
+}
+
+/// A certificate for `cn` signed by `ca`, with the X.509 v3 `extensions` (config lines):
+/// `<name>.pem` and `<name>.key` in `dir`.
+pub fn make_cert(
+    dir: &Path,
+    name: &str,
+    ca: &Path,
+    ca_key: &Path,
+    cn: &str,
+    extensions: &str,
+) -> io::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let (csr, ext) = (
+        dir.join(format!("{name}.csr")),
+        dir.join(format!("{name}.ext")),
+    );
+    fs::write(
+        &ext,
+        format!("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n{extensions}"),
+    )?;
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        path_str(&key)?,
+        "-out",
+        path_str(&csr)?,
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path_str(&csr)?,
+        "-CA",
+        path_str(ca)?,
+        "-CAkey",
+        path_str(ca_key)?,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        path_str(&ext)?,
+        "-out",
+        path_str(&cert)?,
+    ])?;
+    Ok((cert, key))
 }
 
 fn make_root() -> io::Result<PathBuf> {

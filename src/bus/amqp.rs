@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 
 use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
 use amqprs::channel::{
-    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
-    BasicRejectArguments, Channel, ConfirmSelectArguments, ConsumerMessage, QueueBindArguments,
-    QueueDeclareArguments,
+    BasicAckArguments, BasicConsumeArguments, BasicGetArguments, BasicPublishArguments,
+    BasicQosArguments, BasicRejectArguments, Channel, ConfirmSelectArguments, ConsumerMessage,
+    QueueBindArguments, QueueDeclareArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::security::SecurityCredentials;
@@ -44,6 +44,8 @@ pub enum AmqpError {
     Connection(String),
     /// The broker refused an operation (permissions, a missing exchange, a nack).
     Refused(String),
+    /// A mandatory publish reached no queue: the broker returned it (`NO_ROUTE`).
+    Unroutable(String),
 }
 
 impl fmt::Display for AmqpError {
@@ -52,6 +54,7 @@ impl fmt::Display for AmqpError {
             AmqpError::Config(e) => write!(f, "broker config: {e}"),
             AmqpError::Connection(e) => write!(f, "broker connection: {e}"),
             AmqpError::Refused(e) => write!(f, "broker refused: {e}"),
+            AmqpError::Unroutable(e) => write!(f, "no queue is bound to it: {e}"),
         }
     }
 }
@@ -224,32 +227,91 @@ fn tls_adaptor(cfg: &BrokerConfig, host: &str) -> Result<TlsAdaptor, AmqpError> 
     Ok(TlsAdaptor::new(connector, host.to_owned()))
 }
 
+/// Why a connection could not be opened, in words an operator can act on: the TLS failures
+/// that are a matter of files (`ca`, `cert`, `key`) say which file, on one line.
+fn explain_open_error(cfg: &BrokerConfig, url: &BrokerUrl, e: &str) -> String {
+    let e = e.replace(['\n', '\r'], " ");
+    let at = url.redacted();
+    if !url.tls {
+        return format!("{at}: {e}");
+    }
+    let ca = cfg.ca.as_ref().map_or_else(
+        || format!("the system's bundle {SYSTEM_CA} (no `ca` set)"),
+        |p| p.display().to_string(),
+    );
+    if e.contains("UnknownIssuer") || e.contains("invalid peer certificate") {
+        format!(
+            "{at}: TLS: the broker's certificate is not signed by the CA in {ca} ({e}); set `ca` \
+             to the CA certificate that signed the broker's"
+        )
+    } else if e.contains("CertificateRequired") || e.contains("alert") {
+        match &cfg.cert {
+            None => format!(
+                "{at}: TLS: the broker wants a client certificate ({e}); set `cert` and `key`"
+            ),
+            Some(cert) => format!(
+                "{at}: TLS: the broker refused the client certificate {} ({e}); it must be \
+                 signed by a CA the broker trusts",
+                cert.display()
+            ),
+        }
+    } else {
+        format!("{at}: {e}")
+    }
+}
+
 /// Publisher confirms in flight: sequence number → who waits for it.
 #[derive(Default)]
 struct Confirms {
     next: u64,
-    waiting: BTreeMap<u64, oneshot::Sender<Result<(), String>>>,
+    waiting: BTreeMap<u64, InFlight>,
     /// Set when the channel closed: every later publish fails at once.
     closed: Option<String>,
 }
 
+/// One publish waiting for its confirm.
+struct InFlight {
+    tx: oneshot::Sender<Result<(), AmqpError>>,
+    message_id: String,
+    /// Set by a `basic.return`, which the broker sends before the confirm of the same message:
+    /// the confirm then means "unroutable", not "delivered".
+    returned: Option<String>,
+}
+
 impl Confirms {
-    fn settle(&mut self, tag: u64, multiple: bool, outcome: Result<(), String>) {
+    fn settle(&mut self, tag: u64, multiple: bool, outcome: Result<(), AmqpError>) {
         let tags: Vec<u64> = if multiple {
             self.waiting.range(..=tag).map(|(t, _)| *t).collect()
         } else {
             vec![tag]
         };
         for t in tags {
-            if let Some(tx) = self.waiting.remove(&t) {
-                let _ = tx.send(outcome.clone());
+            if let Some(f) = self.waiting.remove(&t) {
+                let outcome = match (f.returned, &outcome) {
+                    (Some(why), Ok(())) => Err(AmqpError::Unroutable(why)),
+                    _ => outcome.clone(),
+                };
+                let _ = f.tx.send(outcome);
             }
         }
     }
 
+    /// A returned message: the oldest publish in flight with its `message_id` (publishes are
+    /// confirmed in order, and a return comes before its confirm).
+    fn returned(&mut self, message_id: Option<&str>, why: String) {
+        let Some(id) = message_id else { return };
+        if let Some(f) = self
+            .waiting
+            .values_mut()
+            .find(|f| f.message_id == id && f.returned.is_none())
+        {
+            f.returned = Some(why);
+        }
+    }
+
     fn fail_all(&mut self, why: String) {
-        for (_, tx) in std::mem::take(&mut self.waiting) {
-            let _ = tx.send(Err(why.clone()));
+        for (_, f) in std::mem::take(&mut self.waiting) {
+            let _ = f.tx.send(Err(AmqpError::Refused(why.clone())));
         }
         self.closed = Some(why);
     }
@@ -284,10 +346,25 @@ impl ChannelCallback for ChannelEvents {
         lock(&self.confirms).settle(
             nack.delivery_tag(),
             nack.multiple(),
-            Err("the broker nacked the message".into()),
+            Err(AmqpError::Refused("the broker nacked the message".into())),
         );
     }
-    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+    async fn publish_return(
+        &mut self,
+        _: &Channel,
+        ret: Return,
+        props: BasicProperties,
+        _: Vec<u8>,
+    ) {
+        let why = format!(
+            "the broker returned it: {} {} (exchange {:?}, routing key {:?})",
+            ret.reply_code(),
+            ret.reply_text(),
+            ret.exchange(),
+            ret.routing_key()
+        );
+        lock(&self.confirms).returned(props.message_id().map(String::as_str), why);
+    }
 }
 
 struct ConnectionEvents {
@@ -366,7 +443,7 @@ impl Client {
                     CONNECT_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| AmqpError::Connection(format!("{}: {e}", url.redacted())))?;
+            .map_err(|e| AmqpError::Connection(explain_open_error(cfg, &url, &e.to_string())))?;
         let confirms = Arc::new(std::sync::Mutex::new(Confirms {
             next: 1,
             ..Default::default()
@@ -405,6 +482,27 @@ impl Client {
         routing_key: &str,
         msg: &Outgoing,
     ) -> Result<(), AmqpError> {
+        self.publish_with(exchange, routing_key, msg, false).await
+    }
+
+    /// [`Client::publish`] with the `mandatory` flag: a message no queue is bound for comes
+    /// back, and is an [`AmqpError::Unroutable`] rather than a confirm that means nothing.
+    pub async fn publish_mandatory(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        msg: &Outgoing,
+    ) -> Result<(), AmqpError> {
+        self.publish_with(exchange, routing_key, msg, true).await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        msg: &Outgoing,
+        mandatory: bool,
+    ) -> Result<(), AmqpError> {
         let rx = {
             let _order = self.publish_lock.lock().await;
             let (tx, rx) = oneshot::channel();
@@ -415,7 +513,14 @@ impl Client {
                 }
                 let seq = c.next;
                 c.next += 1;
-                c.waiting.insert(seq, tx);
+                c.waiting.insert(
+                    seq,
+                    InFlight {
+                        tx,
+                        message_id: msg.message_id.clone(),
+                        returned: None,
+                    },
+                );
             }
             let mut headers = FieldTable::new();
             headers.insert(
@@ -437,19 +542,16 @@ impl Client {
                 .with_message_id(&msg.message_id)
                 .with_headers(headers)
                 .finish();
+            let mut args = BasicPublishArguments::new(exchange, routing_key);
+            args.mandatory(mandatory);
             self.channel
-                .basic_publish(
-                    props,
-                    msg.body.clone(),
-                    BasicPublishArguments::new(exchange, routing_key),
-                )
+                .basic_publish(props, msg.body.clone(), args)
                 .await
                 .map_err(conn_err)?;
             rx
         };
         match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(why))) => Err(AmqpError::Refused(why)),
+            Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(AmqpError::Connection("the channel went away".into())),
             Err(_) => Err(AmqpError::Connection(format!(
                 "no confirm within {}s",
@@ -528,6 +630,36 @@ impl Client {
             .await
             .map_err(|e| AmqpError::Refused(format!("consume {queue:?}: {e}")))?;
         Ok(Consumer { rx })
+    }
+
+    /// One message from `queue` (`basic.get`, to be acked or rejected), or `None` when it is
+    /// empty: for taking a queue one message at a time.
+    pub async fn get(&self, queue: &str) -> Result<Option<Delivery>, AmqpError> {
+        let got = self
+            .channel
+            .basic_get(BasicGetArguments::new(queue))
+            .await
+            .map_err(conn_err)?;
+        Ok(got.map(|(ok, props, body)| Delivery {
+            tag: ok.delivery_tag(),
+            routing_key: ok.routing_key().clone(),
+            redelivered: ok.redelivered(),
+            message_id: props.message_id().cloned(),
+            body,
+        }))
+    }
+
+    /// Removes the message at the head of `queue` unread: fetched without ack, so the broker
+    /// drops it as it sends it, even when this client then cannot decode it (which ends the
+    /// connection). For a message that stops every session that fetches it.
+    pub async fn discard_head(&self, queue: &str) -> Result<bool, AmqpError> {
+        let mut args = BasicGetArguments::new(queue);
+        args.no_ack(true);
+        self.channel
+            .basic_get(args)
+            .await
+            .map(|m| m.is_some())
+            .map_err(conn_err)
     }
 
     pub async fn ack(&self, tag: u64) -> Result<(), AmqpError> {
@@ -684,18 +816,35 @@ mod tests {
     fn confirms_settle_single_and_multiple() {
         let mut c = Confirms::default();
         let mut rxs = Vec::new();
-        for t in 1..=4 {
+        for t in 1..=5 {
             let (tx, rx) = oneshot::channel();
-            c.waiting.insert(t, tx);
+            let message_id = format!("m{}", t.min(4));
+            c.waiting.insert(
+                t,
+                InFlight {
+                    tx,
+                    message_id,
+                    returned: None,
+                },
+            );
             rxs.push(rx);
         }
         c.settle(2, true, Ok(()));
-        c.settle(3, false, Err("nack".into()));
+        c.settle(3, false, Err(AmqpError::Refused("nack".into())));
+        // A return marks the oldest publish with that id; its confirm then fails it.
+        c.returned(Some("m4"), "312 NO_ROUTE".into());
+        c.settle(4, false, Ok(()));
         c.fail_all("gone".into());
         let got: Vec<_> = rxs.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
         assert_eq!(
             got,
-            vec![Ok(()), Ok(()), Err("nack".into()), Err("gone".into())]
+            vec![
+                Ok(()),
+                Ok(()),
+                Err(AmqpError::Refused("nack".into())),
+                Err(AmqpError::Unroutable("312 NO_ROUTE".into())),
+                Err(AmqpError::Refused("gone".into()))
+            ]
         );
         assert!(c.closed.is_some());
     }

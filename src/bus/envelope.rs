@@ -604,7 +604,7 @@ pub fn open_ack(env: &Envelope, key: &PublicKey) -> Result<Ack, EnvelopeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn trigger() -> Trigger {
@@ -771,6 +771,41 @@ mod tests {
                 .reason(),
             "signature"
         );
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused_without_a_panic() {
+        let deep_array = "[".repeat(60_000);
+        let deep_object = format!("{}1", "{\"a\":".repeat(12_000));
+        let nested_payload = format!(
+            "{{\"payload\": {}1{}, \"signature\": \"x\"}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let mut mail = b"From: x\n\n{\"payload\": \"\xff\xfe\", \"signature\": \"s\"}\n".to_vec();
+        mail.extend_from_slice(deep_array.as_bytes());
+        for body in [
+            deep_array.as_bytes(),
+            deep_object.as_bytes(),
+            nested_payload.as_bytes(),
+            b"\xff\xfe\x00{",
+            b"{\"payload\": \"\xc3\x28\", \"signature\": \"s\"}",
+            b"{\"payload\": \"\\ud800\", \"signature\": \"s\"}",
+            &mail,
+        ] {
+            let a = Envelope::from_json(body)
+                .map(|_| ())
+                .map_err(|e| e.reason());
+            let b = Envelope::from_text(body)
+                .map(|_| ())
+                .map_err(|e| e.reason());
+            assert_eq!(
+                (a, b),
+                (Err("not-json"), Err("not-json")),
+                "{:?}",
+                &body[..body.len().min(40)]
+            );
+        }
     }
 
     /// A fresh ed25519 key made by OpenSSH's ssh-keygen.

@@ -26,7 +26,7 @@ use super::protocol::{Answer, Exec};
 use super::registry::{Bus, Mirror, Transport};
 use super::session::Done;
 use super::session::Outcome;
-use crate::bus::amqp::{BrokerConfig, Client, Consumer, Outgoing};
+use crate::bus::amqp::{AmqpError, BrokerConfig, Client, Consumer, Outgoing};
 use crate::bus::envelope::{
     Ack, AckResult, Envelope, MessageId, Name, Trigger, ACK_NAMESPACE, TRIGGER_NAMESPACE,
 };
@@ -330,15 +330,23 @@ impl BusPush {
             message_id: trigger.id.to_string(),
             sent_at: SystemTime::now(),
         };
+        // Mandatory: a trigger no listener's queue is bound for comes back instead of being
+        // confirmed into nowhere.
         client
-            .publish(&b.exchange, &self.routing_key, &msg)
+            .publish_mandatory(&b.exchange, &self.routing_key, &msg)
             .await
-            .map_err(|e| {
-                format!(
+            .map_err(|e| match e {
+                AmqpError::Unroutable(_) => format!(
+                    "bus: no queue is bound to routing key {:?} on exchange {:?}, so no \
+                     listener got the trigger: set up these mirrors' mirrorpush-listen (its \
+                     [broker] queue bound by a [[trigger]] topic matching that key) and push again",
+                    self.routing_key, b.exchange
+                ),
+                e => format!(
                     "bus: the broker did not confirm the trigger (exchange {:?}, routing key \
                      {:?}): {e}",
                     b.exchange, self.routing_key
-                )
+                ),
             })?;
         debug!(id = %trigger.id, routing_key = %self.routing_key, "trigger published and confirmed");
         Ok(client)
@@ -428,4 +436,76 @@ fn sort_ack(body: &[u8], expected: &Expected, slots: &Slots) -> Sorted {
         );
     }
     Sorted::Heard(mirror, ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::envelope::tests::test_key;
+
+    fn slot(key: &PrivateKey) -> Slot {
+        Slot {
+            key: key.public_key().clone(),
+            heard: watch::channel(None).0,
+            unverified: AtomicU32::new(0),
+        }
+    }
+
+    /// An ack as `mirror` would send it, signed with `key`.
+    fn ack(trigger: &Trigger, mirror: &str, result: AckResult, key: &PrivateKey) -> Vec<u8> {
+        let now = SystemTime::now();
+        let ack = Ack::new(trigger, Name::parse(mirror).unwrap(), result, "", now, now);
+        Envelope::sign(ack.render(), ACK_NAMESPACE, key)
+            .unwrap()
+            .to_json()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_mirror_cannot_ack_for_another_and_junk_is_skipped() {
+        let (a_key, b_key) = (test_key(), test_key());
+        let slots: Slots = [
+            ("a.lab".to_owned(), slot(&a_key)),
+            ("b.lab".to_owned(), slot(&b_key)),
+        ]
+        .into_iter()
+        .collect();
+        let request = Request::parse(b"sync fedora").unwrap();
+        let trigger = Trigger::new(request.clone(), Name::parse("master").unwrap(), None).unwrap();
+        let expected = Expected {
+            id: trigger.id.clone(),
+            request,
+        };
+        let sorted = |body: &[u8]| sort_ack(body, &expected, &slots);
+        // Mirror a, with its own valid key, says b failed (or synced): b's key does not sign it.
+        for result in [AckResult::Failed, AckResult::Synced] {
+            match sorted(&ack(&trigger, "b.lab", result, &a_key)) {
+                Sorted::Unverified(m, why) => assert_eq!(m, "b.lab", "{why}"),
+                _ => panic!("a forged ack for b was believed"),
+            }
+        }
+        assert!(matches!(
+            sorted(&ack(&trigger, "b.lab", AckResult::Synced, &b_key)),
+            Sorted::Heard(m, _) if m == "b.lab"
+        ));
+        // Another push's ack, a mirror not in this push, junk of every shape: not ours, and
+        // no signature is checked for them.
+        let other = Trigger::new(
+            Request::parse(b"sync fedora").unwrap(),
+            Name::parse("master").unwrap(),
+            None,
+        )
+        .unwrap();
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for body in [
+            ack(&other, "b.lab", AckResult::Synced, &b_key),
+            ack(&trigger, "c.lab", AckResult::Synced, &b_key),
+            b"\xff\xfe not UTF-8".to_vec(),
+            deep.into_bytes(),
+            vec![b'{'; 2 * 1024 * 1024],
+            br#"{"payload": "mirrorpush-ack 1\n", "signature": "x"}"#.to_vec(),
+        ] {
+            assert!(matches!(sorted(&body), Sorted::NotOurs(_)));
+        }
+    }
 }

@@ -509,6 +509,19 @@ impl Registry {
                             .into(),
                     )
                 })?;
+                // Its acks name it on their `mirror:` line: a name that line cannot carry
+                // could never be matched to an ack.
+                crate::bus::envelope::Name::parse(&name).map_err(|_| {
+                    err(
+                        Some(name_span.clone()),
+                        Some("name"),
+                        format!(
+                            "a bus mirror's name is the `mirror` of its listen.toml, which its \
+                             acks carry: {name:?} must be letters, digits and . _ - @ : \
+                             (starting with a letter or digit, at most 253 bytes)"
+                        ),
+                    )
+                })?;
                 let ack_key = match &m.ack_key {
                     Some(k) => Some(PublicKey::from_openssh(k.get_ref().trim()).map_err(|e| {
                         err(
@@ -1318,6 +1331,31 @@ stage = 2
             "{e}"
         );
         assert!(e.message.contains("[bus]"), "{e}");
+        // A bus mirror's name is what its acks carry on their `mirror:` line: the envelope's
+        // name grammar, checked at load. The same name is fine for an SSH mirror.
+        let line = BUS.lines().position(|l| l.contains("listener1")).unwrap() + 1;
+        for bad in [
+            "listener 1",
+            "-listener",
+            "lis,tener",
+            "listener*",
+            "lístener",
+        ] {
+            let e = fails(&BUS.replace("\"listener1\"", &format!("{bad:?}")));
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(line), Some("name")),
+                "{bad}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/etc/mp/mirrors.toml:{line}"))
+                    && e.message.contains("letters, digits"),
+                "{e}"
+            );
+        }
+        assert!(parse(&BUS.replace("\"listener1\"", "\"bus-1.example.org\"")).is_ok());
+        assert!(parse(&BUS.replace("\"ssh1\"", "\"ssh 1\"")).is_ok());
         let e = fails("[defaults]\ntransport = \"carrier\"\n");
         assert_eq!(
             (e.line, e.key.as_deref()),

@@ -1,12 +1,14 @@
 //! Hand-parsed argv (the handler takes no clap: it must start in a few ms).
 //!
-//! `mirrorpush-handler [--config F] [--key LABEL] [sync [--full] <module> [dir] | status [--json]
+//! `mirrorpush-handler [--config F] [--key LABEL] [sync [--full] [--by-mode] <module> [dir] | status [--json]
 //! | check | authorized-key [--from PATTERNS] KEYFILE|- | --version]`
 //! Without a verb the request comes from `SSH_ORIGINAL_COMMAND` (forced-command mode); with a
 //! verb and no `SSH_ORIGINAL_COMMAND` it is local mode, where `sync` always waits for the run
 //! that covers it, running it in the foreground when no runner is active (a systemd unit would
 //! kill a detached runner with its cgroup). `--full` forces a plain rsync where the module
-//! has a file list, repairing drift the lists cannot see. A verb together
+//! has a file list, repairing drift the lists cannot see. `--by-mode` answers a local `sync` as
+//! a push is answered, by the module's `mode` (a `detach` module: `accepted` or `queued` at
+//! once, a detached runner syncs): what the bus listener asks for. A verb together
 //! with `SSH_ORIGINAL_COMMAND` is a misconfigured forced command (exit 78). There is also
 //! the hidden `__run <module>`, which is what a detached runner executes. argv is written by
 //! the admin (authorized_keys) or by the handler itself, never by the client, so the hidden verb
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 
 use super::config::DEFAULT_CONFIG;
 
-pub(crate) const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] <module> [dir] | status [--json] | check | authorized-key [--from PATTERNS] KEYFILE|- | --version]";
+pub(crate) const USAGE: &str = "usage: mirrorpush-handler [--config FILE] [--key LABEL] [sync [--full] [--by-mode] <module> [dir] | status [--json] | check | authorized-key [--from PATTERNS] KEYFILE|- | --version]";
 pub(crate) const RUN_VERB: &str = "__run";
 pub(crate) const DOWNSTREAM_VERB: &str = "__downstream";
 
@@ -32,6 +34,8 @@ pub enum Verb {
         raw: Vec<u8>,
         /// `--full`: a plain rsync even where the module has a file list.
         plain: bool,
+        /// `--by-mode`: answered by the module's mode, as a push is, not always waiting.
+        by_mode: bool,
     },
     Status {
         json: bool,
@@ -97,10 +101,15 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
     let verb = match rest.as_slice() {
         [] => Verb::Forced,
         [b"sync", words @ ..] if !words.is_empty() => {
-            let (plain, words) = match words {
-                [b"--full", rest @ ..] => (true, rest),
-                _ => (false, words),
-            };
+            let (mut plain, mut by_mode, mut words) = (false, false, words);
+            loop {
+                match words {
+                    [b"--full", ..] if !plain => plain = true,
+                    [b"--by-mode", ..] if !by_mode => by_mode = true,
+                    _ => break,
+                }
+                words = &words[1..];
+            }
             if words.is_empty() {
                 return Err(USAGE.to_owned());
             }
@@ -109,7 +118,11 @@ pub fn parse(args: &[OsString]) -> Result<Invocation, String> {
                 raw.push(b' ');
                 raw.extend_from_slice(w);
             }
-            Verb::Sync { raw, plain }
+            Verb::Sync {
+                raw,
+                plain,
+                by_mode,
+            }
         }
         [b"status"] => Verb::Status { json: false },
         [b"status", b"--json"] => Verb::Status { json: true },
@@ -156,14 +169,26 @@ mod tests {
             p(&["--config=/y", "sync", "fedora", "a/b"]).unwrap().verb,
             Verb::Sync {
                 raw: b"sync fedora a/b".to_vec(),
-                plain: false
+                plain: false,
+                by_mode: false
             }
         );
         assert_eq!(
             p(&["sync", "--full", "fedora"]).unwrap().verb,
             Verb::Sync {
                 raw: b"sync fedora".to_vec(),
-                plain: true
+                plain: true,
+                by_mode: false
+            }
+        );
+        assert_eq!(
+            p(&["sync", "--by-mode", "--full", "fedora", "d"])
+                .unwrap()
+                .verb,
+            Verb::Sync {
+                raw: b"sync fedora d".to_vec(),
+                plain: true,
+                by_mode: true
             }
         );
         assert_eq!(p(&["--version"]).unwrap().verb, Verb::Version);
@@ -182,6 +207,7 @@ mod tests {
             &["--config"][..],
             &["sync"],
             &["sync", "--full"],
+            &["sync", "--by-mode"],
             &["status", "--xml"],
             &["frobnicate"],
             &["check", "extra"],

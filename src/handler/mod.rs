@@ -48,10 +48,15 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     // The one root check: every verb below that could write decides with it, before it writes.
     let root = rustix::process::geteuid().is_root();
-    let remote = Caller { remote: true, root };
+    let remote = Caller {
+        remote: true,
+        root,
+        by_mode: true,
+    };
     let local = Caller {
         remote: false,
         root,
+        by_mode: false,
     };
     let original = std::env::var_os("SSH_ORIGINAL_COMMAND");
     match (&inv.verb, original) {
@@ -71,7 +76,20 @@ pub fn main(args: &[OsString]) -> i32 {
             );
             serve::refuse_and_log(&inv, raw.as_bytes(), &f, remote)
         }
-        (Verb::Sync { raw, plain }, None) => serve::request(&inv, raw, local, *plain),
+        (
+            Verb::Sync {
+                raw,
+                plain,
+                by_mode,
+            },
+            None,
+        ) => {
+            let caller = Caller {
+                by_mode: *by_mode,
+                ..local
+            };
+            serve::request(&inv, raw, caller, *plain)
+        }
         (Verb::Status { json }, None) => status::command(&inv, *json),
         (Verb::Check, None) => check::run(&inv, root),
         (Verb::AuthorizedKey { from, key_file }, None) => {

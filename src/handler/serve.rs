@@ -6,8 +6,9 @@
 //! 3. **enqueue**: the request is appended to the module's queue, then the module lock is tried
 //!    (this order loses nothing: see [`super::queue`]).
 //! 4. **answer or wait**: `detach` answers at once (`accepted` when this request starts the
-//!    runner, `queued` when one runs); `wait` (and every local `sync`) waits for the run that
-//!    covers the request and answers `synced` or the failure.
+//!    runner, `queued` when one runs); `wait` (and every local `sync` but `sync --by-mode` of a
+//!    `detach` module) waits for the run that covers the request and answers `synced` or the
+//!    failure.
 //!
 //! Every accepted and refused request leaves one line in `handler.log`, client text escaped.
 //! Nothing the client sends reaches rsync's argv but the validated module and dir, and nothing
@@ -45,6 +46,10 @@ pub(crate) struct Caller {
     /// Running as root: refused before anything is written (state files made by root would
     /// lock the mirror account out).
     pub(crate) root: bool,
+    /// Answered by the module's mode, as a push is: a `detach` module answers at once and a
+    /// detached runner syncs. Always so for a remote caller; a local one asks with `sync
+    /// --by-mode` (the bus listener, whose master wants `accepted` from a detach module at once).
+    pub(crate) by_mode: bool,
 }
 
 /// A `sync` request from the client (`raw` is `SSH_ORIGINAL_COMMAND`) or a local caller;
@@ -79,7 +84,7 @@ pub(crate) fn request(inv: &Invocation, raw: &[u8], caller: Caller, plain: bool)
     }
     match outcome {
         Err(f) => report(&f),
-        Ok(a) => respond(&cfg, a, caller.remote),
+        Ok(a) => respond(&cfg, a, caller),
     }
 }
 
@@ -213,14 +218,17 @@ fn admit(
 }
 
 /// Starts or waits for the run that covers an admitted request, and answers.
-fn respond(cfg: &Config, a: Admitted, remote: bool) -> i32 {
+fn respond(cfg: &Config, a: Admitted, caller: Caller) -> i32 {
     let (Some(m), md) = (
         cfg.modules.get(&a.module),
         ModuleDir::new(&cfg.state_dir, &a.module),
     ) else {
         return report(&fail(EXIT_NOPERM, format!("unknown module '{}'", a.module)));
     };
-    if !remote {
+    // A local caller waits, running the batches itself, unless it asked to be answered by the
+    // mode and the module detaches: then it is answered as a push is, below.
+    let as_a_push = caller.remote || (caller.by_mode && a.mode == Mode::Detach);
+    if !as_a_push {
         if let Some(lock) = a.lock {
             runner::drain(cfg, m, &md, lock);
         }

@@ -25,6 +25,12 @@ pub const PREFETCH: u16 = 2048;
 /// Distinct requests of one module handed over at once; past that the module is synced whole.
 const MAX_HANDOFFS: usize = 8;
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(30);
+/// A session that lasted this long starts the next reconnect from the shortest wait again; a
+/// broker (or a proxy) that accepts and then drops every connection sees the backoff grow.
+const STABLE_SESSION: Duration = Duration::from_secs(60);
+/// Sessions in a row that reached the queue and were lost before they were stable, after which
+/// the queue is taken one message at a time (see [`Daemon::careful`]).
+const CAREFUL_AFTER: u32 = 2;
 const MAX_HINT_RETRY: Duration = Duration::from_secs(300);
 
 /// Why a session ended.
@@ -51,6 +57,13 @@ pub struct Daemon {
     hints: Vec<PendingHint>,
     ack_key: Option<PrivateKey>,
     delta: Counters,
+    /// The current session declared the queue (got as far as the broker's side).
+    reached_queue: bool,
+    /// Sessions in a row that reached the queue and were lost before [`STABLE_SESSION`].
+    unstable: u32,
+    /// The last session ended while it fetched the queue's head one message at a time: that
+    /// message stops the client (see [`Daemon::careful`]) and is discarded next.
+    head_suspect: bool,
 }
 
 impl Daemon {
@@ -85,6 +98,9 @@ impl Daemon {
             hints,
             ack_key,
             delta: Counters::default(),
+            reached_queue: false,
+            unstable: 0,
+            head_suspect: false,
             cfg,
         })
     }
@@ -117,8 +133,9 @@ impl Daemon {
         };
         let mut backoff = Backoff::new(MAX_RECONNECT_WAIT);
         loop {
+            let began = std::time::Instant::now();
             let end = tokio::select! {
-                end = self.session(&mut backoff) => end,
+                end = self.session() => end,
                 _ = term.recv() => return self.stop("SIGTERM"),
                 _ = int.recv() => return self.stop("SIGINT"),
             };
@@ -129,6 +146,12 @@ impl Daemon {
                     return 78;
                 }
                 End::Lost(m) => {
+                    if began.elapsed() >= STABLE_SESSION {
+                        backoff.reset();
+                        self.unstable = 0;
+                    } else if self.reached_queue {
+                        self.unstable += 1;
+                    }
                     let wait = backoff.next_delay();
                     log(&format!(
                         "broker lost: {}; reconnecting in {}",
@@ -166,7 +189,8 @@ impl Daemon {
         t
     }
 
-    async fn session(&mut self, backoff: &mut Backoff) -> End {
+    async fn session(&mut self) -> End {
+        self.reached_queue = false;
         let name = format!(
             "mirrorpush-listen {}",
             self.cfg.mirror.as_ref().map_or("", |m| m.as_str())
@@ -181,11 +205,34 @@ impl Daemon {
         {
             return classify(e);
         }
+        self.reached_queue = true;
+        if std::mem::take(&mut self.head_suspect) {
+            self.delta.refuse("undecodable");
+            log(&format!(
+                "refused reason=undecodable detail={}",
+                quoted(
+                    "discarded the message at the head of the queue unread: fetching it stopped \
+                     the AMQP client (its properties are not valid AMQP, e.g. a short string \
+                     that is not UTF-8)"
+                )
+            ));
+            self.flush(None);
+            // The broker drops it as it sends it; decoding it then ends this connection.
+            return match client.discard_head(&self.broker.queue).await {
+                Ok(_) => End::Lost("discarded an undecodable message".into()),
+                Err(e) => End::Lost(format!("while discarding an undecodable message: {e}")),
+            };
+        }
+        if self.unstable >= CAREFUL_AFTER {
+            if let Err(end) = self.careful(&client).await {
+                return end;
+            }
+            self.unstable = 0;
+        }
         let mut consumer = match client.consume(&self.broker.queue, PREFETCH).await {
             Ok(c) => c,
             Err(e) => return classify(e),
         };
-        backoff.reset();
         log(&format!(
             "connected queue={} exchange={} topics={}",
             quoted(&self.broker.queue),
@@ -215,6 +262,36 @@ impl Daemon {
                     self.run_due_hints().await;
                 }
                 _ = client.closed() => return End::Lost("connection lost".into()),
+            }
+        }
+    }
+
+    /// Takes the queue one message at a time (`basic.get`) until it is empty. Used after
+    /// sessions that kept ending soon after they reached the queue: a message this client
+    /// cannot decode (a property that is not valid AMQP) ends every session it is delivered
+    /// in, and is redelivered, with everything before it in the prefetch window, forever. One
+    /// at a time, everything before it is handled and acked, and when a fetch itself ends the
+    /// connection, the message at the head is the one: the next session discards it unread.
+    async fn careful(&mut self, client: &Arc<Client>) -> Result<(), End> {
+        log(&format!(
+            "connected queue={} careful: one message at a time after {} sessions lost early",
+            quoted(&self.broker.queue),
+            self.unstable
+        ));
+        loop {
+            let got = tokio::select! {
+                got = client.get(&self.broker.queue) => got,
+                _ = client.closed() => Err(AmqpError::Connection("connection lost".into())),
+            };
+            match got {
+                Ok(None) => return Ok(()),
+                Ok(Some(d)) => self.batch(client, vec![d]).await?,
+                Err(e) => {
+                    self.head_suspect = true;
+                    return Err(End::Lost(format!(
+                        "the connection ended while the head of the queue was fetched: {e}"
+                    )));
+                }
             }
         }
     }
@@ -362,7 +439,8 @@ impl Daemon {
             for r in todo.drain(..) {
                 let h = self.handler.clone();
                 set.spawn_blocking(move || {
-                    let a = h.sync(&r);
+                    // By the module's mode: a detach module's master hears `accepted` at once.
+                    let a = h.sync(&r, true);
                     (r, a)
                 });
             }
@@ -591,7 +669,8 @@ impl Daemon {
             let handler = self.handler.clone();
             let req = request.clone();
             let Ok((answer, kinds)) = tokio::task::spawn_blocking(move || {
-                let a = handler.sync(&req);
+                // Waiting, whatever the mode: the run's kinds below must be this run's.
+                let a = handler.sync(&req, false);
                 let kinds = match a {
                     Answer::Synced(_) | Answer::Accepted(_) => handler.last_run_kinds(&req),
                     _ => Ok(Vec::new()),

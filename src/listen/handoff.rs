@@ -1,7 +1,7 @@
 //! Handing a request to the handler, as a program: `mirrorpush-handler --config <handler_config>
-//! sync <module> [dir]`, as an admin's local run. The handler keeps its own queue: it
-//! coalesces, never runs a module twice at once and never loses a request. The one place that
-//! starts a child process.
+//! sync [--by-mode] <module> [dir]`, as an admin's local run. The handler keeps its own queue:
+//! it coalesces, never runs a module twice at once and never loses a request. The one place
+//! that starts a child process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -79,9 +79,16 @@ impl Handler {
     }
 
     /// Runs `sync <module> [dir]` and maps the exit code. Blocks until the handler answers.
-    pub fn sync(&self, request: &Request) -> Answer {
+    /// With `by_mode` the handler answers as it answers a push: a `detach` module says
+    /// `accepted` or `queued` at once (a detached runner syncs), a `wait` module `synced` or
+    /// the failure once the covering run ended. Without it the handler always waits.
+    pub fn sync(&self, request: &Request, by_mode: bool) -> Answer {
         let mut cmd = self.command();
-        cmd.arg("sync").arg(request.module.as_str());
+        cmd.arg("sync");
+        if by_mode {
+            cmd.arg("--by-mode");
+        }
+        cmd.arg(request.module.as_str());
         if let Some(dir) = &request.dir {
             cmd.arg(dir.as_str());
         }

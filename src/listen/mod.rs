@@ -167,6 +167,14 @@ fn daemon(path: &Path) -> i32 {
 /// `--stdin`: one signed envelope (bare JSON, or in a mail body), checked against every signed
 /// `[[trigger]]`, handed over, and answered by exit code.
 fn stdin(path: &Path) -> i32 {
+    if running_as_root() {
+        // As the daemon: the state dir and the handler's files belong to the mirror account
+        // (a mail pipe must run as it: docs/bus.md shows `user = mirrorpush`).
+        return fail(
+            EXIT_NOPERM,
+            "refusing to run as root: run mirrorpush-listen --stdin as the mirror account",
+        );
+    }
     let (cfg, gate, _ack_key, _) = match load(path) {
         Ok(v) => v,
         Err(e) => return fail(EXIT_CONFIG, &e),
@@ -243,7 +251,7 @@ fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Co
         quoted(&t.request.to_string())
     ));
     let handler = Handler::new(cfg.handler.as_deref(), &cfg.handler_config);
-    let answer = handler.sync(&t.request);
+    let answer = handler.sync(&t.request, true);
     counters.handoffs += 1;
     log(&format!(
         "handoff request={} answer={} detail={}",

@@ -8,6 +8,11 @@
 //!   live ids are remembered, new triggers are refused rather than old ids forgotten early.
 //! - `status.json`: counters of accepted and refused triggers, by reason.
 //! - `hints.json`: hints recorded and not yet synced (survives restarts).
+//!
+//! Every file is opened without following a symlink and only when it is a regular file (a
+//! FIFO cannot block a reader), new files are created exclusively (mode 0640), and a state
+//! dir that is a symlink is refused: whoever can plant links there can only make the
+//! listener fail, never make it write elsewhere, even when an admin runs it as root.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -27,14 +32,50 @@ pub fn epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Creates the state dir (mode 0750) if missing.
+/// Most bytes read from `status.json` or `hints.json`; `seen` is bounded by `max_seen`.
+const READ_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Creates the state dir (mode 0750) if missing; refuses one that is a symlink.
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     match fs::DirBuilder::new().mode(0o750).create(dir) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(dir)?;
+            if meta.file_type().is_symlink() {
+                Err(io::Error::other("is a symlink: name the real directory"))
+            } else if !meta.is_dir() {
+                Err(io::Error::other("exists and is not a directory"))
+            } else {
+                Ok(())
+            }
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Opens an existing state file without following a symlink, and only a regular file.
+fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> io::Result<fs::File> {
+    let f = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .mode(0o640)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// A whole small state file (bounded), without following a symlink; `None` when missing or
+/// unreadable.
+fn read_small(path: &Path) -> Option<Vec<u8>> {
+    let f = open_regular(path, fs::OpenOptions::new().read(true)).ok()?;
+    let mut bytes = Vec::new();
+    f.take(READ_LIMIT).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// The state dir's lock, held until dropped.
@@ -43,12 +84,13 @@ pub struct Locked {
 }
 
 pub fn lock(dir: &Path) -> io::Result<Locked> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o640)
-        .open(dir.join(LOCK))?;
+    let file = open_regular(
+        &dir.join(LOCK),
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
     Ok(Locked { _file: file })
 }
@@ -57,12 +99,12 @@ pub fn lock(dir: &Path) -> io::Result<Locked> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o640)
-            .open(&tmp)?;
+        // Whatever is there (a stale temp file, or a planted link) goes; ours is made new.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = open_regular(&tmp, fs::OpenOptions::new().create_new(true).write(true))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -95,7 +137,7 @@ impl Seen {
 
     /// Reads what was appended since the last read (all of it if the file was replaced).
     pub fn refresh(&mut self) -> io::Result<()> {
-        let mut f = match fs::File::open(&self.path) {
+        let mut f = match open_regular(&self.path, fs::OpenOptions::new().read(true)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.ids.clear();
@@ -151,11 +193,7 @@ impl Seen {
         for (id, exp) in new {
             text.push_str(&format!("{id} {exp}\n"));
         }
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&self.path)?;
+        let mut f = open_regular(&self.path, fs::OpenOptions::new().create(true).append(true))?;
         f.write_all(text.as_bytes())?;
         f.sync_data()?;
         drop(f);
@@ -189,6 +227,7 @@ pub struct Counters {
     pub accepted: u64,
     /// Refusals by reason (`signature`, `unknown-signer`, `not-allowed`, `expired`, `future`,
     /// `replay`, `grammar`, `not-json`, `malformed`, `too-large`, `unrouted`, `memory-full`,
+    /// `undecodable`,
     /// `handler-64`, `handler-77`).
     pub refused: BTreeMap<String, u64>,
     /// Hint messages recorded.
@@ -236,8 +275,7 @@ pub struct StatusFile {
 }
 
 pub fn read_status(dir: &Path) -> StatusFile {
-    fs::read(dir.join(STATUS))
-        .ok()
+    read_small(&dir.join(STATUS))
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
@@ -277,8 +315,7 @@ pub struct PendingHint {
 }
 
 pub fn read_hints(dir: &Path) -> Vec<PendingHint> {
-    fs::read(dir.join(HINTS))
-        .ok()
+    read_small(&dir.join(HINTS))
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
@@ -312,6 +349,59 @@ mod tests {
         s.refresh().unwrap();
         assert!(s.contains("c", now));
         assert_eq!(Seen::open(dir.path(), 3).unwrap().live(now), 2);
+    }
+
+    #[test]
+    fn planted_links_and_fifos_are_never_followed() {
+        use std::os::unix::fs::{symlink, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        ensure_dir(&state).unwrap();
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o750
+        );
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        // A link where the temp file of status.json goes, and links for lock and seen.
+        symlink(&victim, state.join("status.tmp")).unwrap();
+        add_status(&state, &Counters::default(), Some("connected")).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(fs::symlink_metadata(state.join("status.json"))
+            .unwrap()
+            .is_file());
+        assert_eq!(
+            fs::metadata(state.join("status.json"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o640
+        );
+        for name in [LOCK, SEEN] {
+            let other = tempfile::tempdir().unwrap();
+            symlink(&victim, other.path().join(name)).unwrap();
+            let failed = match name {
+                LOCK => lock(other.path()).is_err(),
+                _ => Seen::open(other.path(), 10).is_err(),
+            };
+            assert!(failed, "{name} followed a symlink");
+        }
+        // A FIFO as status.json: read as missing, not waited on forever.
+        fs::remove_file(state.join("status.json")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            state.join("status.json"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read_status(&state).counters, Counters::default());
+        // A state dir that is a symlink is refused.
+        let link = dir.path().join("link");
+        symlink(&state, &link).unwrap();
+        assert!(ensure_dir(&link).is_err());
     }
 
     #[test]
