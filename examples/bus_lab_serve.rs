@@ -106,7 +106,8 @@ fn run() -> Result<(), String> {
     std::fs::write(
         &registry_bus,
         format!(
-            "[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\n{bus_table}{bus_mirrors}"
+            "[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\nhistory = {:?}\n{bus_table}{bus_mirrors}",
+            lab.history().display().to_string()
         ),
     )
     .map_err(e)?;

@@ -106,8 +106,10 @@ mod fleet {
     }
 
     fn registry(a: &Args, mirrors: &[SimMirror]) -> Result<String, String> {
-        let mut s =
-            String::from("[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\n\n[bus]\n");
+        let mut s = format!(
+            "[defaults]\nconnect_timeout = \"60s\"\ntimeout = \"5m\"\nhistory = {:?}\n\n[bus]\n",
+            a.dir.join("history.db").display().to_string()
+        );
         let _ = writeln!(s, "url = {:?}", a.url);
         let _ = writeln!(s, "exchange = {:?}", a.exchange);
         let _ = writeln!(s, "topic_prefix = {:?}", a.topic_prefix);

@@ -312,10 +312,11 @@ mod fleet {
         };
         let mut registry = format!(
             "[defaults]\nuser = \"mirrorpush\"\nidentity = {:?}\nknown_hosts = {:?}\n\
-             connect_timeout = \"30s\"\ntimeout = \"5m\"\nconcurrency = {}\n",
+             connect_timeout = \"30s\"\ntimeout = \"5m\"\nconcurrency = {}\nhistory = {:?}\n",
             dir.join("client_key").display().to_string(),
             dir.join("known_hosts").display().to_string(),
-            args.concurrency
+            args.concurrency,
+            dir.join("history.db").display().to_string()
         );
         let (mut known_hosts, mut pssh_hosts) = (String::new(), String::new());
         let mut answers = String::new();

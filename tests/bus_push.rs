@@ -139,11 +139,12 @@ impl Fleet {
         mirror_keys: &str,
     ) -> PathBuf {
         let mut s = format!(
-            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = \"10s\"\ntimeout = \"90s\"\n\n\
+            "[defaults]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout = \"10s\"\ntimeout = \"90s\"\nhistory = {:?}\n\n\
              [bus]\nurl = {url:?}\ntopic_prefix = {:?}\norigin = \"{ORIGIN}\"\nsigning_key = {:?}\n{bus_keys}\n",
             self.lab.user,
             self.lab.identity.display().to_string(),
             self.lab.known_hosts.display().to_string(),
+            self.lab.history().display().to_string(),
             self.prefix,
             self.master_key.display().to_string(),
         );
