@@ -571,8 +571,15 @@ fn odd_properties_and_headers_neither_wedge_nor_crash_the_listener() {
         b.status_json(&config)["refused"]["undecodable"] == 2
     });
     assert!(listener.log().contains(" careful: "), "{}", listener.log());
+    // The status is written once the good trigger's batch is done (handed off, ids
+    // remembered, acked), a moment after its `accepted` log line.
+    b.wait(
+        &listener,
+        "the status to count both accepted triggers",
+        || b.status_json(&config)["accepted"] == 2,
+    );
     let s = b.status_json(&config);
-    assert_eq!(s["accepted"], 2, "{s}");
+    assert_eq!(s["accepted"], 2, "{s}\n{}", listener.log());
     assert_eq!(s["refused"]["replay"], 1, "{s}");
     assert_eq!(b.handler_requests().len(), 2, "{s}");
 }
