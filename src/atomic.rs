@@ -90,7 +90,6 @@ impl AtomicFile {
 
     /// Flushes what was written and gives the file `time` as its mtime; written last, since
     /// a later write would move the mtime again.
-    #[cfg(feature = "master")]
     pub(crate) fn set_modified(&mut self, time: std::time::SystemTime) -> io::Result<()> {
         let out = self.out.as_mut().expect("open");
         out.flush()?;

@@ -1161,6 +1161,15 @@ fn copy_file(from: &Path, to: &Path) -> Result<(), PlanError> {
         file.write_all(buf).map_err(io_error(to))?;
         src.consume(n);
     }
+    // The copy is the upstream's list byte for byte: it keeps its time too, so the list a
+    // mirror publishes in its tree is the upstream's file exactly (size and time) and a plain
+    // rsync of the tree finds nothing to change in it.
+    let modified = src
+        .get_ref()
+        .metadata()
+        .and_then(|m| m.modified())
+        .map_err(io_error(from))?;
+    file.set_modified(modified).map_err(io_error(to))?;
     file.commit(true).map_err(io_error(to))
 }
 
