@@ -233,9 +233,10 @@ fn the_shipped_examples_work_once_filled_in() {
     .replace(
         "[defaults]\n",
         &format!(
-            "[defaults]\nuser = {:?}\nknown_hosts = {}\n",
+            "[defaults]\nuser = {:?}\nknown_hosts = {}\nhistory = {}\n",
             lab.user,
-            q(&lab.known_hosts)
+            q(&lab.known_hosts),
+            q(&lab.history())
         ),
     );
     let path = lab.root.join("example-mirrors.toml");
