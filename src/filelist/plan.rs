@@ -589,9 +589,28 @@ fn outputs(req: &PlanRequest<'_>) -> Result<(AtomicFile, AtomicFile), PlanError>
     Ok((transfer_file, delete_file))
 }
 
+/// Writes the paths to delete (children before their dir, as given) and puts both outputs in
+/// place.
+fn commit_outputs<P: AsRef<[u8]>>(
+    req: &PlanRequest<'_>,
+    transfer_file: AtomicFile,
+    mut delete_file: AtomicFile,
+    gone: impl IntoIterator<Item = P>,
+) -> Result<(), PlanError> {
+    let write_err = io_error(req.delete_out);
+    for path in gone {
+        delete_file.write_all(path.as_ref()).map_err(&write_err)?;
+        delete_file.write_all(b"\0").map_err(&write_err)?;
+    }
+    transfer_file
+        .commit(false)
+        .map_err(io_error(req.transfer_out))?;
+    delete_file.commit(false).map_err(io_error(req.delete_out))
+}
+
 /// The index planner, for lists not in list order (see the module docs).
 fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
-    let (mut transfer_file, mut delete_file) = outputs(req)?;
+    let (mut transfer_file, delete_file) = outputs(req)?;
     let keys = Keys::new();
     let scope = req.scope;
     let skip = req.skip_restricted;
@@ -666,9 +685,10 @@ fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanErro
             max_delete: req.max_delete,
         });
     }
+    let mut gone: Vec<Vec<u8>> = Vec::new();
     if delete > 0 {
         // The baseline again, for the paths of the entries that left; bounded by max_delete.
-        let mut gone: Vec<Vec<u8>> = Vec::with_capacity(delete as usize);
+        gone.reserve_exact(delete as usize);
         let mut reader = Reader::new(open(req.baseline)?);
         let mut row = 0;
         while let Some(item) = reader
@@ -694,18 +714,8 @@ fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanErro
         }
         // List order puts a dir before what it holds; reversed, children come first.
         gone.sort_unstable_by(|a, b| cmp_paths(b, a));
-        let write_err = io_error(req.delete_out);
-        for path in &gone {
-            delete_file.write_all(path).map_err(&write_err)?;
-            delete_file.write_all(b"\0").map_err(&write_err)?;
-        }
     }
-    transfer_file
-        .commit(false)
-        .map_err(io_error(req.transfer_out))?;
-    delete_file
-        .commit(false)
-        .map_err(io_error(req.delete_out))?;
+    commit_outputs(req, transfer_file, delete_file, &gone)?;
     Ok(Plan {
         unchanged: false,
         transfer,
@@ -871,7 +881,7 @@ fn validate_sorted(list: &Path, limits: &Limits) -> Result<Option<u64>, PlanErro
 /// The merge planner (see the module docs); `None` when either list is not in list order
 /// (nothing is left behind: the outputs are dropped uncommitted).
 fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, PlanError> {
-    let (mut transfer_file, mut delete_file) = outputs(req)?;
+    let (mut transfer_file, delete_file) = outputs(req)?;
     let (scope, skip) = (req.scope, req.skip_restricted);
     let mut base = Stream::open(req.baseline, Side::Baseline)?;
     let mut fetched = Stream::open(req.fetched, Side::Fetched)?;
@@ -944,17 +954,7 @@ fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, P
         });
     }
     // List order puts a dir before what it holds; reversed, children come first.
-    let write_err = io_error(req.delete_out);
-    for path in gone.iter().rev() {
-        delete_file.write_all(path).map_err(&write_err)?;
-        delete_file.write_all(b"\0").map_err(&write_err)?;
-    }
-    transfer_file
-        .commit(false)
-        .map_err(io_error(req.transfer_out))?;
-    delete_file
-        .commit(false)
-        .map_err(io_error(req.delete_out))?;
+    commit_outputs(req, transfer_file, delete_file, gone.iter().rev())?;
     Ok(Some(Plan {
         unchanged: false,
         transfer,
