@@ -216,6 +216,20 @@ fn report(stdout: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
     (mirrors, summary)
 }
 
+/// Pushes `registry` (SSH mirror 0 and bus mirror 1): the push fails (exit 1) for the bus
+/// mirror only. Returns the bus mirror's error, and the push's stdout and stderr.
+fn bus_mirror_fails(fleet: &Fleet, registry: &Path) -> (String, String, String) {
+    let (code, out, err) = master(registry, &["push", "--json", "fedora"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let (mirrors, _) = report(&out);
+    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
+    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (error, out, err)
+}
+
 fn by_name<'a>(mirrors: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
     mirrors
         .iter()
@@ -346,14 +360,7 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     // ever set up): the broker returns the mandatory trigger, and the bus mirrors fail with
     // what to do, rather than being reported as sent.
     let registry = fleet.registry(&url, "", &[0], &[(1, key.trim())], "");
-    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
-    assert_eq!(code, 1, "{out}\n{err}");
-    let (mirrors, _) = report(&out);
-    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
-    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (error, _, _) = bus_mirror_fails(&fleet, &registry);
     assert!(
         error.contains(&format!(
             "no queue is bound to routing key \"{}mirrorpush.sync.fedora\"",
@@ -372,14 +379,7 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
         &[(1, key.trim())],
         "",
     );
-    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
-    assert_eq!(code, 1, "{out}\n{err}");
-    let (mirrors, _) = report(&out);
-    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
-    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (error, _, _) = bus_mirror_fails(&fleet, &registry);
     assert!(error.contains("\"no.such.exchange\""), "{error}");
 
     // No broker at all: a port nothing listens on.
@@ -389,14 +389,7 @@ fn an_unconfirmed_publish_fails_the_bus_mirrors_only() {
     };
     let dead = format!("amqp://nobody:nothing@127.0.0.1:{closed}/%2F");
     let registry = fleet.registry(&dead, "", &[0], &[(1, key.trim())], "");
-    let (code, out, err) = master(&registry, &["push", "--json", "fedora"]);
-    assert_eq!(code, 1, "{out}\n{err}");
-    let (mirrors, _) = report(&out);
-    assert_eq!(by_name(&mirrors, &fleet.lab.mirrors[0].name)["ok"], true);
-    let error = by_name(&mirrors, &fleet.bus_name(1))["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (error, out, err) = bus_mirror_fails(&fleet, &registry);
     assert!(error.contains("cannot reach the broker"), "{error}");
     // The password never shows.
     assert!(
