@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+/// A config error, already rendered as `<file> line N: <what>` (or `<file>: <what>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A config file's path and text, to turn byte offsets into lines and tables.
 pub(crate) struct ConfigText<'a> {
     pub path: &'a Path,
@@ -42,20 +52,20 @@ impl ConfigText<'_> {
     }
 
     /// "<file> line <n>: <what>" for the value at `span`.
-    pub fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> String {
-        format!(
+    pub fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!(
             "{} line {}: {what}",
             self.path.display(),
             self.line_of(span.start)
-        )
+        ))
     }
 
     /// The TOML parser's error in the same words: unknown and missing keys named with their
     /// table, anything else with its line.
-    pub fn toml_error(&self, e: &toml::de::Error) -> String {
+    pub fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let message = e.message().trim();
         let Some(span) = e.span() else {
-            return format!("{}: {message}", self.path.display());
+            return ConfigError(format!("{}: {message}", self.path.display()));
         };
         let table = self.table_at(span.start);
         let quoted = message.split('`').nth(1);
@@ -70,7 +80,7 @@ impl ConfigText<'_> {
 
     /// A path value that must be absolute (a relative one would depend on the cwd of whoever
     /// runs the program: sshd, systemd or an admin's shell).
-    pub fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, String> {
+    pub fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
         let p = PathBuf::from(value.get_ref());
         if !p.is_absolute() {
             return Err(self.at(value.span(), format!("'{key}' must be an absolute path")));

@@ -33,7 +33,7 @@ impl fmt::Display for SignersError {
 impl std::error::Error for SignersError {}
 
 #[derive(Debug, Clone)]
-struct Entry {
+struct SignerEntry {
     principals: String,
     namespaces: Option<String>,
     valid_after: Option<SystemTime>,
@@ -46,7 +46,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct AllowedSigners {
     pub path: PathBuf,
-    entries: Vec<Entry>,
+    entries: Vec<SignerEntry>,
     /// Lines that were read but ignored, with the reason (`cert-authority`).
     pub warnings: Vec<String>,
 }
@@ -87,7 +87,7 @@ impl AllowedSigners {
                 .ok_or_else(|| at("no key data after the key type".into()))?;
             let key = PublicKey::from_openssh(&format!("{next} {blob}"))
                 .map_err(|e| at(format!("cannot read the key: {e}")))?;
-            let mut entry = Entry {
+            let mut entry = SignerEntry {
                 principals: principals.clone(),
                 namespaces: None,
                 valid_after: None,

@@ -37,7 +37,7 @@ const ACK_QUEUE_PREFIX: &str = "mirrorpush.master.";
 
 /// One bus mirror of a push.
 #[derive(Clone)]
-pub struct Target {
+pub struct BusTarget {
     pub mirror: Mirror,
     /// The request itself: a listener hands exactly this to its handler.
     pub command: Exec,
@@ -137,7 +137,7 @@ pub fn targets(
     signing_key: PrivateKey,
     request: &Request,
     mirrors: &[(&Mirror, bool)],
-) -> Result<(Vec<Target>, Arc<BusPush>), String> {
+) -> Result<(Vec<BusTarget>, Arc<BusPush>), String> {
     let origin = Name::parse(&bus.origin).map_err(|e| format!("[bus] origin: {e}"))?;
     let mut slots = HashMap::new();
     for (m, _) in mirrors {
@@ -167,7 +167,7 @@ pub fn targets(
     });
     let targets = mirrors
         .iter()
-        .map(|(m, needs_ack)| Target {
+        .map(|(m, needs_ack)| BusTarget {
             mirror: (*m).clone(),
             command: Exec {
                 text: request.to_string(),
@@ -184,7 +184,7 @@ pub fn targets(
     Ok((targets, push))
 }
 
-impl Target {
+impl BusTarget {
     /// Publishes the trigger if no bus mirror of this push has yet, then waits for this
     /// mirror's ack until `wait` after the publish.
     pub async fn push(&self) -> Done {

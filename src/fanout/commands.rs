@@ -311,7 +311,7 @@ fn prepare(selected: &[&Mirror], request: &Request, bus: Option<&Bus>) -> Result
                 k
             }
         };
-        targets.push(Target::Ssh(session::Target::new(
+        targets.push(Target::Ssh(session::SshTarget::new(
             (*m).clone(),
             request.clone(),
             kh,

@@ -21,7 +21,7 @@ use sha1::Sha1;
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
     pub path: PathBuf,
-    entries: Vec<Entry>,
+    entries: Vec<HostEntry>,
     /// Where to look, so that judging one host costs the same with 10 or 10,000 lines (a push
     /// judges every mirror): the usable entries naming a host by its plain name, by that
     /// name; the usable entries that must be tried on every host (hashed names, wildcards,
@@ -34,7 +34,7 @@ pub struct KnownHosts {
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
+struct HostEntry {
     line: usize,
     revoked: bool,
     hosts: HostPatterns,
@@ -51,7 +51,7 @@ enum HostPatterns {
 
 /// What known_hosts says about a presented host key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum HostKeyVerdict {
     Trusted {
         line: usize,
     },
@@ -65,14 +65,14 @@ pub enum Verdict {
     Unknown,
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for HostKeyVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Trusted { line } => write!(f, "host key trusted (known_hosts line {line})"),
-            Verdict::Revoked { line } => {
+            HostKeyVerdict::Trusted { line } => write!(f, "host key trusted (known_hosts line {line})"),
+            HostKeyVerdict::Revoked { line } => {
                 write!(f, "host key is marked @revoked (known_hosts line {line})")
             }
-            Verdict::Mismatch { lines } => {
+            HostKeyVerdict::Mismatch { lines } => {
                 let lines: Vec<String> = lines.iter().map(usize::to_string).collect();
                 write!(
                     f,
@@ -81,7 +81,7 @@ impl fmt::Display for Verdict {
                     lines.join(", ")
                 )
             }
-            Verdict::Unknown => write!(
+            HostKeyVerdict::Unknown => write!(
                 f,
                 "unknown host: no host key in known_hosts; add it (e.g. with ssh-keyscan) after checking it"
             ),
@@ -156,7 +156,7 @@ impl KnownHosts {
     }
 
     /// The usable entries that may name `name`, in file order: every other one cannot.
-    fn candidates(&self, name: &str) -> impl Iterator<Item = &Entry> {
+    fn candidates(&self, name: &str) -> impl Iterator<Item = &HostEntry> {
         let mut at: Vec<usize> = self.by_name.get(name).map_or(Vec::new(), Vec::clone);
         if !self.tried.is_empty() {
             at.extend_from_slice(&self.tried);
@@ -166,27 +166,27 @@ impl KnownHosts {
     }
 
     /// Judges `key` as presented by `host` on `port`.
-    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
+    pub fn check(&self, host: &str, port: u16, key: &PublicKey) -> HostKeyVerdict {
         let name = host_port_name(host, port);
         let data = key.key_data();
         // A revoked key is refused wherever it appears, whatever its host patterns say.
         let mut revoked = self.revoked.iter().map(|&i| &self.entries[i]);
         if let Some(e) = revoked.find(|e| &e.key == data) {
-            return Verdict::Revoked { line: e.line };
+            return HostKeyVerdict::Revoked { line: e.line };
         }
         let mut mismatches = Vec::new();
         for e in self.candidates(&name) {
             if e.hosts.matches(&name) {
                 if &e.key == data {
-                    return Verdict::Trusted { line: e.line };
+                    return HostKeyVerdict::Trusted { line: e.line };
                 }
                 mismatches.push(e.line);
             }
         }
         if mismatches.is_empty() {
-            Verdict::Unknown
+            HostKeyVerdict::Unknown
         } else {
-            Verdict::Mismatch { lines: mismatches }
+            HostKeyVerdict::Mismatch { lines: mismatches }
         }
     }
 
@@ -197,7 +197,7 @@ impl KnownHosts {
     }
 }
 
-fn parse_line(line_no: usize, line: &str) -> Option<Entry> {
+fn parse_line(line_no: usize, line: &str) -> Option<HostEntry> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -225,7 +225,7 @@ fn parse_line(line_no: usize, line: &str) -> Option<Entry> {
     } else {
         HostPatterns::List(first.split(',').map(str::to_ascii_lowercase).collect())
     };
-    Some(Entry {
+    Some(HostEntry {
         line: line_no,
         revoked,
         hosts,
@@ -328,13 +328,13 @@ mod tests {
         let kh = KnownHosts::load(&path).unwrap();
         assert_eq!(
             kh.check("m1.example.net", 22, &public(&a)),
-            Verdict::Trusted { line: 1 }
+            HostKeyVerdict::Trusted { line: 1 }
         );
         assert_eq!(kh.skipped, [2]);
         // A host name with an invalid byte matches no real name.
         assert_eq!(
             kh.check("mo.example.net", 22, &public(&b)),
-            Verdict::Unknown
+            HostKeyVerdict::Unknown
         );
         assert!(!kh.knows("m.example.net", 22));
     }
@@ -347,36 +347,39 @@ mod tests {
         let kh = KnownHosts::parse(Path::new("kh"), &text);
         assert_eq!(
             kh.check("mirror.example.net", 22, &public(&a)),
-            Verdict::Trusted { line: 3 }
+            HostKeyVerdict::Trusted { line: 3 }
         );
         assert_eq!(
             kh.check("MIRROR.example.net", 22, &public(&a)),
-            Verdict::Trusted { line: 3 }
+            HostKeyVerdict::Trusted { line: 3 }
         );
         assert_eq!(
             kh.check("10.0.0.1", 22, &public(&a)),
-            Verdict::Trusted { line: 3 }
+            HostKeyVerdict::Trusted { line: 3 }
         );
         assert_eq!(
             kh.check("127.0.0.1", 2222, &public(&b)),
-            Verdict::Trusted { line: 4 }
+            HostKeyVerdict::Trusted { line: 4 }
         );
         // Port 2222 entries do not vouch for port 22 and vice versa.
-        assert_eq!(kh.check("127.0.0.1", 22, &public(&b)), Verdict::Unknown);
+        assert_eq!(
+            kh.check("127.0.0.1", 22, &public(&b)),
+            HostKeyVerdict::Unknown
+        );
         assert_eq!(
             kh.check("mirror.example.net", 2200, &public(&a)),
-            Verdict::Unknown
+            HostKeyVerdict::Unknown
         );
         assert_eq!(
             kh.check("mirror.example.net", 22, &public(&b)),
-            Verdict::Mismatch { lines: vec![3] }
+            HostKeyVerdict::Mismatch { lines: vec![3] }
         );
         assert!(kh.knows("127.0.0.1", 2222));
         assert!(!kh.knows("127.0.0.1", 2223));
-        assert!(Verdict::Mismatch { lines: vec![3] }
+        assert!(HostKeyVerdict::Mismatch { lines: vec![3] }
             .to_string()
             .contains("host key"));
-        assert!(Verdict::Unknown.to_string().contains("host key"));
+        assert!(HostKeyVerdict::Unknown.to_string().contains("host key"));
     }
 
     #[test]
@@ -389,10 +392,13 @@ mod tests {
         );
         let text = format!("h {a}\nh {b}\n");
         let kh = KnownHosts::parse(Path::new("kh"), &text);
-        assert_eq!(kh.check("h", 22, &public(&b)), Verdict::Trusted { line: 2 });
+        assert_eq!(
+            kh.check("h", 22, &public(&b)),
+            HostKeyVerdict::Trusted { line: 2 }
+        );
         assert_eq!(
             kh.check("h", 22, &public(&c)),
-            Verdict::Mismatch { lines: vec![1, 2] }
+            HostKeyVerdict::Mismatch { lines: vec![1, 2] }
         );
     }
 
@@ -402,11 +408,14 @@ mod tests {
         let (a, b) = (keygen(dir.path(), "a"), keygen(dir.path(), "b"));
         let text = format!("h {a}\n@revoked * {a}\n@cert-authority h {b}\n");
         let kh = KnownHosts::parse(Path::new("kh"), &text);
-        assert_eq!(kh.check("h", 22, &public(&a)), Verdict::Revoked { line: 2 });
+        assert_eq!(
+            kh.check("h", 22, &public(&a)),
+            HostKeyVerdict::Revoked { line: 2 }
+        );
         // The CA line does not make b a trusted host key.
         assert_eq!(
             kh.check("h", 22, &public(&b)),
-            Verdict::Mismatch { lines: vec![1] }
+            HostKeyVerdict::Mismatch { lines: vec![1] }
         );
         let kh = KnownHosts::parse(Path::new("kh"), &format!("@cert-authority h {b}\n"));
         assert!(!kh.knows("h", 22));
@@ -434,17 +443,20 @@ mod tests {
         let kh = KnownHosts::load(&kh_path).unwrap();
         assert_eq!(
             kh.check("127.0.0.1", 2022, &public(&a)),
-            Verdict::Trusted { line: 1 }
+            HostKeyVerdict::Trusted { line: 1 }
         );
         assert_eq!(
             kh.check("mirror.example.net", 22, &public(&b)),
-            Verdict::Trusted { line: 2 }
+            HostKeyVerdict::Trusted { line: 2 }
         );
         assert_eq!(
             kh.check("127.0.0.1", 2022, &public(&b)),
-            Verdict::Mismatch { lines: vec![1] }
+            HostKeyVerdict::Mismatch { lines: vec![1] }
         );
-        assert_eq!(kh.check("127.0.0.1", 2023, &public(&a)), Verdict::Unknown);
+        assert_eq!(
+            kh.check("127.0.0.1", 2023, &public(&a)),
+            HostKeyVerdict::Unknown
+        );
         assert!(kh.knows("mirror.example.net", 22));
     }
 
@@ -486,26 +498,35 @@ mod tests {
         let revoked = KnownHosts::parse(Path::new("kh"), &format!("{text}@revoked * {b}\n"));
         let (a, b, c) = (public(&a), public(&b), public(&c));
         let host = "host.example.org";
-        assert_eq!(kh.check(host, 22, &a), Verdict::Trusted { line: 51 });
-        assert_eq!(kh.check(host, 22, &b), Verdict::Trusted { line: 52 });
-        assert_eq!(kh.check(host, 22, &c), Verdict::Trusted { line: 53 });
+        assert_eq!(kh.check(host, 22, &a), HostKeyVerdict::Trusted { line: 51 });
+        assert_eq!(kh.check(host, 22, &b), HostKeyVerdict::Trusted { line: 52 });
+        assert_eq!(kh.check(host, 22, &c), HostKeyVerdict::Trusted { line: 53 });
         assert_eq!(
             kh.check("m7.example.net", 22, &c),
-            Verdict::Trusted { line: 8 }
+            HostKeyVerdict::Trusted { line: 8 }
         );
         assert_eq!(
             kh.check("m7.example.net", 22, &a),
-            Verdict::Mismatch { lines: vec![8] }
+            HostKeyVerdict::Mismatch { lines: vec![8] }
         );
-        assert_eq!(kh.check(host, 2222, &a), Verdict::Trusted { line: 54 });
+        assert_eq!(
+            kh.check(host, 2222, &a),
+            HostKeyVerdict::Trusted { line: 54 }
+        );
         assert_eq!(
             kh.check(host, 2222, &b),
-            Verdict::Mismatch { lines: vec![54] }
+            HostKeyVerdict::Mismatch { lines: vec![54] }
         );
-        assert_eq!(kh.check("nowhere.example.net", 22, &a), Verdict::Unknown);
+        assert_eq!(
+            kh.check("nowhere.example.net", 22, &a),
+            HostKeyVerdict::Unknown
+        );
         assert!(kh.knows("x.example.org", 22) && kh.knows("other3", 22));
         assert!(!kh.knows("other3", 2222));
-        assert_eq!(revoked.check(host, 22, &b), Verdict::Revoked { line: 55 });
+        assert_eq!(
+            revoked.check(host, 22, &b),
+            HostKeyVerdict::Revoked { line: 55 }
+        );
     }
 
     #[test]
@@ -516,7 +537,7 @@ mod tests {
             "h\nh ssh-ed25519\nh ssh-ed25519 !!!notbase64\n|1|x|y {a}\n|1|| {a}\n@revoked\n@bogus h {a}\n\u{0} \u{1} \u{2}\n"
         );
         let kh = KnownHosts::parse(Path::new("kh"), &text);
-        assert_eq!(kh.check("h", 22, &public(&a)), Verdict::Unknown);
+        assert_eq!(kh.check("h", 22, &public(&a)), HostKeyVerdict::Unknown);
     }
 
     #[test]

@@ -419,8 +419,10 @@ impl Registry {
             }
         }
         let default_kind = match &d.protocol {
-            Some(p) => Kind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?,
-            None => Kind::Mirrorpush,
+            Some(p) => {
+                ProtocolKind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?
+            }
+            None => ProtocolKind::Mirrorpush,
         };
         let default_archive = match &d.archive {
             Some(a) => Some(
@@ -437,7 +439,7 @@ impl Registry {
             None => None,
         };
         if let Some(t) = &d.transport {
-            Kind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?;
+            ProtocolKind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?;
         }
         let parse_url = |u: &Spanned<RawUrl>| {
             UrlSpec::parse(u.get_ref().clone()).map_err(|e| err(Some(u.span()), Some("url"), e))
@@ -487,9 +489,8 @@ impl Registry {
             }
             let transport_key = m.transport.as_ref().or(d.transport.as_ref());
             let on_bus = match transport_key {
-                Some(t) => {
-                    Kind::transport(t).map_err(|e| err(Some(t.span()), Some("transport"), e))?
-                }
+                Some(t) => ProtocolKind::transport(t)
+                    .map_err(|e| err(Some(t.span()), Some("transport"), e))?,
                 None => false,
             };
             if on_bus && bus.is_none() {
@@ -605,13 +606,15 @@ impl Registry {
                 None => 1,
             };
             let kind = match &m.protocol {
-                Some(p) => Kind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?,
+                Some(p) => {
+                    ProtocolKind::parse(p).map_err(|e| err(Some(p.span()), Some("protocol"), e))?
+                }
                 // A bus mirror runs mirrorpush-listen, which speaks the one grammar.
-                None if on_bus => Kind::Mirrorpush,
+                None if on_bus => ProtocolKind::Mirrorpush,
                 None => default_kind,
             };
             let protocol = match kind {
-                Kind::Mirrorpush => {
+                ProtocolKind::Mirrorpush => {
                     if let Some(a) = &m.archive {
                         return Err(err(
                             Some(a.span()),
@@ -622,7 +625,7 @@ impl Registry {
                     }
                     Protocol::Mirrorpush
                 }
-                Kind::Ftpsync => Protocol::Ftpsync {
+                ProtocolKind::Ftpsync => Protocol::Ftpsync {
                     archive: match &m.archive {
                         Some(a) => Some(
                             archive(a, kind)
@@ -721,16 +724,16 @@ impl Registry {
 
 /// The `protocol` key's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum ProtocolKind {
     Mirrorpush,
     Ftpsync,
 }
 
-impl Kind {
-    fn parse(value: &Spanned<String>) -> Result<Kind, String> {
+impl ProtocolKind {
+    fn parse(value: &Spanned<String>) -> Result<ProtocolKind, String> {
         match value.get_ref().as_str() {
-            "mirrorpush" => Ok(Kind::Mirrorpush),
-            "ftpsync" => Ok(Kind::Ftpsync),
+            "mirrorpush" => Ok(ProtocolKind::Mirrorpush),
+            "ftpsync" => Ok(ProtocolKind::Ftpsync),
             other => Err(format!(
                 "unknown protocol {other:?}: use \"mirrorpush\" (the default) or \"ftpsync\""
             )),
@@ -738,7 +741,7 @@ impl Kind {
     }
 }
 
-impl Kind {
+impl ProtocolKind {
     /// The `transport` key: `true` for `"bus"`.
     fn transport(value: &Spanned<String>) -> Result<bool, String> {
         match value.get_ref().as_str() {
@@ -876,8 +879,8 @@ fn parse_bus(
 }
 
 /// An ftpsync archive name, valid only with protocol ftpsync.
-fn archive(value: &Spanned<String>, kind: Kind) -> Result<String, String> {
-    if kind != Kind::Ftpsync {
+fn archive(value: &Spanned<String>, kind: ProtocolKind) -> Result<String, String> {
+    if kind != ProtocolKind::Ftpsync {
         return Err("only ftpsync mirrors have an archive: set protocol = \"ftpsync\" too".into());
     }
     let name = value.get_ref();

@@ -493,7 +493,7 @@ mod tests {
             ),
         )
         .unwrap();
-        Target::Ssh(crate::fanout::session::Target::new(
+        Target::Ssh(crate::fanout::session::SshTarget::new(
             r.mirrors[0].clone(),
             Request::new("fedora", dir).unwrap(),
             Arc::new(KnownHosts::parse(std::path::Path::new("kh"), "")),

@@ -14,7 +14,7 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure, Disconnect};
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::known_hosts::{KnownHosts, Verdict};
+use super::known_hosts::{HostKeyVerdict, KnownHosts};
 use super::output::Captured;
 use super::protocol::{Answer, Ended, Exec};
 use super::registry::Mirror;
@@ -22,7 +22,7 @@ use crate::request::Request;
 
 /// Everything needed to push to one mirror.
 #[derive(Clone)]
-pub struct Target {
+pub struct SshTarget {
     pub mirror: Mirror,
     pub request: Request,
     /// What this mirror is sent for `request` (its protocol's rendering).
@@ -32,15 +32,15 @@ pub struct Target {
     pub key: Option<Arc<PrivateKey>>,
 }
 
-impl Target {
+impl SshTarget {
     pub fn new(
         mirror: Mirror,
         request: Request,
         known_hosts: Arc<KnownHosts>,
         key: Option<Arc<PrivateKey>>,
-    ) -> Target {
+    ) -> SshTarget {
         let command = mirror.protocol.command(&request);
-        Target {
+        SshTarget {
             mirror,
             request,
             command,
@@ -69,7 +69,7 @@ pub struct Outcome {
 /// Pushes to one mirror, retrying connection-level failures `mirror.retries` times with backoff.
 /// Only a failure before the SSH session is up is retried: once it is, the mirror may have
 /// acted on the request, or is stalling, and another try would only cost another `timeout`.
-pub async fn push(target: &Target) -> Outcome {
+pub async fn push(target: &SshTarget) -> Outcome {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -106,7 +106,7 @@ enum Failure {
     Exchange(String),
 }
 
-async fn attempt_once(target: &Target) -> Outcome {
+async fn attempt_once(target: &SshTarget) -> Outcome {
     let m = &target.mirror;
     let mut phase = Phase::Connecting;
     let result = timeout(m.timeout, exchange(target, &mut phase)).await;
@@ -139,7 +139,7 @@ async fn attempt_once(target: &Target) -> Outcome {
     }
 }
 
-async fn exchange(target: &Target, phase: &mut Phase) -> Result<Outcome, Failure> {
+async fn exchange(target: &SshTarget, phase: &mut Phase) -> Result<Outcome, Failure> {
     let m = &target.mirror;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((m.host.as_str(), m.port))
         .await
@@ -254,7 +254,7 @@ impl client::Handler for HostCheck {
         };
         debug!(host = %self.host, port = self.port, %verdict, "host key check");
         match verdict {
-            Verdict::Trusted { .. } => Ok(true),
+            HostKeyVerdict::Trusted { .. } => Ok(true),
             other => {
                 self.refuse(format!("{other} ({})", self.known_hosts.path.display()));
                 Ok(false)
@@ -392,7 +392,7 @@ fn config(keepalive_interval: Duration) -> Arc<client::Config> {
 }
 
 async fn connect(
-    target: &Target,
+    target: &SshTarget,
     addr: SocketAddr,
 ) -> Result<(Handle<HostCheck>, Arc<Events>), Failure> {
     let m = &target.mirror;
@@ -417,7 +417,7 @@ async fn connect(
     Ok((handle, events))
 }
 
-async fn authenticate(target: &Target, handle: &mut Handle<HostCheck>) -> Result<(), Failure> {
+async fn authenticate(target: &SshTarget, handle: &mut Handle<HostCheck>) -> Result<(), Failure> {
     let user = target.mirror.user.as_str();
     let conn =
         |e: russh::Error| Failure::Connect(format!("during authentication: {}", describe(&e)));
@@ -499,7 +499,7 @@ async fn rsa_hash(
 }
 
 async fn run_request(
-    target: &Target,
+    target: &SshTarget,
     handle: &Handle<HostCheck>,
     events: &Events,
     phase: &mut Phase,

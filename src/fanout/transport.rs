@@ -13,8 +13,8 @@ use super::session;
 /// One mirror of a push, with what reaching it needs.
 #[derive(Clone)]
 pub enum Target {
-    Ssh(session::Target),
-    Bus(bus_push::Target),
+    Ssh(session::SshTarget),
+    Bus(bus_push::BusTarget),
 }
 
 pub use super::session::Done;

@@ -380,7 +380,7 @@ fn check_component(c: &[u8]) -> Result<(), PathProblem> {
 
 /// Where the reader is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+enum Section {
     /// Before the first line.
     Start,
     /// After `[Version]`: the number comes next.
@@ -413,7 +413,7 @@ pub struct Reader<R> {
     end: usize,
     eof: bool,
     line_no: u64,
-    state: State,
+    state: Section,
     version: Option<u32>,
     seen_files: bool,
     seen_algos: u8,
@@ -430,7 +430,7 @@ impl<R: BufRead> Reader<R> {
             end: 0,
             eof: false,
             line_no: 0,
-            state: State::Start,
+            state: Section::Start,
             version: None,
             seen_files: false,
             seen_algos: 0,
@@ -461,7 +461,7 @@ impl<R: BufRead> Reader<R> {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) => {
-                self.state = State::Done;
+                self.state = Section::Done;
                 return Err(e);
             }
         }
@@ -469,8 +469,8 @@ impl<R: BufRead> Reader<R> {
         // the line stays borrowed for the success path.
         let line: &[u8] = &self.buf[self.line_start..self.line_end];
         let parsed = match self.state {
-            State::Files => parse_entry(line).map(Item::Entry),
-            State::Checksums(algo) => parse_checksum(algo, line).map(Item::Checksum),
+            Section::Files => parse_entry(line).map(Item::Entry),
+            Section::Checksums(algo) => parse_checksum(algo, line).map(Item::Checksum),
             _ => unreachable!("advance yields items only inside a section"),
         };
         match parsed {
@@ -480,7 +480,7 @@ impl<R: BufRead> Reader<R> {
                 number: self.line_no,
             })),
             Err(problem) => {
-                self.state = State::Done;
+                self.state = Section::Done;
                 Err(ListError::Format {
                     line: self.line_no.max(1),
                     problem,
@@ -507,15 +507,15 @@ impl<R: BufRead> Reader<R> {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
                 Err(e) => {
-                    self.state = State::Done;
+                    self.state = Section::Done;
                     return Err(e);
                 }
             }
-            let State::Checksums(algo) = self.state else {
+            let Section::Checksums(algo) = self.state else {
                 break;
             };
             if let Err(problem) = parse_checksum(algo, &self.buf[self.line_start..self.line_end]) {
-                self.state = State::Done;
+                self.state = Section::Done;
                 return Err(self.error(problem));
             }
         }
@@ -528,7 +528,7 @@ impl<R: BufRead> Reader<R> {
         match parse_entry(line) {
             Ok(e) => Ok((e, self.line_no)),
             Err(problem) => {
-                self.state = State::Done;
+                self.state = Section::Done;
                 Err(ListError::Format {
                     line: self.line_no.max(1),
                     problem,
@@ -540,13 +540,13 @@ impl<R: BufRead> Reader<R> {
     /// Reads lines until one that is an item of the current section (true) or the end (false).
     fn advance(&mut self) -> Result<bool, ListError> {
         loop {
-            if self.state == State::Done {
+            if self.state == Section::Done {
                 return Ok(false);
             }
             if !self.read_line()? {
                 return match self.state {
-                    State::End => {
-                        self.state = State::Done;
+                    Section::End => {
+                        self.state = Section::Done;
                         Ok(false)
                     }
                     _ => Err(self.error(Problem::Truncated)),
@@ -554,25 +554,29 @@ impl<R: BufRead> Reader<R> {
             }
             let line = &self.buf[self.line_start..self.line_end];
             match self.state {
-                State::Start => {
+                Section::Start => {
                     if line != b"[Version]" {
                         return Err(self.error(Problem::NoVersion));
                     }
-                    self.state = State::VersionNumber;
+                    self.state = Section::VersionNumber;
                 }
-                State::VersionNumber => {
+                Section::VersionNumber => {
                     let v = parse_version(line).map_err(|p| self.error(p))?;
                     self.version = Some(v);
-                    self.state = State::AfterVersion;
+                    self.state = Section::AfterVersion;
                 }
-                State::End => return Err(self.error(Problem::AfterEnd)),
-                State::Done => return Ok(false),
-                State::AfterVersion | State::Files | State::Checksums(_) | State::Between => {
+                Section::End => return Err(self.error(Problem::AfterEnd)),
+                Section::Done => return Ok(false),
+                Section::AfterVersion
+                | Section::Files
+                | Section::Checksums(_)
+                | Section::Between => {
                     if line.is_empty() {
-                        self.state = State::Between;
+                        self.state = Section::Between;
                     } else if line[0] == b'[' {
                         self.header()?;
-                    } else if self.state == State::Between || self.state == State::AfterVersion {
+                    } else if self.state == Section::Between || self.state == Section::AfterVersion
+                    {
                         return Err(self.error(Problem::OutsideSection));
                     } else {
                         return Ok(true);
@@ -594,14 +598,14 @@ impl<R: BufRead> Reader<R> {
                 return Err(self.error(Problem::MisplacedSection(shown())));
             }
             self.seen_files = true;
-            self.state = State::Files;
+            self.state = Section::Files;
             return Ok(());
         }
         if line == b"[End]" {
             if !self.seen_files {
                 return Err(self.error(Problem::NoFiles));
             }
-            self.state = State::End;
+            self.state = Section::End;
             return Ok(());
         }
         if line == b"[Version]" {
@@ -619,7 +623,7 @@ impl<R: BufRead> Reader<R> {
                     return Err(self.error(Problem::MisplacedSection(shown())));
                 }
                 self.seen_algos |= algo.bit();
-                self.state = State::Checksums(algo);
+                self.state = Section::Checksums(algo);
                 return Ok(());
             }
         }

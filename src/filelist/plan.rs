@@ -17,7 +17,7 @@
 //! plan is made again by the index planner: the baseline as a sorted array of (path hash,
 //! fingerprint of type, size and mtime) with a seen-bit per entry, the fetched list streamed
 //! against it, then the baseline again for the entries that left. That costs about 40 bytes per
-//! entry, so it is bounded by the entry cap ([`Limits::max_entries`]; beyond it a list is
+//! entry, so it is bounded by the entry cap ([`PlanLimits::max_entries`]; beyond it a list is
 //! refused with [`PlanError::TooManyEntries`], class `Fallback`: a plain rsync). The hashes are
 //! keyed with a random key per run (SipHash, as std's `RandomState`), so a hostile list cannot
 //! craft collisions; an accidental one (odds about n²/2⁶⁵) makes the planner refuse the list,
@@ -54,16 +54,16 @@ use crate::request::{escape_bytes, RelDir};
 /// entry, 2 GB at the cap); a sorted list costs the same small memory at any size.
 pub const MAX_ENTRIES: u64 = 50_000_000;
 
-/// Limits a plan runs under (the handler's admin-settable ones).
+/// PlanLimits a plan runs under (the handler's admin-settable ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct PlanLimits {
     /// Most entries either list may hold; beyond it: [`PlanError::TooManyEntries`].
     pub max_entries: u64,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
+impl Default for PlanLimits {
+    fn default() -> PlanLimits {
+        PlanLimits {
             max_entries: MAX_ENTRIES,
         }
     }
@@ -125,7 +125,7 @@ pub enum PlanError {
     InvalidBaseline { list: PathBuf, reason: String },
     /// More deletions than `max_delete`.
     TooManyDeletions { delete: u64, max_delete: u64 },
-    /// A list (fetched or baseline) holds more entries than [`Limits::max_entries`]: it is
+    /// A list (fetched or baseline) holds more entries than [`PlanLimits::max_entries`]: it is
     /// not planned (a plain rsync instead) and does not become a baseline.
     TooManyEntries { list: PathBuf, max_entries: u64 },
     /// Reading or writing a file failed.
@@ -459,21 +459,21 @@ fn explain(keys: &Keys, list: &Path, flaw: Flaw) -> Result<String, PlanError> {
 
 /// Reads a whole fetched list and applies every check the planner applies (the reader's, then
 /// duplicates and parents). For a run without a baseline, before its list becomes one.
-/// Returns the number of entries. Under the default [`Limits`].
+/// Returns the number of entries. Under the default [`PlanLimits`].
 pub fn validate(list: &Path) -> Result<u64, PlanError> {
-    validate_limited(list, &Limits::default())
+    validate_limited(list, &PlanLimits::default())
 }
 
 /// [`validate`] under `limits`. A list in list order is checked in one pass in small memory;
 /// any other order by the index (see the module docs).
-pub fn validate_limited(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
+pub fn validate_limited(list: &Path, limits: &PlanLimits) -> Result<u64, PlanError> {
     match validate_sorted(list, limits)? {
         Some(count) => Ok(count),
         None => validate_indexed(list, limits),
     }
 }
 
-fn validate_indexed(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
+fn validate_indexed(list: &Path, limits: &PlanLimits) -> Result<u64, PlanError> {
     let keys = Keys::new();
     let mut structure = Structure::new();
     let mut reader = Reader::new(open(list)?);
@@ -494,7 +494,7 @@ fn validate_indexed(list: &Path, limits: &Limits) -> Result<u64, PlanError> {
     Ok(count)
 }
 
-fn check_count(count: u64, list: &Path, limits: &Limits) -> Result<(), PlanError> {
+fn check_count(count: u64, list: &Path, limits: &PlanLimits) -> Result<(), PlanError> {
     if count > limits.max_entries {
         return Err(PlanError::TooManyEntries {
             list: list.to_owned(),
@@ -544,14 +544,14 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Plans the run (see the module docs) under the default [`Limits`]. Errors are classified by
+/// Plans the run (see the module docs) under the default [`PlanLimits`]. Errors are classified by
 /// [`PlanError::class`].
 pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
-    plan_limited(req, &Limits::default())
+    plan_limited(req, &PlanLimits::default())
 }
 
 /// [`plan`] under `limits` (the handler's `max_list_entries`).
-pub fn plan_limited(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
+pub fn plan_limited(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, PlanError> {
     // Outputs of an earlier run must never be mistaken for this one's.
     for out in [req.transfer_out, req.delete_out] {
         match fs::remove_file(out) {
@@ -609,7 +609,7 @@ fn commit_outputs<P: AsRef<[u8]>>(
 }
 
 /// The index planner, for lists not in list order (see the module docs).
-fn plan_indexed(req: &PlanRequest<'_>, limits: &Limits) -> Result<Plan, PlanError> {
+fn plan_indexed(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, PlanError> {
     let (mut transfer_file, delete_file) = outputs(req)?;
     let keys = Keys::new();
     let scope = req.scope;
@@ -836,7 +836,7 @@ impl Stream {
     }
 
     /// The next entry (checksum lines are checked and passed over), checked.
-    fn next(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
+    fn next(&mut self, path: &Path, limits: &PlanLimits) -> Result<Next<'_>, PlanError> {
         if self.next_line(path)?.is_none() {
             return Ok(Next::End);
         }
@@ -851,7 +851,7 @@ impl Stream {
     }
 
     /// The line [`Stream::next_line`] returned, parsed and checked.
-    fn current(&mut self, path: &Path, limits: &Limits) -> Result<Next<'_>, PlanError> {
+    fn current(&mut self, path: &Path, limits: &PlanLimits) -> Result<Next<'_>, PlanError> {
         let (e, line) = self
             .reader
             .current_entry()
@@ -867,7 +867,7 @@ impl Stream {
 }
 
 /// [`validate`] in one pass; `None` when the list is not in list order.
-fn validate_sorted(list: &Path, limits: &Limits) -> Result<Option<u64>, PlanError> {
+fn validate_sorted(list: &Path, limits: &PlanLimits) -> Result<Option<u64>, PlanError> {
     let mut stream = Stream::open(list, Side::Fetched)?;
     loop {
         match stream.next(list, limits)? {
@@ -880,7 +880,7 @@ fn validate_sorted(list: &Path, limits: &Limits) -> Result<Option<u64>, PlanErro
 
 /// The merge planner (see the module docs); `None` when either list is not in list order
 /// (nothing is left behind: the outputs are dropped uncommitted).
-fn plan_sorted(req: &PlanRequest<'_>, limits: &Limits) -> Result<Option<Plan>, PlanError> {
+fn plan_sorted(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Option<Plan>, PlanError> {
     let (mut transfer_file, delete_file) = outputs(req)?;
     let (scope, skip) = (req.scope, req.skip_restricted);
     let mut base = Stream::open(req.baseline, Side::Baseline)?;
@@ -974,7 +974,7 @@ fn next_pair<'a, 'b>(
     base: &'a mut Stream,
     fetched: &'b mut Stream,
     req: &PlanRequest<'_>,
-    limits: &Limits,
+    limits: &PlanLimits,
     entries: &mut u64,
 ) -> Result<(Next<'a>, Next<'b>), PlanError> {
     let mut passed = 0u64;
@@ -1033,7 +1033,7 @@ pub fn write_baseline(
     scope: Option<&RelDir>,
     out: &Path,
 ) -> Result<(), PlanError> {
-    write_baseline_limited(old, fetched, scope, out, &Limits::default())
+    write_baseline_limited(old, fetched, scope, out, &PlanLimits::default())
 }
 
 /// [`write_baseline`] under `limits`.
@@ -1042,7 +1042,7 @@ pub fn write_baseline_limited(
     fetched: &Path,
     scope: Option<&RelDir>,
     out: &Path,
-    limits: &Limits,
+    limits: &PlanLimits,
 ) -> Result<(), PlanError> {
     validate_limited(fetched, limits)?;
     let Some(scope) = scope else {
@@ -1205,7 +1205,7 @@ mod tests {
     }
 
     /// A plan and the bytes of its transfer and delete lists.
-    type Outcome = (Plan, Vec<u8>, Vec<u8>);
+    type PlanWithLists = (Plan, Vec<u8>, Vec<u8>);
 
     /// A baseline and a fetched list in a temp dir, planned by either planner.
     struct Case {
@@ -1226,10 +1226,10 @@ mod tests {
 
         fn run(
             &self,
-            how: fn(&PlanRequest<'_>, &Limits) -> Result<Option<Plan>, PlanError>,
+            how: fn(&PlanRequest<'_>, &PlanLimits) -> Result<Option<Plan>, PlanError>,
             scope: Option<&str>,
-            limits: &Limits,
-        ) -> Result<Option<Outcome>, PlanError> {
+            limits: &PlanLimits,
+        ) -> Result<Option<PlanWithLists>, PlanError> {
             let scope = scope.map(|s| RelDir::parse(s).unwrap());
             let (t, d) = (self.path("transfer"), self.path("delete"));
             let plan = how(
@@ -1247,15 +1247,16 @@ mod tests {
             Ok(plan.map(|p| (p, fs::read(&t).unwrap(), fs::read(&d).unwrap())))
         }
 
-        fn merged(&self, scope: Option<&str>) -> Option<Outcome> {
-            self.run(plan_sorted, scope, &Limits::default()).unwrap()
+        fn merged(&self, scope: Option<&str>) -> Option<PlanWithLists> {
+            self.run(plan_sorted, scope, &PlanLimits::default())
+                .unwrap()
         }
 
-        fn indexed(&self, scope: Option<&str>) -> Outcome {
+        fn indexed(&self, scope: Option<&str>) -> PlanWithLists {
             self.run(
                 |r, l| plan_indexed(r, l).map(Some),
                 scope,
-                &Limits::default(),
+                &PlanLimits::default(),
             )
             .unwrap()
             .unwrap()
@@ -1320,7 +1321,7 @@ mod tests {
         let p = case.run(
             |r, l| plan_limited(r, l).map(Some),
             None,
-            &Limits::default(),
+            &PlanLimits::default(),
         );
         assert_eq!(p.unwrap().unwrap().0.transfer, 0);
     }
@@ -1362,7 +1363,7 @@ mod tests {
             .run(
                 |r, l| plan_limited(r, l).map(Some),
                 None,
-                &Limits::default(),
+                &PlanLimits::default(),
             )
             .unwrap()
             .unwrap();
@@ -1389,7 +1390,7 @@ mod tests {
     fn the_entry_cap_refuses_either_list_on_either_path() {
         let mut bigger = tree();
         bigger.push(e("d", Kind::File, 1, 1));
-        let cap = Limits {
+        let cap = PlanLimits {
             max_entries: tree().len() as u64,
         };
         for (base, fetched, which) in [
@@ -1398,8 +1399,8 @@ mod tests {
         ] {
             let case = Case::new(&base, &fetched);
             for how in [
-                plan_sorted as fn(&PlanRequest<'_>, &Limits) -> _,
-                |r: &PlanRequest<'_>, l: &Limits| plan_indexed(r, l).map(Some),
+                plan_sorted as fn(&PlanRequest<'_>, &PlanLimits) -> _,
+                |r: &PlanRequest<'_>, l: &PlanLimits| plan_indexed(r, l).map(Some),
             ] {
                 let err = case.run(how, None, &cap).unwrap_err();
                 assert!(
@@ -1412,7 +1413,7 @@ mod tests {
                 assert!(!case.path("transfer").exists());
             }
             // At the cap exactly, both pass.
-            let at = Limits {
+            let at = PlanLimits {
                 max_entries: bigger.len() as u64,
             };
             assert!(case.run(plan_sorted, None, &at).unwrap().is_some());
@@ -1423,7 +1424,10 @@ mod tests {
             validate_limited(&fetched, &cap),
             Err(PlanError::TooManyEntries { .. })
         ));
-        assert_eq!(validate_limited(&fetched, &Limits::default()).unwrap(), 10);
+        assert_eq!(
+            validate_limited(&fetched, &PlanLimits::default()).unwrap(),
+            10
+        );
         assert!(matches!(
             validate_indexed(&fetched, &cap),
             Err(PlanError::TooManyEntries { .. })
@@ -1435,7 +1439,9 @@ mod tests {
         let mut dup = tree();
         dup.insert(4, e("a/x", Kind::Dir, 1, 1));
         let case = Case::new(&tree(), &dup);
-        let err = case.run(plan_sorted, None, &Limits::default()).unwrap_err();
+        let err = case
+            .run(plan_sorted, None, &PlanLimits::default())
+            .unwrap_err();
         assert_eq!(err.class(), ErrorClass::Fallback);
         assert!(
             err.to_string()
@@ -1451,7 +1457,7 @@ mod tests {
             .run(
                 |r, l| plan_limited(r, l).map(Some),
                 None,
-                &Limits::default(),
+                &PlanLimits::default(),
             )
             .unwrap_err();
         assert!(

@@ -2,7 +2,6 @@
 //! the key, so an admin can fix it without guessing.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -270,15 +269,7 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
 }
 
-/// A config error, already rendered as `<file> line N: <what>` (or `<file>: <what>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::config_text::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,20 +350,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses config text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let ctx = Ctx {
+    let ctx = HandlerToml {
         file: ConfigText { path, text },
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.file.toml_error(&e))?;
     let state_dir = match &raw.state_dir {
-        Some(s) => ctx.absolute(s, "state_dir")?,
+        Some(s) => ctx.file.absolute(s, "state_dir")?,
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
     let rsync = match &raw.rsync {
-        Some(r) => ctx.absolute(r, "rsync")?,
+        Some(r) => ctx.file.absolute(r, "rsync")?,
         None => PathBuf::from(DEFAULT_RSYNC),
     };
     let mirrorpush = match &raw.mirrorpush {
-        Some(m) => Some(ctx.absolute(m, "mirrorpush")?),
+        Some(m) => Some(ctx.file.absolute(m, "mirrorpush")?),
         None => None,
     };
     let mut modules = BTreeMap::new();
@@ -389,26 +380,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     })
 }
 
-struct Ctx<'a> {
+struct HandlerToml<'a> {
     file: ConfigText<'a>,
 }
 
-impl Ctx<'_> {
-    fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
-        ConfigError(self.file.at(span, what))
-    }
-
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        ConfigError(self.file.toml_error(e))
-    }
-
-    fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
-        self.file.absolute(value, key).map_err(ConfigError)
-    }
-
+impl HandlerToml<'_> {
     fn module(&self, name: &Spanned<String>, m: RawModule) -> Result<Module, ConfigError> {
         let module_name = ModuleName::parse(name.get_ref()).map_err(|e| {
-            self.at(
+            self.file.at(
                 name.span(),
                 format!(
                     "module name '{}' {e}",
@@ -418,15 +397,15 @@ impl Ctx<'_> {
         })?;
         let table = format!("[modules.{module_name}]");
         let source = self.source(&m.source, &table)?;
-        let dest = self.absolute(&m.dest, "dest")?;
+        let dest = self.file.absolute(&m.dest, "dest")?;
         if dest.parent().is_none() {
-            return Err(self.at(m.dest.span(), "'dest' must not be '/'"));
+            return Err(self.file.at(m.dest.span(), "'dest' must not be '/'"));
         }
         let mode = match m.mode.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
             None | Some(("detach", _)) => Mode::Detach,
             Some(("wait", _)) => Mode::Wait,
             Some((other, span)) => {
-                return Err(self.at(
+                return Err(self.file.at(
                     span,
                     format!("'mode' in {table} must be \"detach\" or \"wait\", not \"{other}\""),
                 ))
@@ -436,7 +415,9 @@ impl Ctx<'_> {
         for a in m.rsync_args.map(Spanned::into_inner).unwrap_or_default() {
             if let Err(why) = check_rsync_arg(a.get_ref()) {
                 // The element's own line: an array may span many.
-                return Err(self.at(a.span(), format!("'rsync_args' in {table}: {why}")));
+                return Err(self
+                    .file
+                    .at(a.span(), format!("'rsync_args' in {table}: {why}")));
             }
             rsync_args.push(a.into_inner());
         }
@@ -445,13 +426,13 @@ impl Ctx<'_> {
             Some(t) => match humantime::parse_duration(t.get_ref()) {
                 Ok(d) if !d.is_zero() => d,
                 Ok(_) => {
-                    return Err(self.at(
+                    return Err(self.file.at(
                         t.span(),
                         format!("'timeout' in {table} must be more than zero"),
                     ))
                 }
                 Err(e) => {
-                    return Err(self.at(
+                    return Err(self.file.at(
                         t.span(),
                         format!("'timeout' in {table}: {e} (examples: \"90s\", \"6h\")"),
                     ))
@@ -463,7 +444,7 @@ impl Ctx<'_> {
         let lastsync = self.rel_path(m.lastsync.as_ref(), "lastsync", &table)?;
         if let (Some(t), Some(l)) = (&trace, &lastsync) {
             if t == l {
-                return Err(self.at(
+                return Err(self.file.at(
                     m.lastsync.as_ref().map_or(0..0, Spanned::span),
                     format!("'trace' and 'lastsync' in {table} name the same file"),
                 ));
@@ -472,7 +453,7 @@ impl Ctx<'_> {
         let max_delete = match &m.max_delete {
             None => DEFAULT_MAX_DELETE,
             Some(v) => u64::try_from(*v.get_ref()).map_err(|_| {
-                self.at(
+                self.file.at(
                     v.span(),
                     format!("'max_delete' in {table} must not be negative"),
                 )
@@ -486,7 +467,7 @@ impl Ctx<'_> {
                     .iter()
                     .find(|p| p.is_empty() || p.bytes().any(|b| b.is_ascii_control()));
                 if let Some(bad) = bad {
-                    return Err(self.at(
+                    return Err(self.file.at(
                         patterns.span(),
                         format!(
                             "'last' in {table}: {:?} is not an rsync pattern (empty, or holds control characters)",
@@ -498,7 +479,7 @@ impl Ctx<'_> {
             }
         };
         let downstream = match &m.downstream {
-            Some(d) => Some(self.absolute(d, "downstream")?),
+            Some(d) => Some(self.file.absolute(d, "downstream")?),
             None => None,
         };
         let max_list_size = match &m.max_list_size {
@@ -510,7 +491,7 @@ impl Ctx<'_> {
             Some(v) => match u64::try_from(*v.get_ref()) {
                 Ok(n) if n > 0 => n,
                 _ => {
-                    return Err(self.at(
+                    return Err(self.file.at(
                         v.span(),
                         format!("'max_list_entries' in {table} must be more than zero"),
                     ))
@@ -550,7 +531,7 @@ impl Ctx<'_> {
         };
         match parsed {
             Some(n) if n > 0 => Ok(n),
-            _ => Err(self.at(
+            _ => Err(self.file.at(
                 v.span(),
                 format!(
                     "'{key}' in {table} must be a size more than zero: bytes, or a string such as \"3G\", \"512M\""
@@ -569,7 +550,7 @@ impl Ctx<'_> {
     ) -> Result<Option<RelDir>, ConfigError> {
         let Some(v) = value else { return Ok(None) };
         RelDir::parse(v.get_ref()).map(Some).map_err(|e| {
-            self.at(
+            self.file.at(
                 v.span(),
                 format!(
                     "'{key}' in {table} must be a relative path inside the module ('{}' {e})",
@@ -587,7 +568,7 @@ impl Ctx<'_> {
         let daemon = v.starts_with("rsync://") || v.contains("::");
         let local = v.starts_with('/');
         if !ok_chars || !(daemon || local) {
-            return Err(self.at(
+            return Err(self.file.at(
                 s.span(),
                 format!(
                     "'source' in {table} must be an rsync:// URL, host::module or an absolute path"

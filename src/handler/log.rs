@@ -14,7 +14,7 @@ use crate::request::escape_bytes;
 
 /// Who asked: the address from `SSH_CONNECTION` (or `local`) and the admin's key label.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub struct Requester {
     /// `ip port` escaped, or `local`.
     pub addr: String,
     /// Just the ip (or `local`), for the status "pushers" list.
@@ -22,8 +22,8 @@ pub struct Client {
     pub key: String,
 }
 
-impl Client {
-    pub fn from_env(key: Option<&str>) -> Client {
+impl Requester {
+    pub fn from_env(key: Option<&str>) -> Requester {
         let conn = std::env::var_os("SSH_CONNECTION");
         let fields: Vec<String> = conn
             .as_ref()
@@ -40,7 +40,7 @@ impl Client {
             [ip, port] if !ip.is_empty() => (format!("{ip} {port}"), ip.clone()),
             _ => ("local".to_owned(), "local".to_owned()),
         };
-        Client {
+        Requester {
             addr,
             ip,
             key: field(key.unwrap_or("-").as_bytes()),
@@ -63,7 +63,7 @@ pub fn log_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Renders one request line; `raw` is the request exactly as received.
-pub fn request_line(client: &Client, verdict: &str, raw: &[u8], reason: &str) -> String {
+pub fn request_line(client: &Requester, verdict: &str, raw: &[u8], reason: &str) -> String {
     format!(
         "{} client=\"{}\" key=\"{}\" verdict={verdict} request=\"{}\" reason=\"{}\"\n",
         now(),
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn request_line_is_one_escaped_line() {
-        let c = Client {
+        let c = Requester {
             addr: "10.0.0.1 5555".into(),
             ip: "10.0.0.1".into(),
             key: "master".into(),

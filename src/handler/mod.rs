@@ -1,16 +1,29 @@
 //! Mirror-side handler: the forced command that turns a validated `sync` request into a run of
 //! the module's runner. Synchronous and small: no tokio, no russh, no clap.
 //!
-//! The map, arrows pointing down (a module imports only modules below it):
-//! - [`main`] (here): argv and `SSH_ORIGINAL_COMMAND` to a verb, and the one root check.
-//! - The stranger path, [`serve`]: parse → admit → enqueue → answer or wait. It starts the
-//!   [`runner`], which drives each batch through the [`stages`] (decide → transfer → remove →
-//!   settle → record) and then hands a hub's push to [`downstream`].
-//! - Admin verbs: [`status`], [`check`], [`authorized_key`] (the key line for a master).
-//! - Below them: [`queue`] (the queue protocol), [`rsync`] (argv, version floor, what changed),
-//!   [`last_run`] (the run records), [`list_identity`] (the null check by `lstat`), [`destdir`] (the mirror tree by fd), [`trace`], [`pattern`] (rsync's pattern rules),
-//!   [`child`] (the one way to start a program), [`log`] (`handler.log`), [`state`] (every file
-//!   of the state dir), [`config`], [`cli`], [`exit`] (exit codes and answers).
+//! `main` (here) turns argv and `SSH_ORIGINAL_COMMAND` into a verb and makes the one root check.
+//! The modules below it, highest first: each imports only modules listed after it, so the
+//! arrows point down and no module imports one that imports it back (tests/module_layers.rs).
+//! - [`serve`]: the stranger path, read top-down: parse → admit → enqueue → answer or wait.
+//! - [`status`]: the `status` verb.
+//! - [`check`]: the `check` verb.
+//! - [`authorized_key`]: the key line an admin adds for a master.
+//! - [`runner`]: the one executor: drains the module's queue batch by batch through the stages.
+//! - [`downstream`]: a hub passing pushes on (the detached pusher).
+//! - [`stages`]: decide → transfer → remove → settle → record; no stage imports another.
+//! - [`trace`]: the trace and lastsync files.
+//! - [`log`]: the lines of `handler.log`.
+//! - [`list_identity`]: the null check by `lstat`.
+//! - [`last_run`]: the run records status shows.
+//! - [`queue`]: the queue protocol: appends, sequence numbers, batch results for waiters.
+//! - [`rsync`]: rsync's argv, version floor, and what a run changed.
+//! - [`child`]: the one way to start a program.
+//! - [`pattern`]: rsync's pattern rules.
+//! - [`destdir`]: the mirror tree by fd.
+//! - [`cli`]: the command line, to a verb.
+//! - [`config`]: reading and checking `handler.toml`.
+//! - [`state`]: every file of the state dir.
+//! - [`exit`]: exit codes and answers.
 
 mod authorized_key;
 mod check;

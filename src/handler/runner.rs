@@ -14,8 +14,8 @@ use super::exit::{EXIT_NOPERM, EXIT_OK, EXIT_TEMPFAIL};
 use super::last_run::{self, RunRecord, TargetRun};
 use super::log;
 use super::queue::{coalesce, BatchResult, ModuleLock, Queued, WHOLE_MODULE};
-use super::stages::decide::{self, Decision};
 use super::stages::record::{self, Timing};
+use super::stages::{decide, Decision, ListFetch};
 use super::stages::{remove, settle, target_name, transfer, Context, Event};
 use super::state::{self, ModuleDir};
 use super::{child, downstream};
@@ -140,7 +140,7 @@ fn run_batch(
     };
     let t0 = Instant::now();
     let list = transfer::fetch_list(&ctx);
-    if let decide::ListFetch::Failed(why) = &list {
+    if let ListFetch::Failed(why) = &list {
         write_events(
             cfg,
             m,

@@ -24,7 +24,7 @@ use super::exit::{
     fail, report, say, ExitError, EXIT_CONFIG, EXIT_NOPERM, EXIT_OK, EXIT_SYNC_FAILED,
     EXIT_TEMPFAIL, EXIT_USAGE,
 };
-use super::log::{self, Client};
+use super::log::{self, Requester};
 use super::queue::{BatchResult, ModuleLock, Queued};
 use super::state::{self, ModuleDir};
 use super::{destdir, last_run, rsync, runner};
@@ -67,7 +67,7 @@ pub(crate) fn request(inv: &Invocation, raw: &[u8], caller: Caller, plain: bool)
     if let Err(e) = state::ensure_dir(&cfg.state_dir) {
         return report(&state_failure(&cfg.state_dir, &e, caller.remote));
     }
-    let client = Client::from_env(inv.key.as_deref());
+    let client = Requester::from_env(inv.key.as_deref());
     let outcome = admit(&cfg, raw, &client, caller.remote, plain);
     let (verdict, reason) = match &outcome {
         Ok(a) if !caller.remote => ("accepted-local", a.note()),
@@ -121,7 +121,7 @@ pub(crate) fn refuse_and_log(inv: &Invocation, raw: &[u8], f: &ExitError, caller
         Err(e) => (config::state_dir_hint(&inv.config), e.0),
     };
     if state_dir.is_dir() {
-        let client = Client::from_env(inv.key.as_deref());
+        let client = Requester::from_env(inv.key.as_deref());
         let line = log::request_line(&client, "refused", raw, &reason);
         if let Err(e) = log::append(&state_dir, &line) {
             if f.code != EXIT_CONFIG {
@@ -160,7 +160,7 @@ impl Admitted {
 fn admit(
     cfg: &Config,
     raw: &[u8],
-    client: &Client,
+    client: &Requester,
     remote: bool,
     plain: bool,
 ) -> Result<Admitted, ExitError> {

@@ -2,7 +2,6 @@
 //! the handler's and the registry's are: unknown keys, bad durations and bad names are errors
 //! naming the file, the line and the key.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,18 +22,10 @@ const DEFAULT_EXCHANGE: &str = "amq.topic";
 /// Ids remembered at most; past that new triggers are refused rather than ids forgotten early.
 const DEFAULT_MAX_SEEN: usize = 100_000;
 
-/// A config error, rendered as `<file> line N: <what>` (or `<file>: <what>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::config_text::ConfigError;
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct ListenConfig {
     pub path: PathBuf,
     /// `None`: the `mirrorpush-handler` beside this binary.
     pub handler: Option<PathBuf>,
@@ -45,7 +36,7 @@ pub struct Config {
     pub max_age: Duration,
     pub max_seen: usize,
     pub broker: Option<Broker>,
-    pub triggers: Vec<Trigger>,
+    pub triggers: Vec<TriggerRule>,
     pub ack: Option<AckConfig>,
 }
 
@@ -57,7 +48,7 @@ pub struct Broker {
 }
 
 #[derive(Debug, Clone)]
-pub struct Trigger {
+pub struct TriggerRule {
     /// The binding pattern (`*`, `#`).
     pub topic: String,
     pub kind: TriggerKind,
@@ -91,7 +82,7 @@ pub struct AckConfig {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+struct RawListenConfig {
     handler: Option<Spanned<String>>,
     handler_config: Option<Spanned<String>>,
     mirror: Option<Spanned<String>>,
@@ -134,37 +125,38 @@ struct RawAck {
     signing_key: Spanned<String>,
 }
 
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub fn load(path: &Path) -> Result<ListenConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
     parse(path, &text)
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let ctx = Ctx {
+pub fn parse(path: &Path, text: &str) -> Result<ListenConfig, ConfigError> {
+    let ctx = ListenToml {
         file: ConfigText { path, text },
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
-    let mut cfg = Config {
+    let raw: RawListenConfig = toml::from_str(text).map_err(|e| ctx.file.toml_error(&e))?;
+    let mut cfg = ListenConfig {
         path: path.to_owned(),
         handler: raw
             .handler
             .as_ref()
-            .map(|h| ctx.absolute(h, "handler"))
+            .map(|h| ctx.file.absolute(h, "handler"))
             .transpose()?,
         handler_config: match &raw.handler_config {
-            Some(h) => ctx.absolute(h, "handler_config")?,
+            Some(h) => ctx.file.absolute(h, "handler_config")?,
             None => PathBuf::from(DEFAULT_HANDLER_CONFIG),
         },
         mirror: raw
             .mirror
             .as_ref()
             .map(|m| {
-                Name::parse(m.get_ref()).map_err(|e| ctx.at(m.span(), format!("'mirror': {e}")))
+                Name::parse(m.get_ref())
+                    .map_err(|e| ctx.file.at(m.span(), format!("'mirror': {e}")))
             })
             .transpose()?,
         state_dir: match &raw.state_dir {
-            Some(s) => ctx.absolute(s, "state_dir")?,
+            Some(s) => ctx.file.absolute(s, "state_dir")?,
             None => PathBuf::from(DEFAULT_STATE_DIR),
         },
         max_age: match &raw.max_age {
@@ -173,7 +165,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         },
         max_seen: match &raw.max_seen {
             Some(n) if *n.get_ref() >= 1 => *n.get_ref() as usize,
-            Some(n) => return Err(ctx.at(n.span(), "'max_seen' must be at least 1")),
+            Some(n) => return Err(ctx.file.at(n.span(), "'max_seen' must be at least 1")),
             None => DEFAULT_MAX_SEEN,
         },
         broker: None,
@@ -188,39 +180,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     if let Some(a) = raw.ack {
         if !topic::is_valid_pattern(a.topic.get_ref()) || a.topic.get_ref().contains(['*', '#']) {
-            return Err(ctx.at(a.topic.span(), "'topic' in [ack] must be a routing key"));
+            return Err(ctx
+                .file
+                .at(a.topic.span(), "'topic' in [ack] must be a routing key"));
         }
         if cfg.mirror.is_none() {
-            return Err(ctx.at(
+            return Err(ctx.file.at(
                 a.topic.span(),
                 "[ack] needs 'mirror' (this mirror's name in acks)",
             ));
         }
         cfg.ack = Some(AckConfig {
             topic: a.topic.get_ref().clone(),
-            signing_key: ctx.absolute(&a.signing_key, "signing_key")?,
+            signing_key: ctx.file.absolute(&a.signing_key, "signing_key")?,
         });
     }
     Ok(cfg)
 }
 
-struct Ctx<'a> {
+struct ListenToml<'a> {
     file: ConfigText<'a>,
 }
 
-impl Ctx<'_> {
-    fn at(&self, span: Range<usize>, what: impl std::fmt::Display) -> ConfigError {
-        ConfigError(self.file.at(span, what))
-    }
-
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        ConfigError(self.file.toml_error(e))
-    }
-
-    fn absolute(&self, value: &Spanned<String>, key: &str) -> Result<PathBuf, ConfigError> {
-        self.file.absolute(value, key).map_err(ConfigError)
-    }
-
+impl ListenToml<'_> {
     fn duration(
         &self,
         v: &Spanned<String>,
@@ -229,8 +211,10 @@ impl Ctx<'_> {
     ) -> Result<Duration, ConfigError> {
         match humantime::parse_duration(v.get_ref()) {
             Ok(d) if zero_ok || !d.is_zero() => Ok(d),
-            Ok(_) => Err(self.at(v.span(), format!("'{key}' must be more than zero"))),
-            Err(e) => Err(self.at(
+            Ok(_) => Err(self
+                .file
+                .at(v.span(), format!("'{key}' must be more than zero"))),
+            Err(e) => Err(self.file.at(
                 v.span(),
                 format!("'{key}': {e} (examples: \"90s\", \"10m\")"),
             )),
@@ -238,20 +222,20 @@ impl Ctx<'_> {
     }
 
     fn broker(&self, b: RawBroker) -> Result<Broker, ConfigError> {
-        BrokerUrl::parse(b.url.get_ref()).map_err(|e| self.at(b.url.span(), e))?;
+        BrokerUrl::parse(b.url.get_ref()).map_err(|e| self.file.at(b.url.span(), e))?;
         let queue = b.queue.get_ref();
         if queue.is_empty() || queue.len() > 255 || queue.starts_with("amq.") {
-            return Err(self.at(
+            return Err(self.file.at(
                 b.queue.span(),
                 "'queue' must be 1-255 bytes and not start with \"amq.\"",
             ));
         }
         let file = |v: &Option<Spanned<String>>, key: &str| {
-            v.as_ref().map(|p| self.absolute(p, key)).transpose()
+            v.as_ref().map(|p| self.file.absolute(p, key)).transpose()
         };
         let (cert, key) = (file(&b.cert, "cert")?, file(&b.key, "key")?);
         if cert.is_some() != key.is_some() {
-            return Err(self.at(
+            return Err(self.file.at(
                 b.url.span(),
                 "'cert' and 'key' go together: set both or neither",
             ));
@@ -270,11 +254,13 @@ impl Ctx<'_> {
         })
     }
 
-    fn trigger(&self, t: Spanned<RawTrigger>) -> Result<Trigger, ConfigError> {
+    fn trigger(&self, t: Spanned<RawTrigger>) -> Result<TriggerRule, ConfigError> {
         let line = self.file.line_of(t.span().start);
         let t = t.into_inner();
         if !topic::is_valid_pattern(t.topic.get_ref()) {
-            return Err(self.at(t.topic.span(), "'topic' is not a topic pattern"));
+            return Err(self
+                .file
+                .at(t.topic.span(), "'topic' is not a topic pattern"));
         }
         let kind = match (&t.allowed_signers, &t.module) {
             (Some(signers), None) => {
@@ -284,7 +270,7 @@ impl Ctx<'_> {
                     ("expect_change", &t.expect_change),
                 ] {
                     if let Some(v) = v {
-                        return Err(self.at(
+                        return Err(self.file.at(
                             v.span(),
                             format!(
                                 "'{key}' belongs to hint triggers (with 'module'), not signed ones"
@@ -299,34 +285,36 @@ impl Ctx<'_> {
                             .iter()
                             .map(|m| {
                                 ModuleName::parse(m).map_err(|e| {
-                                    self.at(list.span(), format!("'modules': module name {e}"))
+                                    self.file
+                                        .at(list.span(), format!("'modules': module name {e}"))
                                 })
                             })
                             .collect::<Result<Vec<_>, _>>()?,
                     ),
                 };
                 TriggerKind::Signed {
-                    allowed_signers: self.absolute(signers, "allowed_signers")?,
+                    allowed_signers: self.file.absolute(signers, "allowed_signers")?,
                     modules,
                 }
             }
             (None, Some(module)) => {
                 if let Some(m) = &t.modules {
-                    return Err(self.at(
+                    return Err(self.file.at(
                         m.span(),
                         "'modules' belongs to signed triggers; a hint names one 'module'",
                     ));
                 }
                 TriggerKind::Hint {
                     module: ModuleName::parse(module.get_ref()).map_err(|e| {
-                        self.at(module.span(), format!("'module': module name {e}"))
+                        self.file
+                            .at(module.span(), format!("'module': module name {e}"))
                     })?,
                     dir: t
                         .dir
                         .as_ref()
                         .map(|d| {
                             RelDir::parse(d.get_ref())
-                                .map_err(|e| self.at(d.span(), format!("'dir': dir {e}")))
+                                .map_err(|e| self.file.at(d.span(), format!("'dir': dir {e}")))
                         })
                         .transpose()?,
                     settle: match &t.settle {
@@ -340,18 +328,18 @@ impl Ctx<'_> {
                         .transpose()?,
                 }
             }
-            (Some(s), Some(_)) => return Err(self.at(
+            (Some(s), Some(_)) => return Err(self.file.at(
                 s.span(),
                 "a [[trigger]] has either 'allowed_signers' (signed) or 'module' (hint), not both",
             )),
             (None, None) => {
-                return Err(self.at(
+                return Err(self.file.at(
                     t.topic.span(),
                     "a [[trigger]] needs 'allowed_signers' (signed triggers) or 'module' (a hint)",
                 ))
             }
         };
-        Ok(Trigger {
+        Ok(TriggerRule {
             topic: t.topic.into_inner(),
             kind,
             line,

@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use ssh_key::PrivateKey;
 
-use super::config::{Broker, Config, TriggerKind};
-use super::gate::{Admitted, Gate, Refusal, Route};
-use super::handoff::{Answer, Handler};
+use super::config::{Broker, ListenConfig, TriggerKind};
+use super::gate::{AdmittedTrigger, Gate, Refusal, Route};
+use super::handoff::{Handler, HandoffAnswer};
 use super::state::{self, Counters, PendingHint, Seen};
 use super::{log, quoted};
 use crate::bus::amqp::{AmqpError, Backoff, Client, Delivery, Outgoing};
@@ -49,7 +49,7 @@ fn classify(e: AmqpError) -> End {
 }
 
 pub struct Daemon {
-    cfg: Config,
+    cfg: ListenConfig,
     broker: Broker,
     gate: Gate,
     handler: Handler,
@@ -68,7 +68,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(
-        cfg: Config,
+        cfg: ListenConfig,
         gate: Gate,
         ack_key: Option<PrivateKey>,
     ) -> Result<Daemon, (i32, String)> {
@@ -300,10 +300,10 @@ impl Daemon {
     /// requests over (coalesced), then remember the ids and ack.
     async fn batch(&mut self, client: &Arc<Client>, batch: Vec<Delivery>) -> Result<(), End> {
         let now = SystemTime::now();
-        let mut accepted: Vec<(u64, Admitted)> = Vec::new();
+        let mut accepted: Vec<(u64, AdmittedTrigger)> = Vec::new();
         let mut refused: Vec<(u64, Refusal)> = Vec::new();
         let mut hint_tags = Vec::new();
-        let mut already: Vec<(u64, Admitted)> = Vec::new();
+        let mut already: Vec<(u64, AdmittedTrigger)> = Vec::new();
         {
             let _l = state::lock(&self.cfg.state_dir)
                 .map_err(|e| End::Lost(format!("state dir: {e}")))?;
@@ -427,11 +427,11 @@ impl Daemon {
     async fn hand_over(
         &mut self,
         client: &Arc<Client>,
-        accepted: Vec<(u64, Admitted)>,
+        accepted: Vec<(u64, AdmittedTrigger)>,
     ) -> Result<(), End> {
         let requests = coalesce(accepted.iter().map(|(_, a)| &a.verified.trigger.request));
         let started = SystemTime::now();
-        let mut answers: BTreeMap<String, Answer> = BTreeMap::new();
+        let mut answers: BTreeMap<String, HandoffAnswer> = BTreeMap::new();
         let mut todo = requests.clone();
         let mut backoff = Backoff::new(Duration::from_secs(60));
         while !todo.is_empty() {
@@ -454,7 +454,7 @@ impl Daemon {
                     quoted(a.detail())
                 ));
                 match a {
-                    Answer::Retry(_) => todo.push(r),
+                    HandoffAnswer::Retry(_) => todo.push(r),
                     other => {
                         answers.insert(r.to_string(), other);
                     }
@@ -484,10 +484,10 @@ impl Daemon {
                 .find(|r| covers(r, &t.request))
                 .and_then(|r| answers.get(&r.to_string()));
             let result = match answer {
-                Some(Answer::Synced(_)) => AckResult::Synced,
-                Some(Answer::Accepted(_)) => AckResult::Accepted,
-                Some(Answer::Failed(_)) => AckResult::Failed,
-                Some(Answer::Refused(code, why)) => {
+                Some(HandoffAnswer::Synced(_)) => AckResult::Synced,
+                Some(HandoffAnswer::Accepted(_)) => AckResult::Accepted,
+                Some(HandoffAnswer::Failed(_)) => AckResult::Failed,
+                Some(HandoffAnswer::Refused(code, why)) => {
                     let r = Refusal::new(
                         if *code == 64 {
                             "handler-64"
@@ -500,14 +500,14 @@ impl Daemon {
                     rejects.push((tag, r));
                     continue;
                 }
-                Some(Answer::Retry(_)) | None => continue,
+                Some(HandoffAnswer::Retry(_)) | None => continue,
             };
             if result == AckResult::Failed {
                 self.delta.failed_runs += 1;
             }
             self.delta.accepted += 1;
             remember.push((t.id.to_string(), a.remember_until));
-            let detail = answer.map_or("", Answer::detail).to_owned();
+            let detail = answer.map_or("", HandoffAnswer::detail).to_owned();
             acks.push((tag, t.clone(), result, detail));
         }
         // Remember the ids before acking: a crash in between makes a redelivery a refused
@@ -672,7 +672,9 @@ impl Daemon {
                 // Waiting, whatever the mode: the run's kinds below must be this run's.
                 let a = handler.sync(&req, false);
                 let kinds = match a {
-                    Answer::Synced(_) | Answer::Accepted(_) => handler.last_run_kinds(&req),
+                    HandoffAnswer::Synced(_) | HandoffAnswer::Accepted(_) => {
+                        handler.last_run_kinds(&req)
+                    }
                     _ => Ok(Vec::new()),
                 };
                 (a, kinds)
@@ -689,7 +691,7 @@ impl Daemon {
                 Vec::new()
             });
             let null_run = !kinds.is_empty() && kinds.iter().all(|k| k == "null");
-            let unchanged = null_run || matches!(answer, Answer::Failed(_));
+            let unchanged = null_run || matches!(answer, HandoffAnswer::Failed(_));
             log(&format!(
                 "hint handoff request={} answer={} kinds={} detail={}",
                 quoted(&h.request),
@@ -703,11 +705,11 @@ impl Daemon {
             ));
             let slot = &mut self.hints[i];
             match (&answer, expect_change) {
-                (Answer::Retry(_), _) => {
+                (HandoffAnswer::Retry(_), _) => {
                     slot.next_try = now + retry_delay(settle, slot.attempts).as_secs();
                     slot.attempts += 1;
                 }
-                (Answer::Refused(..), _) => done.push(i),
+                (HandoffAnswer::Refused(..), _) => done.push(i),
                 (_, Some(window)) if unchanged => {
                     if now < first + window.as_secs() {
                         let wait = retry_delay(settle, slot.attempts);

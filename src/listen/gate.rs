@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::config::{Config, Trigger, TriggerKind};
+use super::config::{ListenConfig, TriggerKind, TriggerRule};
 use crate::bus::envelope::{self, Envelope, EnvelopeError, VerifiedTrigger};
 use crate::bus::signers::AllowedSigners;
 use crate::bus::topic;
@@ -47,7 +47,7 @@ fn from_envelope(e: EnvelopeError, id: Option<String>) -> Refusal {
 
 /// A trigger that passed every check but the replay check.
 #[derive(Debug, Clone)]
-pub struct Admitted {
+pub struct AdmittedTrigger {
     pub verified: VerifiedTrigger,
     /// Until when (epoch seconds) its id must be remembered.
     pub remember_until: u64,
@@ -55,7 +55,7 @@ pub struct Admitted {
 
 /// The triggers of listen.toml with their allowed_signers loaded.
 pub struct Gate {
-    triggers: Vec<(Trigger, Option<AllowedSigners>)>,
+    triggers: Vec<(TriggerRule, Option<AllowedSigners>)>,
     max_age: Duration,
 }
 
@@ -70,7 +70,7 @@ pub enum Route {
 
 impl Gate {
     /// Loads every allowed_signers file; returns the gate and the files' warnings.
-    pub fn new(cfg: &Config) -> Result<(Gate, Vec<String>), String> {
+    pub fn new(cfg: &ListenConfig) -> Result<(Gate, Vec<String>), String> {
         let mut triggers = Vec::new();
         let mut warnings = Vec::new();
         for t in &cfg.triggers {
@@ -101,7 +101,7 @@ impl Gate {
         ))
     }
 
-    pub fn trigger(&self, i: usize) -> &Trigger {
+    pub fn trigger(&self, i: usize) -> &TriggerRule {
         &self.triggers[i].0
     }
 
@@ -125,7 +125,7 @@ impl Gate {
         body: &[u8],
         routing_key: Option<&str>,
         now: SystemTime,
-    ) -> Result<Admitted, Refusal> {
+    ) -> Result<AdmittedTrigger, Refusal> {
         let env = Envelope::from_json(body).map_err(|e| from_envelope(e, None))?;
         self.check_envelope(&env, routing_key, now)
     }
@@ -135,7 +135,7 @@ impl Gate {
         env: &Envelope,
         routing_key: Option<&str>,
         now: SystemTime,
-    ) -> Result<Admitted, Refusal> {
+    ) -> Result<AdmittedTrigger, Refusal> {
         let trigger = envelope::Trigger::parse(&env.payload).map_err(|e| from_envelope(e, None))?;
         let id = Some(trigger.id.to_string());
         let mut refusal = Refusal::new(
@@ -221,7 +221,7 @@ impl Gate {
         // Remembered max_age plus the minute of skew from now: longer than the trigger (or
         // a copy of it) could pass the age check.
         let remember_until = super::state::epoch(now + self.max_age + FUTURE_SKEW) + 1;
-        Ok(Admitted {
+        Ok(AdmittedTrigger {
             verified,
             remember_until,
         })

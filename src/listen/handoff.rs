@@ -10,7 +10,7 @@ use crate::request::Request;
 
 /// The handler's answer to one hand-off, by its exit code (the handler's contract).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum HandoffAnswer {
     /// Exit 0, `synced`: the run covering the request ended well.
     Synced(String),
     /// Exit 0, `accepted` or `queued`.
@@ -23,24 +23,24 @@ pub enum Answer {
     Retry(String),
 }
 
-impl Answer {
+impl HandoffAnswer {
     pub fn word(&self) -> &'static str {
         match self {
-            Answer::Synced(_) => "synced",
-            Answer::Accepted(_) => "accepted",
-            Answer::Failed(_) => "failed",
-            Answer::Refused(..) => "refused",
-            Answer::Retry(_) => "retry",
+            HandoffAnswer::Synced(_) => "synced",
+            HandoffAnswer::Accepted(_) => "accepted",
+            HandoffAnswer::Failed(_) => "failed",
+            HandoffAnswer::Refused(..) => "refused",
+            HandoffAnswer::Retry(_) => "retry",
         }
     }
 
     pub fn detail(&self) -> &str {
         match self {
-            Answer::Synced(d)
-            | Answer::Accepted(d)
-            | Answer::Failed(d)
-            | Answer::Refused(_, d)
-            | Answer::Retry(d) => d,
+            HandoffAnswer::Synced(d)
+            | HandoffAnswer::Accepted(d)
+            | HandoffAnswer::Failed(d)
+            | HandoffAnswer::Refused(_, d)
+            | HandoffAnswer::Retry(d) => d,
         }
     }
 }
@@ -82,7 +82,7 @@ impl Handler {
     /// With `by_mode` the handler answers as it answers a push: a `detach` module says
     /// `accepted` or `queued` at once (a detached runner syncs), a `wait` module `synced` or
     /// the failure once the covering run ended. Without it the handler always waits.
-    pub fn sync(&self, request: &Request, by_mode: bool) -> Answer {
+    pub fn sync(&self, request: &Request, by_mode: bool) -> HandoffAnswer {
         let mut cmd = self.command();
         cmd.arg("sync");
         if by_mode {
@@ -94,7 +94,9 @@ impl Handler {
         }
         let out = match cmd.output() {
             Ok(o) => o,
-            Err(e) => return Answer::Retry(format!("cannot run {}: {e}", self.program.display())),
+            Err(e) => {
+                return HandoffAnswer::Retry(format!("cannot run {}: {e}", self.program.display()))
+            }
         };
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -104,12 +106,12 @@ impl Handler {
             stderr
         };
         match out.status.code() {
-            Some(0) if stdout.starts_with("synced") => Answer::Synced(stdout),
-            Some(0) => Answer::Accepted(stdout),
-            Some(1) => Answer::Failed(text),
-            Some(code @ (64 | 77)) => Answer::Refused(code, text),
-            Some(code) => Answer::Retry(format!("handler exit {code}: {text}")),
-            None => Answer::Retry(format!("handler killed: {}", out.status)),
+            Some(0) if stdout.starts_with("synced") => HandoffAnswer::Synced(stdout),
+            Some(0) => HandoffAnswer::Accepted(stdout),
+            Some(1) => HandoffAnswer::Failed(text),
+            Some(code @ (64 | 77)) => HandoffAnswer::Refused(code, text),
+            Some(code) => HandoffAnswer::Retry(format!("handler exit {code}: {text}")),
+            None => HandoffAnswer::Retry(format!("handler killed: {}", out.status)),
         }
     }
 

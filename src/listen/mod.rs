@@ -29,9 +29,9 @@ use ssh_key::PrivateKey;
 
 use crate::bus::envelope::{Envelope, MAX_TEXT_LEN};
 use crate::request::escape_bytes;
-use config::Config;
+use config::ListenConfig;
 use gate::{Gate, Refusal};
-use handoff::{Answer, Handler};
+use handoff::{Handler, HandoffAnswer};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -44,7 +44,7 @@ const USAGE: &str =
     "usage: mirrorpush-listen [--config FILE] [--stdin | status [--json] | check | --version]";
 
 #[derive(Debug, PartialEq, Eq)]
-enum Verb {
+enum ListenVerb {
     Daemon,
     Stdin,
     Status { json: bool },
@@ -53,13 +53,13 @@ enum Verb {
     Help,
 }
 
-fn parse_args(args: &[OsString]) -> Result<(PathBuf, Verb), String> {
+fn parse_args(args: &[OsString]) -> Result<(PathBuf, ListenVerb), String> {
     let mut config = PathBuf::from(config::DEFAULT_CONFIG);
     let mut verb = None;
     let mut json = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let set = |v: &mut Option<Verb>, new: Verb| match v {
+        let set = |v: &mut Option<ListenVerb>, new: ListenVerb| match v {
             None => {
                 *v = Some(new);
                 Ok(())
@@ -70,20 +70,20 @@ fn parse_args(args: &[OsString]) -> Result<(PathBuf, Verb), String> {
             Some("--config") => {
                 config = it.next().map(PathBuf::from).ok_or(USAGE)?;
             }
-            Some("--stdin") => set(&mut verb, Verb::Stdin)?,
-            Some("status") => set(&mut verb, Verb::Status { json: false })?,
+            Some("--stdin") => set(&mut verb, ListenVerb::Stdin)?,
+            Some("status") => set(&mut verb, ListenVerb::Status { json: false })?,
             Some("--json") => json = true,
-            Some("check") => set(&mut verb, Verb::Check)?,
-            Some("--version") => set(&mut verb, Verb::Version)?,
-            Some("--help" | "-h") => set(&mut verb, Verb::Help)?,
+            Some("check") => set(&mut verb, ListenVerb::Check)?,
+            Some("--version") => set(&mut verb, ListenVerb::Version)?,
+            Some("--help" | "-h") => set(&mut verb, ListenVerb::Help)?,
             _ => return Err(USAGE.to_owned()),
         }
     }
     let verb = match (verb, json) {
-        (Some(Verb::Status { .. }), json) => Verb::Status { json },
+        (Some(ListenVerb::Status { .. }), json) => ListenVerb::Status { json },
         (_, true) => return Err(USAGE.to_owned()),
         (Some(v), false) => v,
-        (None, false) => Verb::Daemon,
+        (None, false) => ListenVerb::Daemon,
     };
     Ok((config, verb))
 }
@@ -109,23 +109,23 @@ pub fn main(args: &[OsString]) -> i32 {
         Err(usage) => return fail(EXIT_USAGE, &usage),
     };
     match verb {
-        Verb::Help => {
+        ListenVerb::Help => {
             println!("{USAGE}");
             EXIT_OK
         }
-        Verb::Version => {
+        ListenVerb::Version => {
             println!("mirrorpush-listen {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        Verb::Status { json } => status(&config_path, json),
-        Verb::Check => check(&config_path),
-        Verb::Stdin => stdin(&config_path),
-        Verb::Daemon => daemon(&config_path),
+        ListenVerb::Status { json } => status(&config_path, json),
+        ListenVerb::Check => check(&config_path),
+        ListenVerb::Stdin => stdin(&config_path),
+        ListenVerb::Daemon => daemon(&config_path),
     }
 }
 
 /// Config, gate and ack key: what every mode but `status` needs.
-fn load(path: &Path) -> Result<(Config, Gate, Option<PrivateKey>, Vec<String>), String> {
+fn load(path: &Path) -> Result<(ListenConfig, Gate, Option<PrivateKey>, Vec<String>), String> {
     let cfg = config::load(path).map_err(|e| e.0)?;
     let (gate, warnings) = Gate::new(&cfg)?;
     let ack_key = match &cfg.ack {
@@ -198,7 +198,12 @@ fn stdin(path: &Path) -> i32 {
     code
 }
 
-fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Counters) -> i32 {
+fn stdin_inner(
+    cfg: &ListenConfig,
+    gate: &Gate,
+    input: &[u8],
+    counters: &mut state::Counters,
+) -> i32 {
     let refuse = |counters: &mut state::Counters, r: Refusal| {
         counters.refuse(r.reason);
         log(&format!(
@@ -260,9 +265,9 @@ fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Co
         quoted(answer.detail())
     ));
     let code = match &answer {
-        Answer::Synced(_) | Answer::Accepted(_) => EXIT_OK,
-        Answer::Failed(_) => EXIT_FAILED,
-        Answer::Refused(code, why) => {
+        HandoffAnswer::Synced(_) | HandoffAnswer::Accepted(_) => EXIT_OK,
+        HandoffAnswer::Failed(_) => EXIT_FAILED,
+        HandoffAnswer::Refused(code, why) => {
             let reason = if *code == 64 {
                 "handler-64"
             } else {
@@ -270,7 +275,7 @@ fn stdin_inner(cfg: &Config, gate: &Gate, input: &[u8], counters: &mut state::Co
             };
             return refuse(counters, Refusal::new(reason, why.clone(), Some(id)));
         }
-        Answer::Retry(why) => return fail(EXIT_TEMPFAIL, why),
+        HandoffAnswer::Retry(why) => return fail(EXIT_TEMPFAIL, why),
     };
     counters.accepted += 1;
     if code == EXIT_FAILED {
@@ -411,20 +416,20 @@ fn check(path: &Path) -> i32 {
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<(PathBuf, Verb), String> {
+    fn p(args: &[&str]) -> Result<(PathBuf, ListenVerb), String> {
         parse_args(&args.iter().map(OsString::from).collect::<Vec<_>>())
     }
 
     #[test]
     fn argv() {
-        assert_eq!(p(&[]).unwrap().1, Verb::Daemon);
+        assert_eq!(p(&[]).unwrap().1, ListenVerb::Daemon);
         assert_eq!(
             p(&["--config", "/x", "--stdin"]).unwrap(),
-            (PathBuf::from("/x"), Verb::Stdin)
+            (PathBuf::from("/x"), ListenVerb::Stdin)
         );
         assert_eq!(
             p(&["status", "--json"]).unwrap().1,
-            Verb::Status { json: true }
+            ListenVerb::Status { json: true }
         );
         assert!(p(&["--stdin", "check"]).is_err());
         assert!(p(&["--json"]).is_err());

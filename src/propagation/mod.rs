@@ -55,7 +55,7 @@ pub struct Lag {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
-pub struct Summary {
+pub struct PropagationSummary {
     pub push: i64,
     pub module: String,
     pub dir: Option<String>,
@@ -79,7 +79,7 @@ pub struct Summary {
 pub struct PushReport {
     pub push: PushRow,
     pub mirrors: Vec<MirrorLine>,
-    pub summary: Summary,
+    pub summary: PropagationSummary,
 }
 
 /// The report of push `id`.
@@ -148,7 +148,7 @@ pub fn from_rows(push: PushRow, rows: &[MirrorRow]) -> PushReport {
         ),
         None => format!("0 of {n} verified"),
     };
-    let summary = Summary {
+    let summary = PropagationSummary {
         push: push.id,
         module: push.module.clone(),
         dir: push.dir.clone(),
@@ -262,7 +262,7 @@ fn ms_text(ms: Option<i64>) -> String {
 }
 
 /// "8 of 10 verified within 3m12s; lag p50 1m02s, p90 2m50s, p99 -; stragglers: a, b".
-pub fn summary_text(s: &Summary) -> String {
+pub fn summary_text(s: &PropagationSummary) -> String {
     let mut line = format!(
         "{}; lag p50 {}, p90 {}, p99 {}",
         s.line,

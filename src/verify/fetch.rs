@@ -33,13 +33,13 @@ impl FetchError {
 
 /// The bounds of one fetch (the mirror's registry timeouts).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct FetchLimits {
     pub connect_timeout: Duration,
     pub timeout: Duration,
 }
 
 /// Fetches `base` (a tree URL ending in `/`) joined with `path` (checked relative path).
-pub async fn fetch(base: &str, path: &str, limits: Limits) -> Result<Vec<u8>, FetchError> {
+pub async fn fetch(base: &str, path: &str, limits: FetchLimits) -> Result<Vec<u8>, FetchError> {
     let url = format!("{base}{path}");
     match Scheme::of(base) {
         Some(Scheme::Http) | Some(Scheme::Https) => {
@@ -60,7 +60,7 @@ pub async fn fetch(base: &str, path: &str, limits: Limits) -> Result<Vec<u8>, Fe
     }
 }
 
-fn http_get(url: &str, https: bool, limits: Limits) -> Result<Vec<u8>, FetchError> {
+fn http_get(url: &str, https: bool, limits: FetchLimits) -> Result<Vec<u8>, FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(limits.timeout))
         .timeout_connect(Some(limits.connect_timeout))
@@ -137,7 +137,7 @@ impl Drop for Scratch {
 
 /// rsync's argv for fetching `url` into `dest`: exact, tested, nothing from the mirror in it
 /// but the URL the registry gave.
-pub fn rsync_argv(url: &str, dest: &Path, limits: Limits) -> Vec<String> {
+pub fn rsync_argv(url: &str, dest: &Path, limits: FetchLimits) -> Vec<String> {
     let secs = |d: Duration| d.as_secs().max(1).to_string();
     vec![
         "--quiet".into(),
@@ -153,7 +153,7 @@ pub fn rsync_argv(url: &str, dest: &Path, limits: Limits) -> Vec<String> {
     ]
 }
 
-async fn rsync_get(url: &str, limits: Limits) -> Result<Vec<u8>, FetchError> {
+async fn rsync_get(url: &str, limits: FetchLimits) -> Result<Vec<u8>, FetchError> {
     let scratch = Scratch::new()
         .map_err(|e| FetchError::new("internal", format!("cannot make a scratch dir: {e}")))?;
     let dest = scratch.0.join("proof");
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn rsync_argv_is_exact() {
-        let limits = Limits {
+        let limits = FetchLimits {
             connect_timeout: Duration::from_millis(500),
             timeout: Duration::from_secs(120),
         };

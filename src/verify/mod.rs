@@ -24,7 +24,7 @@ use crate::fanout::json;
 use crate::fanout::registry::Registry;
 use crate::fanout::report::short_duration;
 use crate::history::{now_ms, Checked, History, MirrorRow, PushRow};
-use fetch::{FetchError, Limits};
+use fetch::{FetchError, FetchLimits};
 use proof::Match;
 use spec::ProofSpec;
 
@@ -56,40 +56,40 @@ pub struct VerifyArgs {
 /// One mirror's state, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub enum VerifyState {
     Verified,
     Stale,
     Pending,
     Error,
 }
 
-impl State {
+impl VerifyState {
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Verified => "verified",
-            State::Stale => "stale",
-            State::Pending => "pending",
-            State::Error => "error",
+            VerifyState::Verified => "verified",
+            VerifyState::Stale => "stale",
+            VerifyState::Pending => "pending",
+            VerifyState::Error => "error",
         }
     }
 }
 
 /// One mirror to check.
 #[derive(Debug, Clone)]
-struct Target {
+struct MirrorCheck {
     name: String,
     url: String,
     proof: ProofSpec,
     /// The master's value recorded with the push, or why there is none.
     expected: Result<String, String>,
-    limits: Limits,
+    limits: FetchLimits,
     row: MirrorRow,
 }
 
 /// What is known of one target after a look.
 #[derive(Debug, Clone)]
 struct Look {
-    state: State,
+    state: VerifyState,
     class: Option<String>,
     detail: String,
     /// When it first matched (ms since the epoch).
@@ -102,7 +102,7 @@ struct Look {
 struct JsonMirror<'a> {
     mirror: &'a str,
     push: i64,
-    state: State,
+    state: VerifyState,
     error_class: Option<&'a str>,
     verified_after_ms: Option<i64>,
     detail: &'a str,
@@ -180,7 +180,7 @@ pub async fn run(
     let concurrency = registry.concurrency.max(1);
     loop {
         let now = Instant::now();
-        let round: Vec<&Target> = targets
+        let round: Vec<&MirrorCheck> = targets
             .iter()
             .filter(|t| due.get(&t.name).is_some_and(|(at, _)| *at <= now))
             .collect();
@@ -200,7 +200,7 @@ pub async fn run(
             let Some((at, backoff)) = due.get_mut(&c.mirror) else {
                 continue;
             };
-            if c.state == State::Verified.as_str() {
+            if c.state == VerifyState::Verified.as_str() {
                 due.remove(&c.mirror);
             } else {
                 *at = Instant::now() + *backoff;
@@ -210,7 +210,7 @@ pub async fn run(
         let all_verified = targets.iter().all(|t| {
             looks
                 .get(&t.name)
-                .is_some_and(|l| l.state == State::Verified)
+                .is_some_and(|l| l.state == VerifyState::Verified)
         });
         if !args.watch || all_verified || Instant::now() >= deadline {
             break;
@@ -238,7 +238,7 @@ fn plan(
     history: &History,
     id: i64,
     args: &VerifyArgs,
-) -> Result<(PushRow, Vec<Target>, Vec<String>), String> {
+) -> Result<(PushRow, Vec<MirrorCheck>, Vec<String>), String> {
     let fail = |e: crate::history::HistoryError| e.to_string();
     let push = history
         .push(id)
@@ -286,12 +286,12 @@ fn plan(
             .get(&proof.to_string())
             .cloned()
             .unwrap_or_else(|| Err("the master's value was not recorded".into()));
-        targets.push(Target {
+        targets.push(MirrorCheck {
             name: m.name.clone(),
             url,
             proof,
             expected,
-            limits: Limits {
+            limits: FetchLimits {
                 connect_timeout: m.connect_timeout,
                 timeout: m.timeout,
             },
@@ -303,12 +303,12 @@ fn plan(
 
 /// Looks at every target of a round, at most `concurrency` at once, until `deadline`.
 async fn look_all(
-    round: &[&Target],
+    round: &[&MirrorCheck],
     concurrency: usize,
     deadline: Instant,
     looks: &mut HashMap<String, Look>,
     progress: bool,
-    all: &[Target],
+    all: &[MirrorCheck],
 ) -> Vec<Checked> {
     let mut checks = Vec::with_capacity(round.len());
     let mut queue = round.iter();
@@ -343,7 +343,7 @@ async fn look_all(
                 // reported as timed out if it had none.
                 for (_, name) in in_flight.drain() {
                     looks.entry(name.clone()).or_insert_with(|| Look {
-                        state: State::Error,
+                        state: VerifyState::Error,
                         class: Some("timeout".into()),
                         detail: "still fetching at the deadline (--until)".into(),
                         verified_at: None,
@@ -367,7 +367,7 @@ async fn look_all(
             Some(Err(e)) => {
                 if let Some(name) = in_flight.remove(&e.id()) {
                     let look = Look {
-                        state: State::Error,
+                        state: VerifyState::Error,
                         class: Some("internal".into()),
                         detail: format!("the check failed: {e}"),
                         verified_at: None,
@@ -388,14 +388,14 @@ fn checked(name: &str, l: &Look, at: i64) -> Checked {
         state: l.state.as_str().to_owned(),
         error_class: l.class.clone(),
         checked_ms: at,
-        verified_serial: (l.state == State::Verified)
+        verified_serial: (l.state == VerifyState::Verified)
             .then(|| l.served.clone())
             .flatten(),
     }
 }
 
 /// What a look means for a mirror, given what it answered to the push.
-fn judge(t: &Target, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look {
+fn judge(t: &MirrorCheck, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look {
     let look = |state, class: Option<&str>, detail: String| Look {
         state,
         class: class.map(str::to_owned),
@@ -407,14 +407,14 @@ fn judge(t: &Target, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look 
         return Look {
             verified_at: Some(v),
             served: t.row.verified_serial.clone(),
-            ..look(State::Verified, None, "verified earlier".into())
+            ..look(VerifyState::Verified, None, "verified earlier".into())
         };
     }
     let expected = match &t.expected {
         Ok(v) => v,
         Err(e) => {
             return look(
-                State::Error,
+                VerifyState::Error,
                 Some("no-master-value"),
                 format!("the master's value was not recorded with the push: {e}"),
             )
@@ -422,14 +422,14 @@ fn judge(t: &Target, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look 
     };
     let served = match got {
         Some(Ok(bytes)) => bytes,
-        Some(Err(e)) => return look(State::Error, Some(&e.class), e.detail),
-        None => return look(State::Error, Some("internal"), "not fetched".into()),
+        Some(Err(e)) => return look(VerifyState::Error, Some(&e.class), e.detail),
+        None => return look(VerifyState::Error, Some("internal"), "not fetched".into()),
     };
     match proof::compare(&t.proof, expected, &served) {
         Match::Same(v) => Look {
             verified_at: Some(at),
             served: Some(v),
-            ..look(State::Verified, None, String::new())
+            ..look(VerifyState::Verified, None, String::new())
         },
         Match::Other(what) => {
             let push_class = t
@@ -439,18 +439,18 @@ fn judge(t: &Target, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look 
                 .filter(|_| t.row.ok == Some(false));
             if let Some(class) = push_class {
                 look(
-                    State::Error,
+                    VerifyState::Error,
                     Some(&class),
                     format!("the push failed; {what}"),
                 )
             } else if t.row.answer.as_deref() == Some("synced") {
                 look(
-                    State::Stale,
+                    VerifyState::Stale,
                     Some("stale"),
                     format!("answered synced but {what}"),
                 )
             } else {
-                look(State::Pending, None, format!("not yet: {what}"))
+                look(VerifyState::Pending, None, format!("not yet: {what}"))
             }
         }
     }
@@ -459,7 +459,7 @@ fn judge(t: &Target, got: Option<Result<Vec<u8>, FetchError>>, at: i64) -> Look 
 /// The progress line on a terminal: counts, fetches in flight, time left.
 fn draw(
     progress: bool,
-    all: &[Target],
+    all: &[MirrorCheck],
     looks: &HashMap<String, Look>,
     in_flight: usize,
     deadline: Instant,
@@ -467,15 +467,15 @@ fn draw(
     if !progress {
         return;
     }
-    let count = |s: State| looks.values().filter(|l| l.state == s).count();
+    let count = |s: VerifyState| looks.values().filter(|l| l.state == s).count();
     let left = deadline.saturating_duration_since(Instant::now());
     eprint!(
         "\r\x1b[K{}/{} verified, {} stale, {} pending, {} errors, {} fetching, {} left",
-        count(State::Verified),
+        count(VerifyState::Verified),
         all.len(),
-        count(State::Stale),
-        count(State::Pending),
-        count(State::Error),
+        count(VerifyState::Stale),
+        count(VerifyState::Pending),
+        count(VerifyState::Error),
         in_flight,
         short_duration(left.as_millis() as u64)
     );
@@ -484,7 +484,7 @@ fn draw(
 /// Prints every target's state and the summary; returns the summary.
 fn print(
     push: &PushRow,
-    targets: &[Target],
+    targets: &[MirrorCheck],
     looks: &HashMap<String, Look>,
     left_out: &[String],
     as_json: bool,
@@ -498,17 +498,17 @@ fn print(
     let width = targets.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in targets {
         let l = looks.get(&t.name).cloned().unwrap_or(Look {
-            state: State::Pending,
+            state: VerifyState::Pending,
             class: None,
             detail: "not looked at before the deadline".into(),
             verified_at: None,
             served: None,
         });
         match l.state {
-            State::Verified => s.verified += 1,
-            State::Stale => s.stale += 1,
-            State::Pending => s.pending += 1,
-            State::Error => s.errors += 1,
+            VerifyState::Verified => s.verified += 1,
+            VerifyState::Stale => s.stale += 1,
+            VerifyState::Pending => s.pending += 1,
+            VerifyState::Error => s.errors += 1,
         }
         let after = l.verified_at.map(|v| (v - push.started).max(0));
         if let Some(a) = after {
@@ -595,13 +595,13 @@ fn warn(message: &str) {
 mod tests {
     use super::*;
 
-    fn target(answer: Option<&str>, ok: Option<bool>, class: Option<&str>) -> Target {
-        Target {
+    fn target(answer: Option<&str>, ok: Option<bool>, class: Option<&str>) -> MirrorCheck {
+        MirrorCheck {
             name: "m1".into(),
             url: "http://127.0.0.1:1/fedora/".into(),
             proof: ProofSpec::parse("trace:project/trace/m1").unwrap(),
             expected: Ok("42".into()),
-            limits: Limits {
+            limits: FetchLimits {
                 connect_timeout: Duration::from_secs(1),
                 timeout: Duration::from_secs(1),
             },
@@ -620,20 +620,23 @@ mod tests {
         let old = Some(Ok(b"Archive serial: 41\n".to_vec()));
         let new = Some(Ok(b"Archive serial: 42\n".to_vec()));
         let l = judge(&target(Some("synced"), Some(true), None), old.clone(), 5);
-        assert_eq!((l.state, l.class.as_deref()), (State::Stale, Some("stale")));
+        assert_eq!(
+            (l.state, l.class.as_deref()),
+            (VerifyState::Stale, Some("stale"))
+        );
         let l = judge(&target(Some("accepted"), Some(true), None), old.clone(), 5);
-        assert_eq!(l.state, State::Pending);
+        assert_eq!(l.state, VerifyState::Pending);
         let l = judge(&target(None, Some(false), Some("push-connect")), old, 5);
         assert_eq!(
             (l.state, l.class.as_deref()),
-            (State::Error, Some("push-connect"))
+            (VerifyState::Error, Some("push-connect"))
         );
         // What it serves decides, whatever it answered.
         let l = judge(&target(None, Some(false), Some("push-connect")), new, 5);
-        assert_eq!((l.state, l.verified_at), (State::Verified, Some(5)));
+        assert_eq!((l.state, l.verified_at), (VerifyState::Verified, Some(5)));
         let html = Some(Ok(b"<html>\x1b[31m</html>".to_vec()));
         let l = judge(&target(Some("synced"), Some(true), None), html, 5);
-        assert_eq!(l.state, State::Stale);
+        assert_eq!(l.state, VerifyState::Stale);
         let err = Some(Err(FetchError {
             class: "http-404".into(),
             detail: "HTTP status 404".into(),
@@ -641,7 +644,7 @@ mod tests {
         let l = judge(&target(Some("synced"), Some(true), None), err, 5);
         assert_eq!(
             (l.state, l.class.as_deref()),
-            (State::Error, Some("http-404"))
+            (VerifyState::Error, Some("http-404"))
         );
     }
 

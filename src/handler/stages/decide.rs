@@ -10,58 +10,13 @@
 
 use std::collections::HashSet;
 
-use super::{event, Context, Event};
+use super::{event, Context, Decision, Event, ListFetch};
 use crate::filelist;
 use crate::filelist::plan::{self, ErrorClass, PlanError, PlanRequest};
 use crate::handler::destdir;
 use crate::handler::list_identity::{self, Identity};
 use crate::handler::state;
 use crate::request::RelDir;
-
-/// The module's file list for this batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ListFetch {
-    /// The module has no file list.
-    NotConfigured,
-    /// Fetched into the state dir.
-    Fetched,
-    /// Not fetched, and why: the batch runs plain.
-    Failed(String),
-}
-
-/// What a target gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// The list is unchanged since the last good run: nothing else runs.
-    Null,
-    /// Transfer the planned entries and remove those that left the list (the plan is in the
-    /// state dir).
-    Listed {
-        /// Entries to transfer: without any, nothing is opened or created under dest.
-        transfer: u64,
-    },
-    /// A plain rsync of the target.
-    Plain {
-        /// After a good one of the whole module the fetched list becomes the baseline.
-        adopt: bool,
-        /// Why a module with a file list runs plain, said in the run's result.
-        note: Option<String>,
-        /// The stored baseline no longer parses: drop it.
-        forget_baseline: bool,
-    },
-    /// Refused before anything ran (a file-list run that may not go ahead).
-    Refused(String),
-}
-
-impl Decision {
-    fn plain(adopt: bool, note: Option<String>) -> Decision {
-        Decision::Plain {
-            adopt,
-            note,
-            forget_baseline: false,
-        }
-    }
-}
 
 /// Decides one target. `plain_asked`: a local `sync --full`, a plain rsync whatever the list.
 pub(crate) fn target(
@@ -94,7 +49,7 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
         Identity::of(ctx.md, state::LIST_FETCHED),
         Identity::of(ctx.md, state::LIST_BASELINE),
     );
-    let limits = plan::Limits {
+    let limits = plan::PlanLimits {
         max_entries: ctx.m.max_list_entries,
     };
     let planned = plan::plan_limited(

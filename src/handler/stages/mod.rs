@@ -95,6 +95,53 @@ pub(crate) fn event(verdict: &'static str, detail: impl Into<String>) -> Event {
     }
 }
 
+// The values that flow from one stage to the next live here, so that no stage imports another.
+
+/// The module's file list for this batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListFetch {
+    /// The module has no file list.
+    NotConfigured,
+    /// Fetched into the state dir.
+    Fetched,
+    /// Not fetched, and why: the batch runs plain.
+    Failed(String),
+}
+
+/// What a target gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The list is unchanged since the last good run: nothing else runs.
+    Null,
+    /// Transfer the planned entries and remove those that left the list (the plan is in the
+    /// state dir).
+    Listed {
+        /// Entries to transfer: without any, nothing is opened or created under dest.
+        transfer: u64,
+    },
+    /// A plain rsync of the target.
+    Plain {
+        /// After a good one of the whole module the fetched list becomes the baseline.
+        adopt: bool,
+        /// Why a module with a file list runs plain, said in the run's result.
+        note: Option<String>,
+        /// The stored baseline no longer parses: drop it.
+        forget_baseline: bool,
+    },
+    /// Refused before anything ran (a file-list run that may not go ahead).
+    Refused(String),
+}
+
+impl Decision {
+    pub(crate) fn plain(adopt: bool, note: Option<String>) -> Decision {
+        Decision::Plain {
+            adopt,
+            note,
+            forget_baseline: false,
+        }
+    }
+}
+
 /// How a target is named in status and logs: `(all)` or the dir.
 pub(crate) fn target_name(dir: Option<&RelDir>) -> &str {
     dir.map_or(WHOLE_MODULE, RelDir::as_str)

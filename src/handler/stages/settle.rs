@@ -12,8 +12,7 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::decide::Decision;
-use super::{event, shown_in_dest, Context, Event};
+use super::{event, shown_in_dest, Context, Decision, Event};
 use crate::filelist::plan;
 use crate::handler::destdir;
 use crate::handler::last_run::TargetRun;

@@ -13,8 +13,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::decide::ListFetch;
-use super::{own_paths, target_name, Context};
+use super::{own_paths, target_name, Context, ListFetch};
 use crate::handler::destdir;
 use crate::handler::last_run::{RunKind, TargetRun};
 use crate::handler::pattern;
