@@ -184,7 +184,7 @@ fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Finding>) {
             Ok(()) => source_lists = true,
             // The module answers but its list is not there: the usual state before the
             // upstream's first publish (or, behind a hub, before the hub's first full run).
-            Err(why) if source_lists && names_a_missing_file(&why) => problems.push(Finding(
+            Err(ListFailure::Missing(_)) if source_lists => problems.push(Finding(
                 EXIT_CONFIG,
                 format!(
                     "module '{}': the upstream has not published its list yet ({source} does \
@@ -204,13 +204,24 @@ fn upstream(cfg: &Config, m: &Module, problems: &mut Vec<Finding>) {
     }
 }
 
-/// rsync's "partial transfer" exit with the sender's `link_stat ... No such file or directory`.
-fn names_a_missing_file(why: &str) -> bool {
-    why.starts_with("rsync exit 23") && why.contains("No such file or directory")
+/// Why a source did not list.
+enum ListFailure {
+    /// rsync's "partial transfer" exit with the sender's `link_stat ... No such file or
+    /// directory`: the upstream answers but the path is not there.
+    Missing(String),
+    Other(String),
+}
+
+impl std::fmt::Display for ListFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListFailure::Missing(why) | ListFailure::Other(why) => f.write_str(why),
+        }
+    }
 }
 
 /// `rsync --list-only` of one source (no recursion), bounded in time.
-fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
+fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), ListFailure> {
     let mut cmd = Command::new(rsync);
     cmd.arg("--list-only").arg("--no-motd").arg("--timeout=30");
     if m.is_daemon_source() {
@@ -221,15 +232,17 @@ fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
     child::scrubbed(&mut cmd)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut running = cmd.spawn().map_err(|e| format!("cannot run rsync: {e}"))?;
+    let mut running = cmd
+        .spawn()
+        .map_err(|e| ListFailure::Other(format!("cannot run rsync: {e}")))?;
     let stderr = child::read_capped(running.stderr.take(), 64 * 1024);
     let status = match child::wait_bounded(running, PROBE_TIMEOUT, Duration::ZERO) {
-        Some(s) => s.map_err(|e| e.to_string())?,
+        Some(s) => s.map_err(|e| ListFailure::Other(e.to_string()))?,
         None => {
-            return Err(format!(
+            return Err(ListFailure::Other(format!(
                 "no answer within {}",
                 humantime::format_duration(PROBE_TIMEOUT)
-            ))
+            )))
         }
     };
     let text = stderr.join().unwrap_or_default();
@@ -237,9 +250,14 @@ fn list_source(rsync: &Path, m: &Module, source: &str) -> Result<(), String> {
         return Ok(());
     }
     let said = child::first_line(&text, &["@ERROR", "rsync:"]).unwrap_or_default();
-    Err(format!(
+    let why = format!(
         "rsync exit {}{}{said}",
         status.code().unwrap_or(-1),
         if said.is_empty() { "" } else { ": " },
-    ))
+    );
+    if status.code() == Some(23) && said.contains("No such file or directory") {
+        Err(ListFailure::Missing(why))
+    } else {
+        Err(ListFailure::Other(why))
+    }
 }
