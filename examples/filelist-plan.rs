@@ -34,6 +34,7 @@ fn main() {
         skip_restricted: false,
         transfer_out: &out.join("transfer"),
         delete_out: &out.join("delete"),
+        kinds_out: None,
     });
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     match result {

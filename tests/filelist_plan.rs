@@ -47,6 +47,7 @@ impl Dir {
             skip_restricted,
             transfer_out: &self.path("transfer"),
             delete_out: &self.path("delete"),
+            kinds_out: None,
         })
     }
 
@@ -442,6 +443,7 @@ fn a_broken_baseline_falls_back_and_missing_files_are_temporary() {
         skip_restricted: false,
         transfer_out: &d.path("missing-dir/transfer"),
         delete_out: &d.path("delete"),
+        kinds_out: None,
     })
     .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Temporary, "{err}");

@@ -62,6 +62,62 @@ fn max_delete_bounds_what_a_list_removal_removes_on_disk() {
     assert!(log.contains("verdict=filelist-refused"), "{log}");
 }
 
+/// A dir the next list gives as a file: rsync's `--force` would remove the whole tree to put the
+/// file in its place, and the transfer passes run without `--max-delete`, so the decide stage
+/// counts it. Past max_delete nothing moves; with room for it the dir becomes the file.
+#[test]
+fn max_delete_bounds_a_dir_that_the_list_turns_into_a_file() {
+    let lab = lab("wait");
+    let up = lab.upstream_dir("fedora");
+    fs::create_dir(up.join("big")).unwrap();
+    for i in 0..50 {
+        fs::write(up.join(format!("big/f{i}")), b"x").unwrap();
+    }
+    publish_list(&lab);
+    drop_listed_below(&lab, "big");
+    write_config(
+        &lab,
+        &format!("filelist = \"{LIST}\"\nmax_delete = 5"),
+        None,
+    );
+    let (code, _, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 0, "{err}");
+    let big = lab.mirrors[0].dest("fedora").join("big");
+    assert_eq!(fs::read_dir(&big).unwrap().count(), 50);
+
+    // Upstream, big becomes a file: one entry to transfer, no entry leaves the list.
+    fs::remove_dir_all(up.join("big")).unwrap();
+    fs::write(up.join("big"), b"now a file\n").unwrap();
+    publish_list(&lab);
+    let (code, out, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("1 dirs to put files or links in their place, more than max_delete (5)"),
+        "{err}"
+    );
+    assert!(big.is_dir(), "the dir is still a dir");
+    assert_eq!(fs::read_dir(&big).unwrap().count(), 50, "nothing deleted");
+    let s = status_json(&lab);
+    assert_eq!(s["modules"][0]["last_run"]["ok"], false, "{s}");
+    let log = fs::read_to_string(lab.mirrors[0].state_dir.join("handler.log")).unwrap();
+    assert!(log.contains("verdict=filelist-refused"), "{log}");
+
+    // With room for the 51 entries the same list goes through, and the dir becomes the file.
+    write_config(
+        &lab,
+        &format!("filelist = \"{LIST}\"\nmax_delete = 60"),
+        None,
+    );
+    let (code, out, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(fs::read(&big).unwrap(), b"now a file\n");
+    let s = status_json(&lab);
+    assert_eq!(
+        s["modules"][0]["last_run"]["runs"][0]["kind"], "filelist",
+        "{s}"
+    );
+}
+
 #[test]
 fn a_file_list_dir_push_for_a_dir_that_exists_nowhere_creates_nothing() {
     let lab = lab("wait");

@@ -34,8 +34,9 @@
 //! has each entry's parent listed as a directory.
 //!
 //! Both output files hold NUL-terminated paths relative to the module top, for
-//! `rsync --from0 --files-from=F`. They are written under temporary names and renamed into
-//! place only when the whole plan succeeded: after an error neither exists.
+//! `rsync --from0 --files-from=F`; a third, where asked for, the type letter of each entry to
+//! transfer. They are written under temporary names and renamed into place only when the whole
+//! plan succeeded: after an error none exists.
 
 use std::cmp::Ordering;
 use std::collections::hash_map::RandomState;
@@ -54,7 +55,7 @@ use crate::request::{escape_bytes, RelDir};
 /// entry, 2 GB at the cap); a sorted list costs the same small memory at any size.
 pub const MAX_ENTRIES: u64 = 50_000_000;
 
-/// PlanLimits a plan runs under (the handler's admin-settable ones).
+/// The limits a plan runs under (the handler's admin-settable ones).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanLimits {
     /// Most entries either list may hold; beyond it: [`PlanError::TooManyEntries`].
@@ -87,6 +88,11 @@ pub struct PlanRequest<'a> {
     pub transfer_out: &'a Path,
     /// Where to write the paths to delete, children before their parents.
     pub delete_out: &'a Path,
+    /// Where to write each transferred entry's type, one letter per entry (`f`, `d`, `l`) in the
+    /// order of the transfer list: putting an entry of another type in place removes what the
+    /// mirror holds there (rsync's `--force` removes a whole dir), which the handler counts
+    /// against `max_delete` before anything moves.
+    pub kinds_out: Option<&'a Path>,
 }
 
 /// What the run has to do. On success both output files exist (empty when there is nothing).
@@ -553,7 +559,10 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
 /// [`plan`] under `limits` (the handler's `max_list_entries`).
 pub fn plan_limited(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, PlanError> {
     // Outputs of an earlier run must never be mistaken for this one's.
-    for out in [req.transfer_out, req.delete_out] {
+    for out in [req.transfer_out, req.delete_out]
+        .into_iter()
+        .chain(req.kinds_out)
+    {
         match fs::remove_file(out) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(out)(e)),
             _ => {}
@@ -561,12 +570,7 @@ pub fn plan_limited(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, 
     }
     if same_bytes(req.baseline, req.fetched)? {
         let (transfer_file, delete_file) = outputs(req)?;
-        transfer_file
-            .commit(false)
-            .map_err(io_error(req.transfer_out))?;
-        delete_file
-            .commit(false)
-            .map_err(io_error(req.delete_out))?;
+        commit_outputs(req, transfer_file, delete_file, std::iter::empty::<&[u8]>())?;
         return Ok(Plan {
             unchanged: true,
             transfer: 0,
@@ -580,20 +584,41 @@ pub fn plan_limited(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, 
     }
 }
 
-/// The two output files, under temporary names until committed.
-fn outputs(req: &PlanRequest<'_>) -> Result<(AtomicFile, AtomicFile), PlanError> {
-    let transfer_file =
-        AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
-    let delete_file =
-        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
-    Ok((transfer_file, delete_file))
+/// The transfer list being written, with the types of its entries where asked for.
+struct TransferOut {
+    paths: AtomicFile,
+    kinds: Option<AtomicFile>,
 }
 
-/// Writes the paths to delete (children before their dir, as given) and puts both outputs in
+impl TransferOut {
+    fn push(&mut self, req: &PlanRequest<'_>, path: &[u8], kind: Kind) -> Result<(), PlanError> {
+        let write_err = io_error(req.transfer_out);
+        self.paths.write_all(path).map_err(&write_err)?;
+        self.paths.write_all(b"\0").map_err(&write_err)?;
+        if let (Some(kinds), Some(out)) = (&mut self.kinds, req.kinds_out) {
+            kinds.write_all(&[kind.letter()]).map_err(io_error(out))?;
+        }
+        Ok(())
+    }
+}
+
+/// The output files, under temporary names until committed.
+fn outputs(req: &PlanRequest<'_>) -> Result<(TransferOut, AtomicFile), PlanError> {
+    let paths = AtomicFile::create(req.transfer_out, 0o640).map_err(io_error(req.transfer_out))?;
+    let kinds = match req.kinds_out {
+        Some(out) => Some(AtomicFile::create(out, 0o640).map_err(io_error(out))?),
+        None => None,
+    };
+    let delete_file =
+        AtomicFile::create(req.delete_out, 0o640).map_err(io_error(req.delete_out))?;
+    Ok((TransferOut { paths, kinds }, delete_file))
+}
+
+/// Writes the paths to delete (children before their dir, as given) and puts every output in
 /// place.
 fn commit_outputs<P: AsRef<[u8]>>(
     req: &PlanRequest<'_>,
-    transfer_file: AtomicFile,
+    transfer: TransferOut,
     mut delete_file: AtomicFile,
     gone: impl IntoIterator<Item = P>,
 ) -> Result<(), PlanError> {
@@ -602,15 +627,19 @@ fn commit_outputs<P: AsRef<[u8]>>(
         delete_file.write_all(path.as_ref()).map_err(&write_err)?;
         delete_file.write_all(b"\0").map_err(&write_err)?;
     }
-    transfer_file
+    transfer
+        .paths
         .commit(false)
         .map_err(io_error(req.transfer_out))?;
+    if let (Some(kinds), Some(out)) = (transfer.kinds, req.kinds_out) {
+        kinds.commit(false).map_err(io_error(out))?;
+    }
     delete_file.commit(false).map_err(io_error(req.delete_out))
 }
 
 /// The index planner, for lists not in list order (see the module docs).
 fn plan_indexed(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, PlanError> {
-    let (mut transfer_file, delete_file) = outputs(req)?;
+    let (mut transfer_out, delete_file) = outputs(req)?;
     let keys = Keys::new();
     let scope = req.scope;
     let skip = req.skip_restricted;
@@ -643,7 +672,6 @@ fn plan_indexed(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, Plan
     let mut structure = Structure::new();
     let mut reader = Reader::new(open(req.fetched)?);
     let (mut transfer, mut entries, mut count) = (0u64, 0u64, 0u64);
-    let write_err = io_error(req.transfer_out);
     while let Some(item) = reader
         .next_item()
         .map_err(|e| list_error(Side::Fetched, req.fetched, e))?
@@ -666,8 +694,7 @@ fn plan_indexed(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, Plan
         };
         if changed {
             transfer += 1;
-            transfer_file.write_all(e.path).map_err(&write_err)?;
-            transfer_file.write_all(b"\0").map_err(&write_err)?;
+            transfer_out.push(req, e.path, e.kind)?;
         }
     }
     if let Err(flaw) = structure.check() {
@@ -715,7 +742,7 @@ fn plan_indexed(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Plan, Plan
         // List order puts a dir before what it holds; reversed, children come first.
         gone.sort_unstable_by(|a, b| cmp_paths(b, a));
     }
-    commit_outputs(req, transfer_file, delete_file, &gone)?;
+    commit_outputs(req, transfer_out, delete_file, &gone)?;
     Ok(Plan {
         unchanged: false,
         transfer,
@@ -881,11 +908,10 @@ fn validate_sorted(list: &Path, limits: &PlanLimits) -> Result<Option<u64>, Plan
 /// The merge planner (see the module docs); `None` when either list is not in list order
 /// (nothing is left behind: the outputs are dropped uncommitted).
 fn plan_sorted(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Option<Plan>, PlanError> {
-    let (mut transfer_file, delete_file) = outputs(req)?;
+    let (mut transfer_out, delete_file) = outputs(req)?;
     let (scope, skip) = (req.scope, req.skip_restricted);
     let mut base = Stream::open(req.baseline, Side::Baseline)?;
     let mut fetched = Stream::open(req.fetched, Side::Fetched)?;
-    let write_err = io_error(req.transfer_out);
     let (mut transfer, mut entries, mut delete) = (0u64, 0u64, 0u64);
     // Paths to delete, in list order (parents first); bounded by max_delete.
     let mut gone: Vec<Vec<u8>> = Vec::new();
@@ -921,8 +947,7 @@ fn plan_sorted(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Option<Plan
                     old.is_some_and(|x| x.kind == y.kind && x.size == y.size && x.mtime == y.mtime);
                 if !same {
                     transfer += 1;
-                    transfer_file.write_all(y.path).map_err(&write_err)?;
-                    transfer_file.write_all(b"\0").map_err(&write_err)?;
+                    transfer_out.push(req, y.path, y.kind)?;
                 }
             } else if let Some(x) = old {
                 // Listed on both sides, but no longer counted (now restricted): it leaves.
@@ -954,7 +979,7 @@ fn plan_sorted(req: &PlanRequest<'_>, limits: &PlanLimits) -> Result<Option<Plan
         });
     }
     // List order puts a dir before what it holds; reversed, children come first.
-    commit_outputs(req, transfer_file, delete_file, gone.iter().rev())?;
+    commit_outputs(req, transfer_out, delete_file, gone.iter().rev())?;
     Ok(Some(Plan {
         unchanged: false,
         transfer,
@@ -1231,7 +1256,11 @@ mod tests {
             limits: &PlanLimits,
         ) -> Result<Option<PlanWithLists>, PlanError> {
             let scope = scope.map(|s| RelDir::parse(s).unwrap());
-            let (t, d) = (self.path("transfer"), self.path("delete"));
+            let (t, d, k) = (
+                self.path("transfer"),
+                self.path("delete"),
+                self.path("kinds"),
+            );
             let plan = how(
                 &PlanRequest {
                     baseline: &self.path("baseline"),
@@ -1241,6 +1270,7 @@ mod tests {
                     skip_restricted: false,
                     transfer_out: &t,
                     delete_out: &d,
+                    kinds_out: Some(&k),
                 },
                 limits,
             )?;
@@ -1348,9 +1378,18 @@ mod tests {
         assert_eq!(t, b"a/x\0a/x/in\0");
         assert!(d.is_empty());
         assert_eq!(case.indexed(Some("a")), (p, t, d));
+        let kinds = || fs::read(case.path("kinds")).unwrap();
+        assert_eq!(
+            kinds(),
+            b"df",
+            "indexed: one type letter per transferred entry"
+        );
+        case.merged(Some("a")).unwrap();
+        assert_eq!(kinds(), b"df", "merged: the same");
         let (p, t, _) = case.merged(Some("ab")).unwrap();
         assert_eq!((p.transfer, p.entries), (1, 2));
         assert_eq!(t, b"ab/l\0");
+        assert_eq!(kinds(), b"f");
         let (p, t, _) = case.merged(None).unwrap();
         assert_eq!(p.transfer, 4);
         assert_eq!(t, b"a/x\0a/x/in\0ab/l\0c\0");

@@ -214,6 +214,13 @@ pub fn remove_at(parent: &OwnedFd, name: &OsStr) -> io::Result<u64> {
     }
 }
 
+/// Whether relative `path` under `dest_fd` is a directory here: one `statat` that does not
+/// follow a final symlink, a cheap filter before [`count_path`] (which never follows any).
+pub fn is_dir_at(dest_fd: &OwnedFd, path: &[u8]) -> bool {
+    rfs::statat(dest_fd, OsStr::from_bytes(path), AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+}
+
 /// How many entries removing `name` in `parent` would remove, counting no further than
 /// `limit + 1`; symlinks are counted, never followed.
 pub fn count_at(parent: &OwnedFd, name: &OsStr, limit: u64) -> io::Result<u64> {

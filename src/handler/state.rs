@@ -52,6 +52,8 @@ pub(crate) const LIST_SAME: &str = "filelist.same";
 /// The planner's output: entries to transfer, entries to remove (NUL-separated).
 pub(crate) const LIST_TRANSFER: &str = "filelist.transfer";
 pub(crate) const LIST_DELETE: &str = "filelist.delete";
+/// The type letter of each entry to transfer, in the transfer list's order.
+pub(crate) const LIST_TRANSFER_KINDS: &str = "filelist.transfer.kinds";
 /// The transfer list rewritten for rsync: the first pass, and what `last` holds back.
 pub(crate) const LIST_TRANSFER_RSYNC: &str = "filelist.transfer.rsync";
 pub(crate) const LIST_TRANSFER_LAST: &str = "filelist.transfer.last";

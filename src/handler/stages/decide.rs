@@ -9,10 +9,13 @@
 //! refused: nothing is transferred or deleted and the run fails with the reason.
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 
-use super::{event, Context, Decision, Event, ListFetch};
+use super::{event, own_paths, Context, Decision, Event, ListFetch};
 use crate::filelist;
-use crate::filelist::plan::{self, ErrorClass, PlanError, PlanRequest};
+use crate::filelist::format::Kind;
+use crate::filelist::plan::{self, ErrorClass, Plan, PlanError, PlanRequest};
 use crate::handler::destdir;
 use crate::handler::list_identity::{self, Identity};
 use crate::handler::state;
@@ -61,6 +64,7 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
             skip_restricted: true,
             transfer_out: &ctx.md.path(state::LIST_TRANSFER),
             delete_out: &ctx.md.path(state::LIST_DELETE),
+            kinds_out: Some(&ctx.md.path(state::LIST_TRANSFER_KINDS)),
         },
         &limits,
     );
@@ -75,7 +79,7 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
             ));
             Decision::Null
         }
-        Ok(p) => match removal_size(ctx, p.delete) {
+        Ok(p) => match removal_size(ctx, &p) {
             Ok(()) => Decision::Listed {
                 transfer: p.transfer,
             },
@@ -101,25 +105,51 @@ fn by_plan(ctx: &Context, dir: Option<&RelDir>, events: &mut Vec<Event>) -> Deci
     }
 }
 
-/// What the plan's removals would remove on disk, counted before anything is transferred or
-/// deleted: removing one entry removes its whole subtree, which the list may never have named
-/// (a dir whose files the upstream's generator skipped, a first plain run that carried more
-/// than the list). Past `max_delete` the plan is refused and nothing is deleted.
-fn removal_size(ctx: &Context, listed: u64) -> Result<(), String> {
-    if listed == 0 {
+/// What the plan would remove on disk, counted before anything is transferred or deleted.
+/// Past `max_delete` the plan is refused and nothing is deleted. Counted:
+/// - each entry that left the list, with what lies below it on disk, which the list may never
+///   have named (a dir whose files the upstream's generator skipped, a first plain run that
+///   carried more than the list);
+/// - each dir here that the list now gives as a file or a symlink, with all it holds: rsync's
+///   `--force` removes it to put the new entry in its place.
+///
+/// A subtree is counted once, at its topmost path.
+fn removal_size(ctx: &Context, plan: &Plan) -> Result<(), String> {
+    let max = ctx.m.max_delete;
+    let refused = |what: String| {
+        format!(
+            "the file list would remove {what}, more than max_delete ({max}) entries on disk with what lies below them; nothing was deleted"
+        )
+    };
+    let mut tops: HashSet<Vec<u8>> = HashSet::new();
+    if plan.delete > 0 {
+        let list = ctx.md.path(state::LIST_DELETE);
+        let paths = std::fs::read(&list).map_err(|e| format!("{}: {e}", list.display()))?;
+        tops.extend(
+            paths
+                .split(|&b| b == 0)
+                .filter(|p| !p.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+    }
+    let replaced = replaced_dirs(ctx, plan, max)
+        .map_err(|e| format!("reading the plan's transfer list: {e}"))?;
+    let replaced_count = replaced.len() as u64;
+    if replaced_count > max {
+        return Err(refused(format!(
+            "more than {max} dirs to put files or links in their place"
+        )));
+    }
+    tops.extend(replaced);
+    if tops.is_empty() {
         return Ok(());
     }
-    let max = ctx.m.max_delete;
-    let list = ctx.md.path(state::LIST_DELETE);
-    let paths = std::fs::read(&list).map_err(|e| format!("{}: {e}", list.display()))?;
-    let paths: HashSet<&[u8]> = paths.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     let mut total = 0u64;
-    for path in &paths {
-        // A subtree is counted once, at its topmost listed entry.
+    for path in &tops {
         let mut up = filelist::parent(path);
         let mut nested = false;
         while let Some(p) = up {
-            if paths.contains(p) {
+            if tops.contains(p) {
                 nested = true;
                 break;
             }
@@ -131,10 +161,38 @@ fn removal_size(ctx: &Context, listed: u64) -> Result<(), String> {
         total += destdir::count_path(&ctx.dest, path, max.saturating_sub(total))
             .map_err(|e| format!("counting what the file list removes: {e}"))?;
         if total > max {
-            return Err(format!(
-                "the file list would remove {listed} entries, more than max_delete ({max}) entries on disk with what lies below them; nothing was deleted"
-            ));
+            let what = match (plan.delete, replaced_count) {
+                (d, 0) => format!("{d} entries"),
+                (0, r) => format!("{r} dirs to put files or links in their place"),
+                (d, r) => format!("{d} entries and {r} dirs to put files or links in their place"),
+            };
+            return Err(refused(what));
         }
     }
     Ok(())
+}
+
+/// The entries to transfer that are dirs here but files or symlinks in the list; no more than
+/// `max + 1` of them (each removes at least itself), so what is held stays bounded.
+fn replaced_dirs(ctx: &Context, plan: &Plan, max: u64) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut found = Vec::new();
+    if plan.transfer == 0 {
+        return Ok(found);
+    }
+    let own = own_paths(ctx.m);
+    let paths = BufReader::new(File::open(ctx.md.path(state::LIST_TRANSFER))?).split(0);
+    let kinds = BufReader::new(File::open(ctx.md.path(state::LIST_TRANSFER_KINDS))?).bytes();
+    for (path, kind) in paths.zip(kinds) {
+        let (path, kind) = (path?, kind?);
+        if kind != Kind::Dir.letter()
+            && !own.contains(&path)
+            && destdir::is_dir_at(&ctx.dest, &path)
+        {
+            found.push(path);
+            if found.len() as u64 > max {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
