@@ -140,6 +140,38 @@ fn rsync_args_outside_the_allowlist_are_refused_with_the_config_line() {
 
 /// Issue 16 item 5 (the fetch): a list larger than `max_list_size` is not fetched, and the run
 /// is a plain rsync that brings the new content, never a null run against the last list.
+/// `max_list_entries` bounds what planning a list may cost: past it the list is not planned and
+/// the run is a plain rsync that says why.
+#[test]
+fn a_list_over_max_list_entries_is_not_planned_and_the_run_is_plain() {
+    let lab = lab("wait");
+    write_config(&lab, LIST_CONFIG, None);
+    common::publish_list(&lab);
+    synced(&lab, "sync fedora");
+    synced(&lab, "sync fedora");
+    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
+
+    let fresh = lab.upstream_dir("fedora").join("updates/fresh.rpm");
+    fs::write(&fresh, "fresh\n").unwrap();
+    common::publish_list(&lab);
+    write_config(&lab, &format!("{LIST_CONFIG}max_list_entries = 3\n"), None);
+    synced(&lab, "sync fedora");
+    let run = last_run(&lab);
+    let r = &run["runs"][0];
+    assert_eq!(r["kind"], "full", "{run}");
+    assert!(
+        r["result"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 entries (the entry cap)"),
+        "{run}"
+    );
+    assert!(lab.mirrors[0]
+        .dest("fedora")
+        .join("updates/fresh.rpm")
+        .exists());
+}
+
 #[test]
 fn a_list_over_max_list_size_is_not_fetched_and_the_run_is_plain() {
     let lab = lab("wait");
