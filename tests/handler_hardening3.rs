@@ -530,3 +530,69 @@ fn a_full_state_dir_during_a_file_list_run_loses_nothing() {
     let last = status()["modules"][0]["last_run"].clone();
     assert_eq!(last["runs"][0]["kind"], "null", "{last}");
 }
+
+/// ENOSPC on `dest` in the middle of a file-list transfer: the run fails and says so, the
+/// baseline stays (the list is not adopted for content that never arrived), and once there is
+/// room the next trigger converges and the one after is null.
+#[test]
+fn a_full_dest_during_a_file_list_run_loses_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs for dest needs root");
+        return;
+    }
+    // Mounted before the lab, whose sshd runs in a private mount namespace.
+    let tmpfs = Tmpfs::mount("1m");
+    let lab = lab("wait");
+    lab.give_to_account(&tmpfs.0).unwrap();
+    let dest = tmpfs.0.clone();
+    let old = format!(
+        "dest = {:?}",
+        lab.mirrors[0].dest("fedora").display().to_string()
+    );
+    let text = lab.handler_toml(0, LIST_CONFIG);
+    assert!(text.contains(&old));
+    lab.write_handler_config(
+        0,
+        &text.replace(&old, &format!("dest = {:?}", dest.display().to_string())),
+    )
+    .unwrap();
+    let up = lab.upstream_dir("fedora");
+    let converged = || mirrorpush_lab::trees_equal(&up, &dest);
+    common::publish_list(&lab);
+    synced(&lab, "sync fedora");
+    synced(&lab, "sync fedora");
+    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
+    assert!(converged());
+    let state = lab.mirrors[0].state_dir.join("fedora");
+    let baseline = fs::read(state.join("filelist.baseline")).unwrap();
+
+    // More than the disk holds arrives upstream, with a small file beside it.
+    fs::write(up.join("updates/huge.iso"), vec![7u8; 2 << 20]).unwrap();
+    fs::write(up.join("updates/small.rpm"), b"small\n").unwrap();
+    common::publish_list(&lab);
+    let (code, out, err) = ssh(&lab, "sync fedora");
+    assert_eq!(code, 1, "the run cannot have succeeded: {out} {err}");
+    let run = last_run(&lab);
+    assert_eq!(run["ok"], false, "{run}");
+    assert_eq!(run["runs"][0]["kind"], "filelist", "{run}");
+    // rsync's "error in file IO" (No space left on device).
+    assert_eq!(run["runs"][0]["rsync_exit"], 11, "{run}");
+    assert_eq!(
+        fs::read(state.join("filelist.baseline")).unwrap(),
+        baseline,
+        "a list whose content did not arrive was adopted"
+    );
+
+    // Room again (the same tmpfs, grown): the next trigger converges, the one after is null.
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(st.success(), "remount");
+    synced(&lab, "sync fedora");
+    assert!(converged(), "the mirror did not converge");
+    synced(&lab, "sync fedora");
+    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
+}
