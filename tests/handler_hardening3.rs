@@ -596,3 +596,44 @@ fn a_full_dest_during_a_file_list_run_loses_nothing() {
     synced(&lab, "sync fedora");
     assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
 }
+
+/// A state dir another local user can write in would let them forge the queue, the baseline or
+/// a run's plan between two stages (a baseline naming the upstream's list byte for byte makes
+/// every later run null; a delete list swapped after the count bypasses max_delete). The
+/// handler refuses it (77) before it reads or writes anything there, says why in handler.log,
+/// and `check` names it.
+#[test]
+fn a_state_dir_others_can_write_in_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = lab("wait");
+    synced(&lab, "sync fedora");
+    let top = lab.mirrors[0].state_dir.clone();
+    let module = top.join("fedora");
+    let check = || {
+        let mut cmd = lab.command_as_account(HANDLER);
+        cmd.arg("--config")
+            .arg(&lab.mirrors[0].handler_config)
+            .arg("check");
+        common::run(cmd)
+    };
+    for (dir, mode) in [(&module, 0o770), (&module, 0o757), (&top, 0o777)] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+        let (code, out, err) = ssh(&lab, "sync fedora");
+        assert_eq!(code, 77, "{} {mode:o}: {out} {err}", dir.display());
+        assert!(err.contains("the state dir is not private"), "{err}");
+        assert!(err.contains(&format!("(mode {mode:o})")), "{err}");
+        let log = fs::read_to_string(top.join("handler.log")).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("writable by others than this mirror's account"),
+            "{last}"
+        );
+        if dir == &top {
+            let (code, out, err) = check();
+            assert_ne!(code, 0, "{out}");
+            assert!(err.contains("writable by others"), "{out} {err}");
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    synced(&lab, "sync fedora");
+}

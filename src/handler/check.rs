@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::config::{Config, Module};
-use super::exit::{fail, report, say, EXIT_CONFIG, EXIT_OK, EXIT_TEMPFAIL};
+use super::exit::{fail, report, say, EXIT_CONFIG, EXIT_NOPERM, EXIT_OK, EXIT_TEMPFAIL};
 use super::{child, cli, config, destdir, rsync, state};
 
 /// Wall-clock bound of one upstream probe.
@@ -72,8 +72,13 @@ pub(crate) fn run(inv: &cli::Invocation, as_root: bool) -> i32 {
 fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Finding>) -> Option<u32> {
     let dir = &cfg.state_dir;
     if as_root {
-        return match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() && m.uid() != 0 => Some(m.uid()),
+        return match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() && m.uid() != 0 => {
+                if let Err(e) = state::check_private(dir, &m, m.uid()) {
+                    problems.push(Finding(EXIT_NOPERM, e.to_string()));
+                }
+                Some(m.uid())
+            }
             Ok(m) if m.is_dir() => {
                 problems.push(Finding(
                     EXIT_TEMPFAIL,
@@ -115,6 +120,8 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Finding>) -> Option
             EXIT_TEMPFAIL,
             format!("state dir {} is not writable: {e}", dir.display()),
         ));
+    } else if let Err(e) = state::ensure_private_dir(dir, true) {
+        problems.push(Finding(EXIT_NOPERM, e.to_string()));
     }
     Some(rustix::process::geteuid().as_raw())
 }

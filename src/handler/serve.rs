@@ -64,8 +64,13 @@ pub(crate) fn request(inv: &Invocation, raw: &[u8], caller: Caller, plain: bool)
             Request::parse(raw).map_or_else(|_| "<module>".to_owned(), |r| r.module.to_string());
         return report(&fail(EXIT_NOPERM, root_refusal(&module)));
     }
-    if let Err(e) = state::ensure_dir(&cfg.state_dir) {
-        return report(&state_failure(&cfg.state_dir, &e, caller.remote));
+    if let Err(e) = state::ensure_private_dir(&cfg.state_dir, true) {
+        let f = state_failure(&cfg.state_dir, &e, caller.remote);
+        if state::is_not_private(&e) {
+            // The admin must learn why every push is refused: the line goes to handler.log.
+            return refuse_and_log(inv, raw, &f, caller);
+        }
+        return report(&f);
     }
     let client = Requester::from_env(inv.key.as_deref());
     let outcome = admit(&cfg, raw, &client, caller.remote, plain);
@@ -96,6 +101,13 @@ pub(crate) fn root_refusal(module: &str) -> String {
 }
 
 fn state_failure(state_dir: &std::path::Path, e: &std::io::Error, remote: bool) -> ExitError {
+    if state::is_not_private(e) {
+        // As a dest that others can write in is refused naming the dir, so is the state dir.
+        return fail(
+            EXIT_NOPERM,
+            format!("refused: the state dir is not private: {e}"),
+        );
+    }
     if remote {
         fail(
             EXIT_TEMPFAIL,
