@@ -15,6 +15,7 @@ mod atomic;
 mod config_text;
 pub mod filelist;
 pub mod handler;
+mod private_dir;
 pub mod request;
 pub mod rlimit;
 

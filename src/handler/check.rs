@@ -74,7 +74,7 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Finding>) -> Option
     if as_root {
         return match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() && m.uid() != 0 => {
-                if let Err(e) = state::check_private(dir, &m, m.uid()) {
+                if let Err(e) = crate::private_dir::check(dir, &m, m.uid()) {
                     problems.push(Finding(EXIT_NOPERM, e.to_string()));
                 }
                 Some(m.uid())

@@ -7,8 +7,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::private_dir;
 
 /// `handler.log`: one line per request and per run ([`super::log`]).
 pub(crate) const LOG: &str = "handler.log";
@@ -83,21 +85,8 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// A state dir someone other than the account can write in: whoever can may forge the queue,
-/// the baseline or a run's plan between two of its stages.
-#[derive(Debug)]
-pub(crate) struct NotPrivate(pub(crate) String);
-
-impl std::fmt::Display for NotPrivate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotPrivate {}
-
 /// Creates `dir` (0750, with its parents) when missing and checks that it is private: see
-/// [`check_private`]. The top state dir may be reached through a symlink (the admin's path);
+/// [`crate::private_dir`]. The top state dir may be reached through a symlink (the admin's path);
 /// a module's may not.
 pub(crate) fn ensure_private_dir(dir: &Path, follow: bool) -> io::Result<()> {
     ensure_dir(dir)?;
@@ -107,40 +96,15 @@ pub(crate) fn ensure_private_dir(dir: &Path, follow: bool) -> io::Result<()> {
         fs::symlink_metadata(dir)?
     };
     if meta.file_type().is_symlink() {
-        return Err(io::Error::other(NotPrivate(format!(
+        return Err(io::Error::other(private_dir::NotPrivate(format!(
             "{} is a symlink",
             dir.display()
         ))));
     }
-    check_private(dir, &meta, rustix::process::geteuid().as_raw()).map_err(io::Error::other)
+    private_dir::check(dir, &meta, rustix::process::geteuid().as_raw()).map_err(io::Error::other)
 }
 
-/// A state dir must be a directory of the account `uid` that nobody else can write in.
-pub(crate) fn check_private(dir: &Path, meta: &fs::Metadata, uid: u32) -> Result<(), NotPrivate> {
-    if !meta.is_dir() {
-        return Err(NotPrivate(format!("{} is not a directory", dir.display())));
-    }
-    if meta.uid() != uid {
-        return Err(NotPrivate(format!(
-            "{} is owned by uid {}, not by this mirror's account (uid {uid})",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(NotPrivate(format!(
-            "{} is writable by others than this mirror's account (mode {:o}): chmod go-w it",
-            dir.display(),
-            meta.mode() & 0o7777
-        )));
-    }
-    Ok(())
-}
-
-/// Whether an error from [`ensure_private_dir`] is a dir that is not private.
-pub(crate) fn is_not_private(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<NotPrivate>())
-}
+pub(crate) use crate::private_dir::is_not_private;
 
 /// Opens a state file for reading without following a symlink; `None` when missing.
 pub(crate) fn open_state_file(path: &Path) -> io::Result<Option<File>> {

@@ -81,8 +81,7 @@ impl Daemon {
                 ),
             )
         })?;
-        state::ensure_dir(&cfg.state_dir)
-            .map_err(|e| (75, format!("state dir {}: {e}", cfg.state_dir.display())))?;
+        state::ensure_dir(&cfg.state_dir).map_err(|e| state::dir_failure(&cfg.state_dir, &e))?;
         let seen = {
             let _l = state::lock(&cfg.state_dir)
                 .map_err(|e| (75, format!("state dir {}: {e}", cfg.state_dir.display())))?;

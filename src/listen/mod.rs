@@ -185,10 +185,8 @@ fn stdin(path: &Path) -> i32 {
         return fail(EXIT_TEMPFAIL, &format!("cannot read stdin: {e}"));
     }
     if let Err(e) = state::ensure_dir(&cfg.state_dir) {
-        return fail(
-            EXIT_TEMPFAIL,
-            &format!("state dir {}: {e}", cfg.state_dir.display()),
-        );
+        let (code, why) = state::dir_failure(&cfg.state_dir, &e);
+        return fail(code, &why);
     }
     let mut counters = state::Counters::default();
     let code = stdin_inner(&cfg, &gate, &input, &mut counters);

@@ -35,7 +35,9 @@ pub fn epoch(t: SystemTime) -> u64 {
 /// Most bytes read from `status.json` or `hints.json`; `seen` is bounded by `max_seen`.
 const READ_LIMIT: u64 = 4 * 1024 * 1024;
 
-/// Creates the state dir (mode 0750) if missing; refuses one that is a symlink.
+/// Creates the state dir (mode 0750) if missing; refuses one that is a symlink, and one that is
+/// not private to the account (see [`crate::private_dir`]: whoever could write there could
+/// forget the triggers already seen, and replay one).
 pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     match fs::DirBuilder::new().mode(0o750).create(dir) {
@@ -44,13 +46,25 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
             let meta = fs::symlink_metadata(dir)?;
             if meta.file_type().is_symlink() {
                 Err(io::Error::other("is a symlink: name the real directory"))
-            } else if !meta.is_dir() {
-                Err(io::Error::other("exists and is not a directory"))
             } else {
-                Ok(())
+                let uid = rustix::process::geteuid().as_raw();
+                crate::private_dir::check(dir, &meta, uid).map_err(io::Error::other)
             }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The exit code and message for an [`ensure_dir`] failure: a state dir that is not private is
+/// the admin's to fix (77); anything else may pass (75).
+pub fn dir_failure(dir: &Path, e: &io::Error) -> (i32, String) {
+    if crate::private_dir::is_not_private(e) {
+        (super::EXIT_NOPERM, format!("refused: {e}"))
+    } else {
+        (
+            super::EXIT_TEMPFAIL,
+            format!("state dir {}: {e}", dir.display()),
+        )
     }
 }
 
@@ -361,6 +375,13 @@ mod tests {
             fs::metadata(&state).unwrap().permissions().mode() & 0o777,
             0o750
         );
+        // A state dir others can write in is refused, the way the handler refuses its own.
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o770)).unwrap();
+        let e = ensure_dir(&state).unwrap_err();
+        assert_eq!(dir_failure(&state, &e).0, 77, "{e}");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o750)).unwrap();
+        ensure_dir(&state).unwrap();
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious\n").unwrap();
         // A link where the temp file of status.json goes, and links for lock and seen.
