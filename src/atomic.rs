@@ -5,8 +5,8 @@
 //! Everything happens inside an opened directory (`openat`/`renameat`/`unlinkat`): the temp file
 //! is created exclusively and never through a symlink someone planted under its name, and the
 //! rename replaces a symlink at the final name rather than following it. The handler's state
-//! files, the trace and list files it puts into the mirror tree, and the file lists the master
-//! generates all go through here.
+//! files, the trace and list files it puts into the mirror tree, the listener's state files,
+//! the file lists the master generates and the report page all go through here.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -49,6 +49,17 @@ impl AtomicFile {
     /// Starts replacing `path` (its parent directory is opened without following a symlink at
     /// its last component).
     pub(crate) fn create(path: &Path, mode: u32) -> io::Result<AtomicFile> {
+        Self::create_in(path, mode, OFlags::NOFOLLOW)
+    }
+
+    /// As [`AtomicFile::create`], for a path a person named on the command line (the report
+    /// page): symlinks on the way to its directory are theirs to choose.
+    #[cfg(feature = "master")]
+    pub(crate) fn create_following(path: &Path, mode: u32) -> io::Result<AtomicFile> {
+        Self::create_in(path, mode, OFlags::empty())
+    }
+
+    fn create_in(path: &Path, mode: u32, follow: OFlags) -> io::Result<AtomicFile> {
         let name = path
             .file_name()
             .ok_or_else(|| io::Error::other(format!("{}: not a file name", path.display())))?;
@@ -58,7 +69,7 @@ impl AtomicFile {
         };
         let dir = rfs::open(
             parent,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | follow,
             Mode::empty(),
         )?;
         Self::create_at(dir, name, mode)

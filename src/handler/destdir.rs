@@ -17,6 +17,7 @@ use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
+use crate::atomic::AtomicFile;
 use crate::request::RelDir;
 
 /// Why a directory may not be synced into.
@@ -324,30 +325,20 @@ pub fn write_file_at(dest_fd: &OwnedFd, rel: &RelDir, bytes: &[u8]) -> io::Resul
 /// mirrors that pull from it.
 pub fn install_file_at(dest_fd: &OwnedFd, rel: &RelDir, src: &Path) -> io::Result<()> {
     let mut from = std::fs::File::open(src)?;
-    let st = rfs::fstat(&from)?;
+    let modified = from.metadata()?.modified()?;
     replace_file_at(dest_fd, rel, |to| {
         std::io::copy(&mut from, to)?;
-        let times = rfs::Timestamps {
-            last_access: rfs::Timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: 0,
-            },
-            last_modification: rfs::Timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec as _,
-            },
-        };
-        Ok(rfs::futimens(&*to, &times)?)
+        to.set_modified(modified)
     })
 }
 
-/// The one way the handler puts a file into the tree: a temp file (0644, created exclusively,
-/// never through a symlink) in the opened parent directory, filled by `fill`, synced, renamed
-/// over `rel`; on any error the temp file is removed.
+/// The one way the handler puts a file into the tree: the crate's atomic writer (0644, created
+/// exclusively, never through a symlink) in the opened parent directory, filled by `fill`,
+/// synced, renamed over `rel`; on any error the temp file is removed.
 fn replace_file_at(
     dest_fd: &OwnedFd,
     rel: &RelDir,
-    fill: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+    fill: impl FnOnce(&mut AtomicFile) -> io::Result<()>,
 ) -> io::Result<()> {
     let comps: Vec<&str> = rel.components().collect();
     let (leaf, parents) = comps.split_last().ok_or(io::ErrorKind::InvalidInput)?;
@@ -359,21 +350,9 @@ fn replace_file_at(
             .map_err(|e| io::Error::other(e.to_string()))?
             .fd
     };
-    let tmp = format!(".{leaf}.{}.tmp", std::process::id());
-    let fd = rfs::openat(
-        &dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    let written = fill(&mut file).and_then(|()| file.sync_all());
-    drop(file);
-    let renamed = written.and_then(|()| Ok(rfs::renameat(&dir, tmp.as_str(), &dir, *leaf)?));
-    if renamed.is_err() {
-        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-    }
-    renamed
+    let mut file = AtomicFile::create_at(dir, OsStr::new(leaf), 0o644)?;
+    fill(&mut file)?;
+    file.commit(true)
 }
 
 /// Reads at most `limit` bytes of the regular file `rel` under `dest_fd`, without following a

@@ -23,6 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::AtomicFile;
+
 const LOCK: &str = "lock";
 const SEEN: &str = "seen";
 const STATUS: &str = "status.json";
@@ -109,20 +111,11 @@ pub fn lock(dir: &Path) -> io::Result<Locked> {
     Ok(Locked { _file: file })
 }
 
-/// Replaces `path` by temp file and rename, so a reader sees the old or the new file whole.
+/// Replaces `path` by the crate's atomic writer, so a reader sees the old or the new file whole.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        // Whatever is there (a stale temp file, or a planted link) goes; ours is made new.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut f = open_regular(&tmp, fs::OpenOptions::new().create_new(true).write(true))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
+    let mut f = AtomicFile::create(path, 0o640)?;
+    f.write_all(bytes)?;
+    f.commit(true)
 }
 
 /// The remembered ids. Call [`Seen::refresh`] under the lock before deciding, so ids another
@@ -385,7 +378,8 @@ mod tests {
         let victim = dir.path().join("victim");
         fs::write(&victim, "precious\n").unwrap();
         // A link where the temp file of status.json goes, and links for lock and seen.
-        symlink(&victim, state.join("status.tmp")).unwrap();
+        let tmp = format!(".{STATUS}.{}.tmp", std::process::id());
+        symlink(&victim, state.join(tmp)).unwrap();
         add_status(&state, &Counters::default(), Some("connected")).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
         assert!(fs::symlink_metadata(state.join("status.json"))

@@ -230,20 +230,11 @@ pub fn command(history_path: &Path, args: &ReportArgs) -> i32 {
     EXIT_OK
 }
 
-/// By temp file and rename, so a reader never sees half a page.
+/// By the crate's atomic writer, so a reader (a web server) never sees half a page.
 fn write_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or("report".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    let mut f = crate::atomic::AtomicFile::create_following(path, 0o644)?;
+    f.write_all(content)?;
+    f.commit(false)
 }
 
 pub fn json_lines(r: &PushReport) -> String {

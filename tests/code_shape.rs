@@ -1,5 +1,8 @@
-//! No two types of the crate share a name: a reader who meets `Verdict` or `Summary` should not
-//! have to find out which of two it is.
+//! Rules of the code's shape that review alone would let slip:
+//! - no two types of the crate share a name: a reader who meets `Verdict` or `Summary` should
+//!   not have to find out which of two it is;
+//! - one way to replace a file (`src/atomic.rs`): a temp file, created exclusively and never
+//!   through a symlink, renamed into place; nobody else renames.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,4 +69,34 @@ fn the_scan_reads_definitions_and_leaves_other_lines() {
     assert_eq!(defined_type("struct Ctx<'a> {"), Some("Ctx"));
     assert_eq!(defined_type("let s = struct_name;"), None);
     assert_eq!(defined_type("// the struct below"), None);
+}
+
+#[test]
+fn only_the_atomic_writer_renames_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for f in &files {
+        if f.ends_with("atomic.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        // Unit tests may move things around to stage a race.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            if line.contains("rename(") || line.contains("renameat(") {
+                found.push(format!(
+                    "{}:{}",
+                    f.strip_prefix(&src).unwrap().display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "renames outside src/atomic.rs: {found:#?}"
+    );
 }
