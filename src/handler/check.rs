@@ -120,7 +120,7 @@ fn state_dir(cfg: &Config, as_root: bool, problems: &mut Vec<Finding>) -> Option
             EXIT_TEMPFAIL,
             format!("state dir {} is not writable: {e}", dir.display()),
         ));
-    } else if let Err(e) = state::ensure_private_dir(dir, true) {
+    } else if let Err(e) = state::check_private_dir(dir, true) {
         problems.push(Finding(EXIT_NOPERM, e.to_string()));
     }
     Some(rustix::process::geteuid().as_raw())

@@ -85,11 +85,16 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Creates `dir` (0750, with its parents) when missing and checks that it is private: see
-/// [`crate::private_dir`]. The top state dir may be reached through a symlink (the admin's path);
-/// a module's may not.
+/// Creates `dir` (0750, with its parents) when missing and checks that it is private
+/// ([`check_private_dir`]).
 pub(crate) fn ensure_private_dir(dir: &Path, follow: bool) -> io::Result<()> {
     ensure_dir(dir)?;
+    check_private_dir(dir, follow)
+}
+
+/// Whether the existing `dir` is private: see [`crate::private_dir`]. The top state dir may be
+/// reached through a symlink (the admin's path); a module's may not.
+pub(crate) fn check_private_dir(dir: &Path, follow: bool) -> io::Result<()> {
     let meta = if follow {
         fs::metadata(dir)?
     } else {
