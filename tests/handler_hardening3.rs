@@ -140,32 +140,41 @@ fn rsync_args_outside_the_allowlist_are_refused_with_the_config_line() {
 
 /// Issue 16 item 5 (the fetch): a list larger than `max_list_size` is not fetched, and the run
 /// is a plain rsync that brings the new content, never a null run against the last list.
+/// A file-list module synced twice: a baseline, and the null run that proves it.
+fn list_baseline(lab: &Lab) {
+    write_config(lab, LIST_CONFIG, None);
+    common::publish_list(lab);
+    synced(lab, "sync fedora");
+    synced(lab, "sync fedora");
+    assert_eq!(last_run(lab)["runs"][0]["kind"], "null");
+}
+
+/// New content upstream (`updates/fresh.rpm`) and a list published for it, then a sync under
+/// the module's list settings plus `bound`.
+fn fresh_content_under(lab: &Lab, bound: &str) {
+    let fresh = lab.upstream_dir("fedora").join("updates/fresh.rpm");
+    fs::write(&fresh, "fresh\n").unwrap();
+    common::publish_list(lab);
+    write_config(lab, &format!("{LIST_CONFIG}{bound}\n"), None);
+    synced(lab, "sync fedora");
+}
+
+/// The last run was a plain rsync, and its result says `why`.
+fn plain_because(lab: &Lab, why: &str) {
+    let run = last_run(lab);
+    let r = &run["runs"][0];
+    assert_eq!(r["kind"], "full", "{run}");
+    assert!(r["result"].as_str().unwrap().contains(why), "{run}");
+}
+
 /// `max_list_entries` bounds what planning a list may cost: past it the list is not planned and
 /// the run is a plain rsync that says why.
 #[test]
 fn a_list_over_max_list_entries_is_not_planned_and_the_run_is_plain() {
     let lab = lab("wait");
-    write_config(&lab, LIST_CONFIG, None);
-    common::publish_list(&lab);
-    synced(&lab, "sync fedora");
-    synced(&lab, "sync fedora");
-    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
-
-    let fresh = lab.upstream_dir("fedora").join("updates/fresh.rpm");
-    fs::write(&fresh, "fresh\n").unwrap();
-    common::publish_list(&lab);
-    write_config(&lab, &format!("{LIST_CONFIG}max_list_entries = 3\n"), None);
-    synced(&lab, "sync fedora");
-    let run = last_run(&lab);
-    let r = &run["runs"][0];
-    assert_eq!(r["kind"], "full", "{run}");
-    assert!(
-        r["result"]
-            .as_str()
-            .unwrap()
-            .contains("more than 3 entries (the entry cap)"),
-        "{run}"
-    );
+    list_baseline(&lab);
+    fresh_content_under(&lab, "max_list_entries = 3");
+    plain_because(&lab, "more than 3 entries (the entry cap)");
     assert!(lab.mirrors[0]
         .dest("fedora")
         .join("updates/fresh.rpm")
@@ -176,30 +185,13 @@ fn a_list_over_max_list_entries_is_not_planned_and_the_run_is_plain() {
 fn a_list_over_max_list_size_is_not_fetched_and_the_run_is_plain() {
     let lab = lab("wait");
     let state = lab.mirrors[0].state_dir.join("fedora");
-    write_config(&lab, LIST_CONFIG, None);
-    common::publish_list(&lab);
     // A baseline from a list that fits.
-    synced(&lab, "sync fedora");
-    synced(&lab, "sync fedora");
-    assert_eq!(last_run(&lab)["runs"][0]["kind"], "null");
+    list_baseline(&lab);
     let baseline = fs::read(state.join("filelist.baseline")).unwrap();
 
     // The list grows past the bound (here: 100 bytes) with new content.
-    let fresh = lab.upstream_dir("fedora").join("updates/fresh.rpm");
-    fs::write(&fresh, "fresh\n").unwrap();
-    common::publish_list(&lab);
-    write_config(&lab, &format!("{LIST_CONFIG}max_list_size = 100\n"), None);
-    synced(&lab, "sync fedora");
-    let run = last_run(&lab);
-    let r = &run["runs"][0];
-    assert_eq!(r["kind"], "full", "{run}");
-    assert!(
-        r["result"]
-            .as_str()
-            .unwrap()
-            .contains("larger than max_list_size (100 bytes)"),
-        "{run}"
-    );
+    fresh_content_under(&lab, "max_list_size = 100");
+    plain_because(&lab, "larger than max_list_size (100 bytes)");
     assert!(lab.in_sync_except(0, "fedora", Path::new("fullfiletimelist-fedora")));
     assert!(lab.mirrors[0]
         .dest("fedora")

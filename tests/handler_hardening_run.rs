@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::PathBuf;
 
 use common::{lab, publish_list, ssh, status_json, write_config};
 
@@ -19,8 +20,10 @@ fn drop_listed_below(lab: &mirrorpush_lab::Lab, dir: &str) {
     fs::write(&path, kept.join("\n") + "\n").unwrap();
 }
 
-#[test]
-fn max_delete_bounds_what_a_list_removal_removes_on_disk() {
+/// A mirror (wait mode, `max_delete = 5`) whose upstream has `big/` with 50 files and a list
+/// naming only `big` itself. The first run is plain (no baseline yet): it carries big/ whole,
+/// then adopts the list. Returns the lab, the upstream tree and the mirror's `big`.
+fn mirror_with_a_dir_its_list_does_not_look_into() -> (mirrorpush_lab::Lab, PathBuf, PathBuf) {
     let lab = lab("wait");
     let up = lab.upstream_dir("fedora");
     fs::create_dir(up.join("big")).unwrap();
@@ -34,11 +37,16 @@ fn max_delete_bounds_what_a_list_removal_removes_on_disk() {
         &format!("filelist = \"{LIST}\"\nmax_delete = 5"),
         None,
     );
-    // First run: plain (no baseline yet), which carries big/ whole, then adopts the list.
     let (code, _, err) = ssh(&lab, "sync fedora");
     assert_eq!(code, 0, "{err}");
     let big = lab.mirrors[0].dest("fedora").join("big");
     assert_eq!(fs::read_dir(&big).unwrap().count(), 50);
+    (lab, up, big)
+}
+
+#[test]
+fn max_delete_bounds_what_a_list_removal_removes_on_disk() {
+    let (lab, up, big) = mirror_with_a_dir_its_list_does_not_look_into();
 
     // The next list drops big: one listed entry, 51 on disk.
     fs::remove_dir_all(up.join("big")).unwrap();
@@ -67,23 +75,7 @@ fn max_delete_bounds_what_a_list_removal_removes_on_disk() {
 /// counts it. Past max_delete nothing moves; with room for it the dir becomes the file.
 #[test]
 fn max_delete_bounds_a_dir_that_the_list_turns_into_a_file() {
-    let lab = lab("wait");
-    let up = lab.upstream_dir("fedora");
-    fs::create_dir(up.join("big")).unwrap();
-    for i in 0..50 {
-        fs::write(up.join(format!("big/f{i}")), b"x").unwrap();
-    }
-    publish_list(&lab);
-    drop_listed_below(&lab, "big");
-    write_config(
-        &lab,
-        &format!("filelist = \"{LIST}\"\nmax_delete = 5"),
-        None,
-    );
-    let (code, _, err) = ssh(&lab, "sync fedora");
-    assert_eq!(code, 0, "{err}");
-    let big = lab.mirrors[0].dest("fedora").join("big");
-    assert_eq!(fs::read_dir(&big).unwrap().count(), 50);
+    let (lab, up, big) = mirror_with_a_dir_its_list_does_not_look_into();
 
     // Upstream, big becomes a file: one entry to transfer, no entry leaves the list.
     fs::remove_dir_all(up.join("big")).unwrap();
